@@ -1,0 +1,261 @@
+"""From the `model` section of a config to an `nn.Module`, shapes checked layer by layer.
+
+Each layer is first built on the meta device and fed a meta tensor of the incoming shape, so
+a shape mismatch is found before any weight is allocated, and named by its layer path.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from cnnkit.blocks import AuxHead
+from cnnkit.config import Config, load_config
+from cnnkit.errors import ConfigError, ShapeError
+from cnnkit.layers import INFERRED, REPEAT, lookup
+
+Shape = tuple[int, ...]  # one example: (C, H, W) or (F,)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str  # module path, as in the state_dict
+    type: str
+    output_shape: Shape
+
+
+class NetworkOutput(NamedTuple):
+    """What a Network with auxiliary heads returns in training mode."""
+
+    logits: torch.Tensor  # (B, K)
+    aux: tuple[torch.Tensor, ...]  # one (B, K) per auxiliary head
+
+
+class Network(nn.Sequential):
+    """The top-level model: children run in order. An `AuxHead` child is a tap: in training
+    its output is collected and the main tensor passes it unchanged; in eval it is skipped."""
+
+    def __init__(self, children: OrderedDict, *, input_shape: Shape, output_shape: Shape,
+                 layers: list[LayerInfo]):
+        super().__init__(children)
+        self.input_shape = input_shape  # one example, as declared in model.input
+        self.output_shape = output_shape  # one example, e.g. (10,) for ten logits
+        self.layers_info = layers  # every layer of the config, in order, with its output shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | NetworkOutput:
+        aux = []
+        for module in self:
+            if isinstance(module, AuxHead):
+                if self.training:
+                    aux.append(module(x))
+                continue
+            x = module(x)
+        return NetworkOutput(x, tuple(aux)) if aux else x
+
+
+def build_model(config: Config | str | Path, *, overrides: tuple[str, ...] = ()) -> Network:
+    """Build the model a config (or a config file) describes."""
+    cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    builder = _Builder(source=cfg.source, aux_heads=cfg.model.aux_heads)
+    shape = _input_shape(cfg)
+    children, out = builder.named_children(cfg.model.layers, "", shape, top=True)
+    return Network(children, input_shape=shape, output_shape=out, layers=builder.layers)
+
+
+def _input_shape(cfg: Config) -> Shape:
+    shape = tuple(cfg.model.input)
+    if not 1 <= len(shape) <= 3 or min(shape) < 1:
+        raise ConfigError(f"{cfg.source}: model.input: expected 1 to 3 positive sizes "
+                          f"(C, H, W), found {list(shape)}")
+    return shape
+
+
+def is_layer(spec: Any) -> bool:
+    """A layer is `Name` or `[Name, *args, {kwargs}]`; anything else is a container."""
+    return isinstance(spec, str) or (isinstance(spec, list) and bool(spec)
+                                     and isinstance(spec[0], str))
+
+
+def format_shape(shape: Shape) -> str:
+    return "×".join(str(s) for s in shape)
+
+
+class _Builder:
+    def __init__(self, *, source: str, aux_heads: bool):
+        self.source = source
+        self.aux_heads = aux_heads
+        self.layers: list[LayerInfo] = []
+
+    def where(self, path: str) -> str:
+        return f"{self.source}: model.layers{'.' + path if path else ''}"
+
+    def named_children(self, spec: Any, path: str, shape: Shape, *, top: bool = False):
+        """(OrderedDict of name -> module, output shape) for a list, mapping or one layer."""
+        if is_layer(spec) and not _is_repeat(spec):
+            spec = [spec]
+        if isinstance(spec, list):
+            items = [(str(i), s) for i, s in enumerate(self.expand(spec, path))]
+        elif isinstance(spec, dict):
+            items = [(str(k), v) for k, v in spec.items()]
+        else:
+            raise ConfigError(f"{self.where(path)}: expected a layer [Name, args...], a list of "
+                              f"layers or a mapping of named layers, found {spec!r}")
+        if not items:
+            raise ConfigError(f"{self.where(path)}: empty list of layers")
+        children = OrderedDict()
+        for name, child in items:
+            child_path = f"{path}.{name}" if path else name
+            module, shape = self.node(child, child_path, shape, top=top)
+            if module is not None:
+                children[name] = module
+        return children, shape
+
+    def node(self, spec: Any, path: str, shape: Shape, *, top: bool):
+        if is_layer(spec) and not _is_repeat(spec):
+            return self.layer(spec, path, shape, top=top)
+        children, out = self.named_children(spec, path, shape)
+        return nn.Sequential(children), out
+
+    def expand(self, specs: list, path: str) -> list:
+        out = []
+        for i, spec in enumerate(specs):
+            if not _is_repeat(spec):
+                out.append(spec)
+                continue
+            if len(spec) != 3 or not isinstance(spec[1], int) or isinstance(spec[1], bool) \
+                    or spec[1] < 1 or not is_layer(spec[2]):
+                raise ConfigError(f"{self.where(f'{path}.{i}' if path else str(i))}: expected "
+                                  f"[Repeat, N, LAYER] with N >= 1, found {spec!r}")
+            out.extend([spec[2]] * spec[1])
+        return out
+
+    def layer(self, spec: str | list, path: str, shape: Shape, *, top: bool):
+        spec = [spec] if isinstance(spec, str) else spec
+        name = spec[0]
+        where = f"{self.where(path)} ({name})"
+        cls = lookup(name, where=self.where(path))
+        if issubclass(cls, AuxHead):
+            if not top:
+                raise ConfigError(f"{where}: auxiliary heads are taps on the main path and "
+                                  f"must be top-level entries of model.layers")
+            if not self.aux_heads:
+                return None, shape
+        args, kwargs = _split_args(spec[1:])
+        args, kwargs = self.infer(cls, args, kwargs, shape, where)
+        out_shape = self.probe(cls, args, kwargs, shape, where)
+        module = _construct(cls, args, kwargs, where)
+        self.layers.append(LayerInfo(path, name, out_shape))
+        return module, (shape if issubclass(cls, AuxHead) else out_shape)
+
+    def infer(self, cls: type, args: list, kwargs: dict, shape: Shape, where: str):
+        """Fill or check the input size parameter (in_channels, in_features, ...)."""
+        params = _positional_params(cls)
+        required = [p for p in _required_params(cls) if p not in kwargs]
+        for name, dim in INFERRED.items():
+            if name not in params:
+                continue
+            actual = shape[dim]
+            if name in kwargs:
+                written = kwargs[name]
+                if written is None:
+                    kwargs[name] = written = actual
+            elif name in required and len(args) == len(required) - 1:
+                written = actual  # the short form: [Linear, 10], [Conv2d, 8, 5]
+                args.insert(required.index(name), actual)
+            elif len(args) > params.index(name):
+                index = params.index(name)
+                if args[index] is None:
+                    args[index] = actual
+                written = args[index]
+            else:
+                continue
+            if written != actual:
+                raise ShapeError(_size_mismatch(where, name, written, actual, shape))
+        return args, kwargs
+
+    def probe(self, cls: type, args: list, kwargs: dict, shape: Shape, where: str) -> Shape:
+        """The output shape for one example, computed on the meta device (no memory, no FLOPs)."""
+        with torch.device("meta"):
+            module = _construct(cls, args, kwargs, where)
+        module.eval()
+        x = torch.empty((1, *shape), device="meta")
+        try:
+            with torch.no_grad():
+                y = module(x)
+        except NotImplementedError:
+            y = _construct(cls, args, kwargs, where).eval()(torch.zeros((1, *shape)))
+        except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+            raise ShapeError(f"{where}: cannot take an input of shape {format_shape(shape)}: "
+                             f"{_first_line(exc)}") from None
+        if not isinstance(y, torch.Tensor):
+            raise ConfigError(f"{where}: returns {type(y).__name__}, not a tensor")
+        if y.dim() < 2 or y.shape[0] != 1:
+            raise ShapeError(f"{where}: output {tuple(y.shape)} lost the batch dimension")
+        return tuple(y.shape[1:])
+
+
+def _is_repeat(spec: Any) -> bool:
+    return isinstance(spec, list) and bool(spec) and spec[0] == REPEAT
+
+
+def _split_args(items: list) -> tuple[list, dict]:
+    """[*args, {kwargs}] -> (args, kwargs); YAML lists become tuples, as torch expects."""
+    kwargs = {}
+    if items and isinstance(items[-1], dict):
+        kwargs = {str(k): _tuples(v) for k, v in items[-1].items()}
+        items = items[:-1]
+    return [_tuples(a) for a in items], kwargs
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def _positional_params(cls: type) -> list[str]:
+    try:
+        sig = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in sig.parameters.values() if p.kind in kinds]
+
+
+def _required_params(cls: type) -> list[str]:
+    try:
+        sig = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in sig.parameters.values()
+            if p.default is inspect.Parameter.empty and p.kind in kinds]
+
+
+def _construct(cls: type, args: list, kwargs: dict, where: str) -> nn.Module:
+    try:
+        return cls(*args, **kwargs)
+    except (TypeError, ValueError, RuntimeError, AssertionError) as exc:
+        call = ", ".join([repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()])
+        raise ConfigError(f"{where}: cannot build {cls.__name__}({call}): "
+                          f"{_first_line(exc)}") from None
+
+
+def _size_mismatch(where: str, name: str, written: Any, actual: int, shape: Shape) -> str:
+    hint = ""
+    if name == "in_features" and len(shape) > 1:
+        flat = 1
+        for s in shape:
+            flat *= s
+        hint = f"; add [Flatten] before it for {flat} features"
+    return (f"{where}: {name} is {written}, but the incoming tensor is "
+            f"{format_shape(shape)} (so {name} = {actual}){hint}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,89 @@
+"""Datasets by name: the `data` section of a config in, train/val(/test) splits out."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+import torch
+
+from cnnkit.config import DataConfig
+from cnnkit.data import mnist_sample
+from cnnkit.data.tensors import Split, TensorLoader
+from cnnkit.errors import ConfigError, DataError
+
+DIGITS = [str(d) for d in range(10)]
+
+
+@dataclass
+class Data:
+    """In-memory splits (uint8 images) with their class names and normalization."""
+
+    splits: dict[str, Split]  # "train", "val" and, where the dataset has one, "test"
+    classes: list[str]
+    mean: tuple[float, ...]  # per channel, [0, 1] scale
+    std: tuple[float, ...]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.splits["train"].images.shape[1:])
+
+    def loader(self, split: str, *, batch_size: int, shuffle: bool, seed: int,
+               device: torch.device) -> TensorLoader:
+        if split not in self.splits:
+            raise DataError(f"split '{split}': this dataset has {', '.join(self.splits)}")
+        return TensorLoader(self.splits[split], batch_size=batch_size, shuffle=shuffle,
+                            seed=seed, mean=self.mean, std=self.std, device=device)
+
+
+def _mnist_sample(cfg: DataConfig) -> Data:
+    splits = mnist_sample.load(train_size=cfg.train_size, val_size=cfg.val_size)
+    return Data(splits, DIGITS, mnist_sample.MEAN, mnist_sample.STD)
+
+
+def _mnist(cfg: DataConfig) -> Data:
+    from cnnkit.data.mnist import load_mnist
+
+    if cfg.root is None:
+        raise ConfigError("data.root: mnist needs the folder that holds MNIST/raw/ "
+                          "(torchvision's layout), found null")
+    images, labels = load_mnist(cfg.root, "train", download=cfg.download)
+    val_size = 5000 if cfg.val_size is None else cfg.val_size
+    train_size = len(labels) - val_size if cfg.train_size is None else cfg.train_size
+    if train_size < 1 or val_size < 1 or train_size + val_size > len(labels):
+        raise DataError(f"data.train_size + data.val_size: the MNIST training files hold "
+                        f"{len(labels)} digits; found train_size {train_size}, val_size {val_size}")
+    train, val = mnist_sample.stratified_split(labels, (train_size, val_size))
+    splits = {"train": Split(images[train], labels[train]), "val": Split(images[val], labels[val])}
+    test_images, test_labels = load_mnist(cfg.root, "test", download=cfg.download)
+    splits["test"] = Split(test_images, test_labels)
+    return Data(splits, DIGITS, mnist_sample.MEAN, mnist_sample.STD)
+
+
+DATASETS = {"mnist-sample": _mnist_sample, "mnist": _mnist}
+
+
+def build_data(cfg: DataConfig, *, source: str = "<config>") -> Data:
+    """The dataset a `data` section names, with its normalization resolved."""
+    if cfg.name not in DATASETS:
+        close = difflib.get_close_matches(cfg.name, list(DATASETS), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"{source}: data.name: unknown dataset '{cfg.name}'{hint} "
+                          f"(valid: {', '.join(DATASETS)})")
+    data = DATASETS[cfg.name](cfg)
+    return _with_normalization(data, cfg, source)
+
+
+def _with_normalization(data: Data, cfg: DataConfig, source: str) -> Data:
+    channels = data.input_shape[0]
+    for key in ("mean", "std"):
+        value = getattr(cfg, key)
+        if value is None:
+            continue
+        if len(value) not in (1, channels):
+            raise ConfigError(f"{source}: data.{key}: expected 1 or {channels} values (one per "
+                              f"channel), found {len(value)}")
+        setattr(data, key, tuple(value) * (channels // len(value)))
+    if min(data.std) <= 0:
+        raise ConfigError(f"{source}: data.std: expected positive values, found {list(data.std)}")
+    return data

@@ -1,0 +1,21 @@
+"""Errors that come from the user's input. The CLI prints their message on one line, exits 2."""
+
+
+class CnnkitError(Exception):
+    """Base class: a problem with a config, a data file, a checkpoint or a path."""
+
+
+class ConfigError(CnnkitError):
+    """A config key, type or value is wrong."""
+
+
+class ShapeError(ConfigError):
+    """A layer's written size disagrees with the shape that reaches it."""
+
+
+class DataError(CnnkitError):
+    """A dataset is missing, truncated or inconsistent."""
+
+
+class CheckpointError(CnnkitError):
+    """A checkpoint or weight file cannot be read or lacks what is asked of it."""

@@ -1,0 +1,39 @@
+"""Scoring a saved checkpoint on a split of its dataset, or of other data via overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cnnkit.checkpoint import load_checkpoint
+from cnnkit.config import Config, apply_override, config_from_dict
+from cnnkit.errors import CheckpointError
+from cnnkit.trainer import evaluate, prepare, resolve_device
+
+
+def config_of_checkpoint(checkpoint: dict, path: str | Path, overrides: tuple[str, ...] = ()
+                         ) -> Config:
+    raw = checkpoint.get("config")
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: holds no config; it can only be used as weights")
+    for item in overrides:
+        apply_override(raw, item, source=str(path))
+    return config_from_dict(raw, source=str(path))
+
+
+def evaluate_checkpoint(path: str | Path, *, split: str = "val", overrides: tuple[str, ...] = ()
+                        ) -> dict[str, Any]:
+    checkpoint = load_checkpoint(path)
+    cfg = config_of_checkpoint(checkpoint, path, overrides)
+    device = resolve_device(cfg.train.device)
+    model, data, task = prepare(cfg, device)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the model "
+                              f"({str(exc).splitlines()[0]})") from None
+    loader = data.loader(split, batch_size=cfg.train.batch_size, shuffle=False, seed=0,
+                         device=device)
+    metrics = evaluate(model, loader, task)
+    return {"checkpoint": str(path), "split": split, "n": len(data.splits[split]),
+            "accuracy": metrics["acc"], "loss": metrics["loss"]}

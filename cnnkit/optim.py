@@ -1,0 +1,30 @@
+"""Optimizers and learning-rate schedules from the `train` section."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cnnkit.config import TrainConfig
+from cnnkit.errors import ConfigError
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.lr <= 0:
+        raise ConfigError(f"train.lr: expected a positive learning rate, found {cfg.lr}")
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.nesterov and cfg.momentum <= 0:
+        raise ConfigError(f"train.nesterov: needs train.momentum > 0, found {cfg.momentum}")
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                           weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, *, steps_per_epoch: int
+                    ) -> torch.optim.lr_scheduler.LRScheduler:
+    """A per-step schedule; the constant one keeps the optimizer's learning rate."""
+    del cfg, steps_per_epoch
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)

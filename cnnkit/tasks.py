@@ -1,0 +1,45 @@
+"""What is learned: the loss and the metrics, accumulated on the device (no host syncs)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from cnnkit.builder import NetworkOutput
+from cnnkit.errors import ConfigError
+
+
+class Classification:
+    """Cross-entropy on logits; accuracy. Auxiliary heads add `aux_weight` × their loss."""
+
+    metrics = ("loss", "acc")
+
+    def __init__(self, *, aux_weight: float = 0.3):
+        self.aux_weight = aux_weight
+
+    def check(self, output_shape: tuple[int, ...], num_classes: int, *, source: str) -> None:
+        if output_shape != (num_classes,):
+            raise ConfigError(f"{source}: model.layers: the model outputs "
+                              f"{'×'.join(map(str, output_shape))} values per example, but the "
+                              f"dataset has {num_classes} classes")
+
+    def loss(self, output: torch.Tensor | NetworkOutput, target: torch.Tensor) -> torch.Tensor:
+        if isinstance(output, NetworkOutput):
+            main = F.cross_entropy(output.logits, target)
+            return main + self.aux_weight * sum(F.cross_entropy(a, target) for a in output.aux)
+        return F.cross_entropy(output, target)
+
+    def stats(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+        """[loss sum, correct, count] for one batch, as a float64 device tensor to add up."""
+        n = target.shape[0]
+        correct = (logits.argmax(dim=1) == target).sum()
+        return torch.stack([loss.detach().double() * n, correct.double(),
+                            torch.tensor(n, dtype=torch.float64, device=target.device)])
+
+    def summarize(self, totals: torch.Tensor) -> dict[str, float]:
+        loss_sum, correct, n = totals.tolist()  # the one host sync per epoch and split
+        return {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1)}
+
+
+def main_logits(output: torch.Tensor | NetworkOutput) -> torch.Tensor:
+    return output.logits if isinstance(output, NetworkOutput) else output
