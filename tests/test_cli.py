@@ -68,3 +68,27 @@ def test_python_dash_m_and_console_script():
     bad = subprocess.run([sys.executable, "-m", "cnnkit", "summary", "nope.yaml"],
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+def test_eval_points_a_checkpoint_at_mnist_idx_files(cli, write_config, tmp_path):
+    """--set moves a checkpoint to other data: here MNIST IDX files (torchvision's layout)
+    made from real sample digits, scored on their official test split."""
+    from cnnkit.data.idx import write_idx
+    from cnnkit.data.mnist_sample import read_sample
+
+    images, labels = read_sample()
+    raw = tmp_path / "mnist" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, rows in (("train", slice(0, 600)), ("t10k", slice(4000, 4400))):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images[rows, 0].numpy())
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte.gz", labels[rows].numpy())
+    assert cli("train", write_config(), "--out", tmp_path / "run", "--quiet")[0] == 0
+    code, out, err = cli("eval", tmp_path / "run" / "best.pt", "--split", "test", "--json",
+                         "--set", "data.name=mnist", "--set", f"data.root={tmp_path / 'mnist'}",
+                         "--set", "data.train_size=null", "--set", "data.val_size=100")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["split"] == "test" and result["n"] == 400 and result["accuracy"] > 0.5
+    code, _, err = cli("eval", tmp_path / "run" / "best.pt", "--set", "data.name=mnist",
+                       "--set", f"data.root={tmp_path / 'empty'}")
+    assert code == 2 and "train-images-idx3-ubyte" in err and "data.download" in err
