@@ -155,8 +155,10 @@ class _Builder:
 
     def infer(self, cls: type, args: list, kwargs: dict, shape: Shape, where: str):
         """Fill or check the input size parameter (in_channels, in_features, ...)."""
-        params = _positional_params(cls)
-        required = [p for p in _required_params(cls) if p not in kwargs]
+        signature = _positional_params(cls)
+        params = [p.name for p in signature]
+        required = [p.name for p in signature
+                    if p.default is inspect.Parameter.empty and p.name not in kwargs]
         for name, dim in INFERRED.items():
             if name not in params:
                 continue
@@ -217,23 +219,13 @@ def _tuples(value: Any) -> Any:
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
-def _positional_params(cls: type) -> list[str]:
+def _positional_params(cls: type) -> list[inspect.Parameter]:
     try:
         sig = inspect.signature(cls)
     except (TypeError, ValueError):
         return []
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return [p.name for p in sig.parameters.values() if p.kind in kinds]
-
-
-def _required_params(cls: type) -> list[str]:
-    try:
-        sig = inspect.signature(cls)
-    except (TypeError, ValueError):
-        return []
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return [p.name for p in sig.parameters.values()
-            if p.default is inspect.Parameter.empty and p.kind in kinds]
+    return [p for p in sig.parameters.values() if p.kind in kinds]
 
 
 def _construct(cls: type, args: list, kwargs: dict, where: str) -> nn.Module:
