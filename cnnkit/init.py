@@ -8,14 +8,27 @@ cnnkit's blocks already initialize themselves like this; the loop covers the lay
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from torch import nn
+
+from cnnkit.blocks import BLOCKS
+
+_BLOCK_TYPES = tuple(BLOCKS.values())
+
+
+def plain_modules(model: nn.Module) -> Iterator[nn.Module]:
+    """Every module outside cnnkit's blocks: those initialized themselves as torchvision does,
+    and GoogLeNet's truncated normal costs seconds to draw twice."""
+    yield model
+    for child in model.children():
+        if not isinstance(child, _BLOCK_TYPES):
+            yield from plain_modules(child)
 
 
 def vgg(model: nn.Module) -> None:
     """torchvision's VGG: He normal (fan_out) convs, Linear ~ N(0, 0.01); biases 0, BN 1 and 0."""
-    for m in model.modules():
+    for m in plain_modules(model):
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:
@@ -30,7 +43,7 @@ def vgg(model: nn.Module) -> None:
 
 def resnet(model: nn.Module) -> None:
     """torchvision's ResNet: He normal (fan_out) convs, BN 1 and 0; Linear keeps its default."""
-    for m in model.modules():
+    for m in plain_modules(model):
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
@@ -41,7 +54,7 @@ def resnet(model: nn.Module) -> None:
 def googlenet(model: nn.Module) -> None:
     """torchvision's GoogLeNet: conv and Linear weights ~ N(0, 0.01) truncated at ±2 (absolute
     bounds, so never reached), BN 1 and 0; biases keep PyTorch's default."""
-    for m in model.modules():
+    for m in plain_modules(model):
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.trunc_normal_(m.weight, mean=0.0, std=0.01, a=-2, b=2)
         elif isinstance(m, nn.BatchNorm2d):
