@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -100,3 +102,22 @@ def test_zoo_init_reaches_the_resnet_stem():
     model = build_model(load_config(CONFIGS / "resnet18.yaml", ["model.input=[3,32,32]"]))
     stem = model.conv1.weight  # 64 × 3 × 7 × 7, fan_out = 64 × 49
     assert stem.std().item() == pytest.approx((2 / (64 * 49)) ** 0.5, rel=0.1)
+
+
+@pytest.mark.slow
+def test_vgg19_summary_shows_the_25088_features_and_19_weight_layers(cli):
+    code, out, _ = cli("summary", CONFIGS / "vgg19.yaml")
+    assert code == 0
+    lines = out.splitlines()
+    flatten = next(i for i, line in enumerate(lines) if line.startswith("flatten "))
+    assert lines[flatten].split()[2] == "25088"
+    assert lines[flatten + 1].split()[:4] == ["classifier.0", "Linear", "4096", "102,764,544"]
+    assert "Total params:         143,667,240" in out
+    assert "Weight layers:        19 (convolution and linear)" in out
+
+
+def test_resnet50_summary_counts_its_weight_layers(cli):
+    code, out, _ = cli("summary", CONFIGS / "resnet50.yaml", "--json")
+    summary = json.loads(out)
+    # 1 stem conv + 16 bottlenecks × 3 convs + fc = 50, plus 4 shortcut projections
+    assert summary["weight_layers"] == 54 and summary["total_params"] == 25_557_032
