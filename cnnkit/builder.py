@@ -18,6 +18,7 @@ from torch import nn
 from cnnkit.blocks import AuxHead
 from cnnkit.config import Config, load_config
 from cnnkit.errors import ConfigError, ShapeError
+from cnnkit.init import apply_init
 from cnnkit.layers import INFERRED, REPEAT, lookup
 
 Shape = tuple[int, ...]  # one example: (C, H, W) or (F,)
@@ -65,7 +66,9 @@ def build_model(config: Config | str | Path, *, overrides: tuple[str, ...] = ())
     builder = _Builder(source=cfg.source, aux_heads=cfg.model.aux_heads)
     shape = _input_shape(cfg)
     children, out = builder.named_children(cfg.model.layers, "", shape, top=True)
-    return Network(children, input_shape=shape, output_shape=out, layers=builder.layers)
+    model = Network(children, input_shape=shape, output_shape=out, layers=builder.layers)
+    apply_init(model, cfg.model.init)
+    return model
 
 
 def _input_shape(cfg: Config) -> Shape:

@@ -42,6 +42,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from cnnkit.predict import format_predictions, predict_images
+
+    results = predict_images(args.checkpoint, args.images, top=args.top, device=args.device)
+    print(json.dumps(results) if args.json else format_predictions(results))
+    return 0
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from cnnkit.plotting import plot_runs, read_metrics
 
@@ -82,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val", choices=["train", "val", "test"])
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("predict", parents=[common], help="top-k classes of image files")
+    p.add_argument("checkpoint")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top", type=int, default=5, help="classes to show per image (default 5)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("plot", parents=[common], help="overlay the curves of several runs")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

@@ -27,6 +27,9 @@ class ModelConfig:
     weights: str | None = None  # a weight file to start from
     aux_heads: bool = True  # keep auxiliary heads (GoogLeNet's aux1, aux2) where layers have them
     aux_weight: float = 0.3  # each auxiliary loss's weight in training, as in the GoogLeNet paper
+    # model-wide weight init after building, as torchvision's model classes do (cnnkit/init.py);
+    # default: each layer keeps its own (PyTorch's for plain layers, torchvision's for blocks)
+    init: Literal["default", "resnet", "vgg", "googlenet"] = "default"
 
 
 @dataclass
@@ -38,6 +41,9 @@ class DataConfig:
     mean: list[float] | None = None  # per channel, on the [0, 1] scale; None: dataset default
     std: list[float] | None = None
     download: bool = False  # fetch through torchvision when the files are missing
+    image_size: int = 224  # imagefolder: side of the square crop fed to the model, in pixels
+    workers: int = 4  # imagefolder: DataLoader worker processes decoding images (0: in-process)
+    skip_bad: bool = False  # imagefolder: skip files that cannot be decoded (one warning)
 
 
 @dataclass
@@ -109,14 +115,27 @@ def apply_override(raw: dict, item: str, *, source: str = "<config>") -> None:
     parts = key.strip().split(".")
     node = raw
     for depth, part in enumerate(parts[:-1]):
-        child = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, list):
+            child = node[_list_index(node, part, item, parts[:depth])]
+        else:
+            child = node.get(part) if isinstance(node, dict) else None
         if child is None:
             child = node.setdefault(part, {}) if isinstance(node, dict) else None
-        if not isinstance(child, dict):
+        if not isinstance(child, (dict, list)):
             where = ".".join(parts[: depth + 1])
             raise ConfigError(f"--set {item!r}: {where} is {_describe(child)}, not a section")
         node = child
-    node[parts[-1]] = value
+    if isinstance(node, list):  # a layer list: model.layers.classifier.6=[Linear, 4096, 10]
+        node[_list_index(node, parts[-1], item, parts[:-1])] = value
+    else:
+        node[parts[-1]] = value
+
+
+def _list_index(items: list, part: str, item: str, where: list[str]) -> int:
+    if not part.isdigit() or int(part) >= len(items):
+        raise ConfigError(f"--set {item!r}: {'.'.join(where)} is a list of {len(items)} items; "
+                          f"expected an index 0 to {len(items) - 1}, found {part!r}")
+    return int(part)
 
 
 def _read_yaml(path: Path) -> Any:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from torch import nn
+
 from cnnkit.builder import Network, format_shape
+
+# the layers a paper counts in a network's depth: VGG19's 19, ResNet-50's 50 (+4 shortcuts)
+WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 def summarize(model: Network) -> dict[str, Any]:
@@ -18,8 +23,9 @@ def summarize(model: Network) -> dict[str, Any]:
                        "output_shape": list(info.output_shape), "params": params})
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    weight_layers = sum(isinstance(m, WEIGHT_LAYERS) for m in model.modules())
     return {"input_shape": list(model.input_shape), "layers": layers,
-            "total_params": total, "trainable_params": trainable}
+            "total_params": total, "trainable_params": trainable, "weight_layers": weight_layers}
 
 
 def format_summary(summary: dict[str, Any], *, title: str = "") -> str:
@@ -40,4 +46,6 @@ def format_summary(summary: dict[str, Any], *, title: str = "") -> str:
     out += [line(r) for r in rows]
     out += [rule, f"Total params:         {total:,}", f"Trainable params:     {trainable:,}",
             f"Non-trainable params: {total - trainable:,}"]
+    if "weight_layers" in summary:
+        out.append(f"Weight layers:        {summary['weight_layers']} (convolution and linear)")
     return "\n".join(out)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import random
 import sys
 import time
@@ -96,6 +97,7 @@ def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
     if checkpoint is not None:
         state = _restore(checkpoint, model, optimizer, scheduler)
     atomic_write_text(out / "config.yaml", dump_config(cfg))
+    atomic_write_text(out / "classes.json", json.dumps(list(data.classes)))  # index -> name
     plotter = CurvePlotter(out / "curves.png", title=Path(cfg.source).stem)
     try:
         _fit(cfg, out, model, data, task, optimizer, scheduler, state, plotter, quiet=quiet)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -11,6 +12,9 @@ from cnnkit.config import DataConfig
 from cnnkit.data import mnist_sample
 from cnnkit.data.tensors import Split, TensorLoader
 from cnnkit.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from cnnkit.data.imagefolder import FolderData
 
 DIGITS = [str(d) for d in range(10)]
 
@@ -60,10 +64,16 @@ def _mnist(cfg: DataConfig) -> Data:
     return Data(splits, DIGITS, mnist_sample.MEAN, mnist_sample.STD)
 
 
-DATASETS = {"mnist-sample": _mnist_sample, "mnist": _mnist}
+def _imagefolder(cfg: DataConfig) -> FolderData:
+    from cnnkit.data import imagefolder  # PIL and torchvision's transforms, only when used
+
+    return imagefolder.load(cfg)
 
 
-def build_data(cfg: DataConfig, *, source: str = "<config>") -> Data:
+DATASETS = {"mnist-sample": _mnist_sample, "mnist": _mnist, "imagefolder": _imagefolder}
+
+
+def build_data(cfg: DataConfig, *, source: str = "<config>") -> Data | FolderData:
     """The dataset a `data` section names, with its normalization resolved."""
     if cfg.name not in DATASETS:
         close = difflib.get_close_matches(cfg.name, list(DATASETS), n=1)
@@ -74,7 +84,8 @@ def build_data(cfg: DataConfig, *, source: str = "<config>") -> Data:
     return _with_normalization(data, cfg, source)
 
 
-def _with_normalization(data: Data, cfg: DataConfig, source: str) -> Data:
+def _with_normalization(data: Data | FolderData, cfg: DataConfig, source: str
+                        ) -> Data | FolderData:
     channels = data.input_shape[0]
     for key in ("mean", "std"):
         value = getattr(cfg, key)

@@ -1,0 +1,155 @@
+"""The file index of an ImageNet-style tree, ROOT/<split>/<class>/<image>, cached between runs.
+
+Listing ImageNet's 1.28 million training files takes minutes on a network disk; the index is
+therefore kept in a JSON file under the user's cache directory (`$CNNKIT_CACHE_DIR`, else
+`$XDG_CACHE_HOME/cnnkit`, else `~/.cache/cnnkit`), in `imagefolder/<sha1 of ROOT's absolute
+path>.json`. It holds, per split, each class folder's modification time (nanoseconds) next to
+its sorted file names. A later run stats the split and class folders only (1,000 stats for
+ImageNet) and rescans when any time differs: adding, removing or renaming a file or a class
+changes its folder's time. Files rewritten in place keep their folder's time; the index holds
+names only, so that does not matter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnnkit.atomic import atomic_write_text
+from cnnkit.errors import CnnkitError, DataError
+
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # matched case-insensitively
+SPLITS = ("train", "val", "test")  # test is optional
+FORMAT = 1  # bump when the cache file's layout changes; older files are then rescanned
+
+
+@dataclass
+class SplitIndex:
+    files: list[str]  # paths relative to ROOT/<split>, e.g. "cat/001.jpg"
+    labels: list[int]  # index into the dataset's class list
+
+
+@dataclass
+class FolderIndex:
+    classes: list[str]  # sorted class folder names of train/
+    splits: dict[str, SplitIndex]
+
+
+def cache_path(root: Path) -> Path:
+    base = os.environ.get("CNNKIT_CACHE_DIR")
+    if not base:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        base = str(Path(xdg) / "cnnkit") if xdg else str(Path.home() / ".cache" / "cnnkit")
+    digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()
+    return Path(base) / "imagefolder" / f"{digest}.json"
+
+
+def index_folder(root: str | Path) -> FolderIndex:
+    """The classes and files of every split under ROOT, from the cache when it is current."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: data.root not found (expected ROOT/train/<class>/<image>)")
+    listing = _cached_listing(root)
+    return _check(root, listing)
+
+
+def _cached_listing(root: Path) -> dict[str, dict[str, dict]]:
+    """split -> class -> {"mtime": ns, "files": [names]}, rescanning what changed."""
+    path = cache_path(root)
+    cached = _read_cache(path, root)
+    listing, changed = {}, cached is None
+    for split in SPLITS:
+        split_dir = root / split
+        if not split_dir.is_dir():
+            changed |= cached is not None and split in cached
+            continue
+        old = (cached or {}).get(split, {})
+        listing[split], split_changed = _list_split(split_dir, old)
+        changed |= split_changed
+    if changed:
+        _write_cache(path, root, listing)
+    return listing
+
+
+def _list_split(split_dir: Path, old: dict[str, dict]) -> tuple[dict[str, dict], bool]:
+    classes = sorted(e.name for e in os.scandir(split_dir)
+                     if e.is_dir() and not e.name.startswith("."))
+    listing, changed = {}, set(classes) != set(old)
+    for name in classes:
+        # the time is read before the listing, so a file added meanwhile forces a later rescan
+        mtime = os.stat(split_dir / name).st_mtime_ns
+        if name in old and old[name]["mtime"] == mtime:
+            listing[name] = old[name]
+            continue
+        listing[name] = {"mtime": mtime, "files": list_images(split_dir / name)}
+        changed = True
+    return listing, changed
+
+
+def list_images(class_dir: Path) -> list[str]:
+    """Image file names in one class folder (not recursive), sorted."""
+    return sorted(e.name for e in os.scandir(class_dir)
+                  if e.name.lower().endswith(EXTENSIONS) and not e.name.startswith(".")
+                  and e.is_file())
+
+
+def _read_cache(path: Path, root: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != FORMAT \
+            or data.get("root") != str(root.resolve()):
+        return None
+    return data.get("splits")
+
+
+def _write_cache(path: Path, root: Path, listing: dict) -> None:
+    """Best effort: an unwritable cache directory only costs the next run a rescan."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps({"format": FORMAT, "root": str(root.resolve()),
+                                            "splits": listing}))
+    except (OSError, CnnkitError):
+        pass
+
+
+def _check(root: Path, listing: dict[str, dict[str, dict]]) -> FolderIndex:
+    for split in ("train", "val"):
+        if split not in listing:
+            raise DataError(f"{root / split}: not found; imagefolder needs ROOT/train/<class>/ "
+                            f"and ROOT/val/<class>/ (ROOT/test/ is optional)")
+    classes = list(listing["train"])
+    if not classes:
+        raise DataError(f"{root / 'train'}: no class folders, so no images at all "
+                        f"(expected train/<class>/<image>, with {', '.join(EXTENSIONS)})")
+    splits = {}
+    for split, by_class in listing.items():
+        _check_classes(root / split, list(by_class), classes)
+        files, labels = [], []
+        for label, name in enumerate(classes):
+            if not by_class[name]["files"]:
+                raise DataError(f"{root / split / name}: empty class folder (no "
+                                f"{', '.join(e.lstrip('.') for e in EXTENSIONS)} files)")
+            files += [f"{name}/{f}" for f in by_class[name]["files"]]
+            labels += [label] * len(by_class[name]["files"])
+        splits[split] = SplitIndex(files, labels)
+    return FolderIndex(classes, splits)
+
+
+def _check_classes(split_dir: Path, found: list[str], classes: list[str]) -> None:
+    if found == classes:
+        return
+    missing = [c for c in classes if c not in found]
+    extra = [c for c in found if c not in classes]
+    parts = ([f"lacks {_names(missing)}"] if missing else []) + \
+        ([f"has {_names(extra)} not in train/"] if extra else [])
+    raise DataError(f"{split_dir}: its classes differ from train/'s: {'; '.join(parts)}")
+
+
+def _names(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

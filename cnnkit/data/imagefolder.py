@@ -1,0 +1,239 @@
+"""`imagefolder`: ImageNet-style class folders, ROOT/train|val|test/<class>/<image>.
+
+Images are decoded and transformed by DataLoader workers (torchvision's standard transforms:
+RandomResizedCrop + horizontal flip to train, Resize + CenterCrop to evaluate) into uint8
+tensors; a batch crosses to the device as uint8 (pinned, non-blocking on CUDA, a quarter of
+the bytes of float32) and is normalized there, as the tensor loader does.
+
+Resume stays exact: the order of an epoch is `epoch_permutation(seed, epoch)`, as for the
+tensor datasets, and each image's random crop and flip are drawn from a generator seeded by
+(seed, epoch, image index), so neither depends on the number of workers or on where a run
+was stopped.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
+from torchvision import transforms as T
+
+from cnnkit.config import DataConfig
+from cnnkit.data.folder_index import SplitIndex, index_folder
+from cnnkit.data.tensors import epoch_permutation
+from cnnkit.errors import ConfigError, DataError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # per RGB channel, [0, 1] scale
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CROP_FRACTION = 0.875  # evaluation: the short side is resized to size / 0.875 (256 for 224)
+
+
+def open_image(path: str | Path, mode: str = "RGB") -> Image.Image:
+    """The decoded image in `mode`; a DataError naming the file when it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            return image.convert(mode)  # convert decodes every pixel, so truncation shows here
+    except FileNotFoundError:
+        raise DataError(f"{path}: image not found") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{path}: cannot decode image ({str(exc) or type(exc).__name__})"
+                        ) from None
+
+
+def resize_size(image_size: int) -> int:
+    return round(image_size / CROP_FRACTION)
+
+
+def train_transform(image_size: int) -> T.Compose:
+    return T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), T.PILToTensor()])
+
+
+def eval_transform(image_size: int) -> T.Compose:
+    return T.Compose([T.Resize(resize_size(image_size)), T.CenterCrop(image_size),
+                      T.PILToTensor()])
+
+
+@dataclass
+class FolderSplit:
+    """One split's files; `len()` is its number of images."""
+
+    root: Path  # ROOT/<split>
+    index: SplitIndex
+
+    def __len__(self) -> int:
+        return len(self.index.files)
+
+
+class Bad(NamedTuple):
+    """An image a worker could not decode, passed back to the main process to report."""
+
+    path: str
+    message: str
+
+
+class _Decoded(Dataset):
+    """Key (index, epoch) -> (uint8 C×H×W tensor, label), or Bad."""
+
+    def __init__(self, split: FolderSplit, transform: T.Compose, *, augment: bool, seed: int):
+        self.split, self.transform, self.augment, self.seed = split, transform, augment, seed
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int] | Bad:
+        i, epoch = key
+        path = self.split.root / self.split.index.files[i]
+        try:
+            image = open_image(path)
+        except DataError as exc:
+            return Bad(str(path), str(exc))
+        if not self.augment:
+            return self.transform(image), self.split.index.labels[i]
+        # torchvision's random transforms draw from torch's global generator: fork it, so
+        # the crop is a function of (seed, epoch, i) and the caller's stream is untouched
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_sample_seed(self.seed, epoch, i))
+            return self.transform(image), self.split.index.labels[i]
+
+
+def _sample_seed(seed: int, epoch: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed % 2**64, epoch, index]).generate_state(1)[0])
+
+
+def _collate(items: list) -> tuple[torch.Tensor | None, torch.Tensor, list[Bad]]:
+    good = [item for item in items if not isinstance(item, Bad)]
+    bad = [item for item in items if isinstance(item, Bad)]
+    images = torch.stack([x for x, _ in good]) if good else None  # uint8 (B, 3, S, S)
+    return images, torch.tensor([y for _, y in good], dtype=torch.int64), bad
+
+
+class _EpochSampler(Sampler):
+    """Keys (index, epoch) of one epoch in order, from position `start`; set before iterating."""
+
+    def __init__(self, n: int, *, shuffle: bool, seed: int):
+        self.n, self.shuffle, self.seed = n, shuffle, seed
+        self.epoch, self.start = 0, 0
+
+    def __len__(self) -> int:
+        return self.n - self.start
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = epoch_permutation(self.n, seed=self.seed, epoch=self.epoch) if self.shuffle \
+            else torch.arange(self.n)
+        for i in order[self.start:].tolist():
+            yield i, self.epoch
+
+
+class FolderLoader:
+    """Batches of (normalized float images, labels) on `device`, decoded by worker processes.
+
+    The workers persist across epochs; an image that cannot be decoded is an error naming
+    it, or with `skip_bad` is left out and counted in one warning."""
+
+    def __init__(self, split: FolderSplit, *, augment: bool, image_size: int, batch_size: int,
+                 shuffle: bool, seed: int, mean: tuple[float, ...], std: tuple[float, ...],
+                 device: torch.device, workers: int, skip_bad: bool):
+        transform = train_transform(image_size) if augment else eval_transform(image_size)
+        self.split, self.batch_size, self.device = split, batch_size, device
+        self.skip_bad = skip_bad
+        self.sampler = _EpochSampler(len(split), shuffle=shuffle, seed=seed)
+        self.pin = device.type == "cuda"
+        self.loader = DataLoader(
+            _Decoded(split, transform, augment=augment, seed=seed),
+            batch_sampler=BatchSampler(self.sampler, batch_size, drop_last=False),
+            num_workers=workers, collate_fn=_collate, pin_memory=self.pin,
+            persistent_workers=workers > 0)
+        # x = (u8 / 255 - mean) / std = u8 * scale - shift, per channel: (1, C, 1, 1)
+        std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.scale, self.shift = 1.0 / (255.0 * std_t), mean_t / std_t
+        self.bad: dict[str, str] = {}  # path -> message, of the files skipped so far
+
+    def __len__(self) -> int:
+        return -(-len(self.split) // self.batch_size)
+
+    def batches(self, epoch: int = 0, *, start: int = 0
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of one epoch, from batch index `start` (for mid-epoch resume)."""
+        self.sampler.epoch, self.sampler.start = epoch, start * self.batch_size
+        known, yielded = len(self.bad), 0
+        for images, labels, bad in self.loader:
+            self._note_bad(bad)
+            if images is None:
+                continue
+            images = images.to(self.device, non_blocking=self.pin)
+            yielded += 1
+            yield images.float().mul_(self.scale).sub_(self.shift), \
+                labels.to(self.device, non_blocking=self.pin)
+        if len(self.bad) > known:
+            self._warn()
+        if yielded == 0 and len(self) > start:
+            raise DataError(f"{self.split.root}: none of its {len(self.split)} images could be "
+                            f"decoded (first: {next(iter(self.bad))})")
+
+    def _note_bad(self, bad: list[Bad]) -> None:
+        if bad and not self.skip_bad:
+            raise DataError(f"{bad[0].message}; set data.skip_bad: true to skip such files")
+        self.bad.update((b.path, b.message) for b in bad)
+
+    def _warn(self) -> None:
+        first = next(iter(self.bad.values()))
+        print(f"cnnkit: warning: {self.split.root}: skipped {len(self.bad)} of "
+              f"{len(self.split)} images that cannot be decoded (data.skip_bad); first: {first}",
+              file=sys.stderr, flush=True)
+
+
+@dataclass
+class FolderData:
+    """The splits of one class-folder tree, with the settings its loaders share."""
+
+    splits: dict[str, FolderSplit]  # "train", "val" and, when ROOT/test exists, "test"
+    classes: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    image_size: int = 224
+    workers: int = 4
+    skip_bad: bool = False
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (3, self.image_size, self.image_size)
+
+    def loader(self, split: str, *, batch_size: int, shuffle: bool, seed: int,
+               device: torch.device) -> FolderLoader:
+        """A shuffled pass over train is a training pass and gets the random transforms;
+        every other pass gets the evaluation transforms."""
+        if split not in self.splits:
+            raise DataError(f"split '{split}': this dataset has {', '.join(self.splits)}")
+        return FolderLoader(self.splits[split], augment=shuffle and split == "train",
+                            image_size=self.image_size, batch_size=batch_size, shuffle=shuffle,
+                            seed=seed, mean=self.mean, std=self.std, device=device,
+                            workers=self.workers, skip_bad=self.skip_bad)
+
+
+def load(cfg: DataConfig) -> FolderData:
+    """The imagefolder dataset a `data` section describes."""
+    if cfg.root is None:
+        raise ConfigError("data.root: imagefolder needs the folder that holds train/ and val/ "
+                          "(each with one folder per class), found null")
+    for key in ("train_size", "val_size"):
+        if getattr(cfg, key) is not None:
+            raise ConfigError(f"data.{key}: imagefolder takes its splits from ROOT/train and "
+                              f"ROOT/val as they are; found {getattr(cfg, key)}, expected null")
+    if cfg.image_size < 1:
+        raise ConfigError(f"data.image_size: expected a positive size in pixels, "
+                          f"found {cfg.image_size}")
+    if cfg.workers < 0:
+        raise ConfigError(f"data.workers: expected 0 or more processes, found {cfg.workers}")
+    root = Path(cfg.root)
+    index = index_folder(root)
+    splits = {name: FolderSplit(root / name, split) for name, split in index.splits.items()}
+    return FolderData(splits, index.classes, IMAGENET_MEAN, IMAGENET_STD,
+                      image_size=cfg.image_size, workers=cfg.workers, skip_bad=cfg.skip_bad)

@@ -1,0 +1,98 @@
+"""`cnnkit predict`: the images are prepared as the checkpoint's dataset evaluates them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from cnnkit.config import config_from_dict
+from cnnkit.data import build_data
+from cnnkit.data.mnist_sample import read_sample
+from cnnkit.predict import load_model, predict_images, preprocessing
+from tests.conftest import SMALL_CONV
+from tests.imagefiles import write_class_folders
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """A conv net trained one epoch on mnist-sample, and 20 of the sample's digits as PNGs."""
+    from cnnkit.trainer import train
+
+    base = tmp_path_factory.mktemp("predict")
+    config = config_from_dict({**SMALL_CONV, "train": {**SMALL_CONV["train"], "epochs": 1}})
+    train(config, out_dir=base / "run", quiet=True)
+    images, labels = read_sample()
+    paths = []
+    for k in range(4900, 4920):  # beyond the 1,300 digits the run was trained and validated on
+        path = base / f"{k}_{labels[k]}.png"
+        Image.fromarray(images[k, 0].numpy(), mode="L").save(path)
+        paths.append(path)
+    return base / "run" / "last.pt", paths, labels[4900:4920]
+
+
+def test_digits_are_read_as_the_dataset_reads_them(digits_run):
+    checkpoint, paths, labels = digits_run
+    model, cfg, classes = load_model(checkpoint, device=CPU)
+    assert classes == [str(d) for d in range(10)]
+    load, mean, std = preprocessing(cfg)
+    x = torch.stack([load(p) for p in paths]).float().div(255).sub(mean).div(std)
+    images, _ = read_sample()
+    expected = (images[4900:4920].float() / 255 - 0.1307) / 0.3081  # mnist-sample's normalization
+    assert torch.allclose(x, expected, atol=1e-6)
+    results = predict_images(checkpoint, paths, top=10, device="cpu")
+    probs = torch.tensor([[c["probability"] for c in r["top"]] for r in results])
+    assert torch.allclose(probs.sum(dim=1), torch.ones(20), atol=1e-5)
+    assert (probs[:, :-1] >= probs[:, 1:]).all()  # most probable first
+    top1 = torch.tensor([int(r["top"][0]["class"]) for r in results])
+    assert (top1 == labels).float().mean() > 0.5  # one epoch on 1,000 digits
+
+
+def test_cli_prints_top_k_per_image(cli, digits_run):
+    checkpoint, paths, _ = digits_run
+    code, out, err = cli("predict", checkpoint, *paths[:3], "--top", "3")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith(f"{paths[0]}: ")
+    assert all(len(line.split(": ", 1)[1].split(", ")) == 3 for line in lines)
+    code, out, _ = cli("predict", checkpoint, paths[0], "--json", "--top", "99")
+    (result,) = json.loads(out)
+    assert len(result["top"]) == 10  # at most the number of classes
+
+
+def test_folder_images_are_read_as_the_eval_loader_reads_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNKIT_CACHE_DIR", str(tmp_path / "cache"))
+    root = write_class_folders(tmp_path / "data", counts={"train": 1, "val": 3})
+    cfg = config_from_dict({
+        "model": {"input": [3, 40, 40], "layers": [["Flatten"], ["Linear", 2]]},
+        "data": {"name": "imagefolder", "root": str(root), "image_size": 40, "workers": 0}})
+    data = build_data(cfg.data)
+    (x, _), = data.loader("val", batch_size=6, shuffle=False, seed=0, device=CPU).batches(0)
+    load, mean, std = preprocessing(cfg)
+    files = [root / "val" / f for f in data.splits["val"].index.files]
+    mine = torch.stack([load(p) for p in files]).float().div(255).sub(mean).div(std)
+    assert torch.allclose(mine, x, atol=1e-5)
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda d: d / "missing.png", "missing.png: image not found"),
+    (lambda d: (d / "text.jpg", (d / "text.jpg").write_text("hello"))[0],
+     "text.jpg: cannot decode image"),
+    (lambda d: d, "cannot decode image"),  # a folder
+])
+def test_unreadable_image_is_one_line(cli, digits_run, tmp_path, make, message):
+    checkpoint, paths, _ = digits_run
+    code, out, err = cli("predict", checkpoint, paths[0], make(tmp_path))
+    assert code == 2 and out == "" and err.count("\n") == 1 and message in err
+
+
+def test_bad_top_and_checkpoint(cli, digits_run, tmp_path):
+    checkpoint, paths, _ = digits_run
+    code, _, err = cli("predict", checkpoint, paths[0], "--top", "0")
+    assert code == 2 and "--top: expected 1 or more classes, found 0" in err
+    code, _, err = cli("predict", tmp_path / "none.pt", paths[0])
+    assert code == 2 and "none.pt: checkpoint not found" in err
