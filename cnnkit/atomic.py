@@ -47,3 +47,27 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def remove_stale_temps(directory: str | Path) -> list[Path]:
+    """Delete the temporary files that a killed writer left in `directory`: those named
+    `.NAME.PID.tmp` whose PID is no longer running. The completed files are never touched."""
+    removed = []
+    for tmp in Path(directory).glob(".*.*.tmp"):
+        pid = tmp.name[:-len(".tmp")].rsplit(".", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name != "posix":  # Windows' os.kill(pid, 0) would kill it
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists, owned by someone else
+        return True
+    return True

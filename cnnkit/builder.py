@@ -192,10 +192,12 @@ class _Builder:
         x = torch.empty((1, *shape), device="meta")
         try:
             with torch.no_grad():
-                y = module(x)
-        except NotImplementedError:
-            y = _construct(cls, args, kwargs, where).eval()(torch.zeros((1, *shape)))
-        except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+                try:
+                    y = module(x)
+                except NotImplementedError:  # no meta kernel: run it for real, on zeros
+                    y = _construct(cls, args, kwargs, where).eval()(torch.zeros((1, *shape)))
+        except (RuntimeError, ValueError, IndexError, TypeError, ArithmeticError,
+                AssertionError) as exc:
             raise ShapeError(f"{where}: cannot take an input of shape {format_shape(shape)}: "
                              f"{_first_line(exc)}") from None
         if not isinstance(y, torch.Tensor):

@@ -3,6 +3,7 @@ written atomically and only ever read with `torch.load(weights_only=True)`."""
 
 from __future__ import annotations
 
+import io
 import pickle
 import random
 import re
@@ -19,7 +20,12 @@ RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "rng", "history", "co
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    atomic_write(path, lambda f: torch.save(state, f))
+    """Serialized in memory first: torch.save's zip writer turns a failed write (disk full,
+    file too large) into a RuntimeError, where a plain write gives the OSError that
+    `atomic_write` reports in one line."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def load_checkpoint(path: str | Path, *, for_resume: bool = False) -> dict[str, Any]:

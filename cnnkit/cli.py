@@ -7,17 +7,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, TrainingStopped
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from cnnkit.trainer import train
 
-    train(args.config, out_dir=args.out, resume=args.resume, quiet=args.quiet,
-          overrides=tuple(args.set))
+    try:
+        train(args.config, out_dir=args.out, resume=args.resume, quiet=args.quiet,
+              overrides=tuple(args.set))
+    except TrainingStopped as stopped:
+        sets = [arg for item in args.set for arg in ("--set", item)]
+        command = ["cnnkit", "train", args.config, "--out", str(Path(stopped.checkpoint).parent),
+                   "--resume", *sets]
+        print(f"cnnkit: {stopped}\nresume with: {shlex.join(command)}", file=sys.stderr,
+              flush=True)
+        return 128 + stopped.signum  # 130 for SIGINT, 143 for SIGTERM, as shells report
     return 0
 
 

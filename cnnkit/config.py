@@ -59,6 +59,8 @@ class TrainConfig:
     device: str = "auto"  # auto: cuda, then mps, then cpu
     monitor: Literal["val_acc", "val_loss"] = "val_acc"  # decides best.pt
     log_every: int = 20  # steps between progress-bar updates (the only host syncs)
+    checkpoint_every_steps: int | None = None  # also save last.pt every N steps mid-epoch
+    grad_clip: float | None = None  # max L2 norm of all gradients together; None: no clipping
 
 
 @dataclass

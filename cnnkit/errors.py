@@ -19,3 +19,17 @@ class DataError(CnnkitError):
 
 class CheckpointError(CnnkitError):
     """A checkpoint or weight file cannot be read or lacks what is asked of it."""
+
+
+class DivergenceError(CnnkitError):
+    """The training loss became NaN or infinite; nothing from that point on was saved."""
+
+
+class TrainingStopped(Exception):
+    """SIGINT or SIGTERM stopped training after a checkpoint was saved (not an error: the CLI
+    prints the resume command and exits 128 + the signal number, as shells do)."""
+
+    def __init__(self, message: str, *, signum: int, checkpoint: str):
+        super().__init__(message)
+        self.signum = signum
+        self.checkpoint = checkpoint

@@ -22,14 +22,17 @@ from torch import nn
 from tqdm import tqdm
 
 from cnnkit import __version__
-from cnnkit.atomic import atomic_write_text
+from cnnkit.atomic import atomic_write_text, remove_stale_temps
 from cnnkit.builder import Network, build_model
 from cnnkit.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from cnnkit.config import Config, config_to_dict, dump_config, load_config
 from cnnkit.data import Data, build_data
-from cnnkit.errors import CnnkitError, ConfigError
+from cnnkit.data.checks import check_splits
+from cnnkit.errors import CnnkitError, ConfigError, TrainingStopped
+from cnnkit.guards import FiniteWatch, check_every_for, check_train_options, clip_gradients
 from cnnkit.optim import build_optimizer, build_scheduler
 from cnnkit.plotting import CurvePlotter
+from cnnkit.stopping import GracefulStop
 from cnnkit.tasks import Classification, main_logits
 
 
@@ -71,7 +74,13 @@ def default_out_dir(cfg: Config) -> Path:
 def prepare(cfg: Config, device: torch.device) -> tuple[Network, Data, Classification]:
     """Model and data for a config, checked against each other before any step."""
     data = build_data(cfg.data, source=cfg.source)
+    check_splits(data.splits, num_classes=len(data.classes),
+                 where=f"{cfg.source}: data ({cfg.data.name})")
     model = build_model(cfg)
+    if model.input_shape[0] != data.input_shape[0]:
+        raise ConfigError(f"{cfg.source}: model.input: the model's first layer takes "
+                          f"{model.input_shape[0]} input channels, but {cfg.data.name}'s images "
+                          f"have {data.input_shape[0]}")
     if tuple(model.input_shape) != tuple(data.input_shape):
         raise ConfigError(f"{cfg.source}: model.input: the model takes "
                           f"{list(model.input_shape)}, but {cfg.data.name} gives "
@@ -86,6 +95,7 @@ def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
     """Train the model a config describes; write metrics, curves and checkpoints to the run dir."""
     cfg = config if isinstance(config, Config) else load_config(config, overrides)
     out = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
+    check_train_options(cfg.train, source=cfg.source)
     checkpoint = _open_run_dir(out, cfg, resume=resume)
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)
@@ -93,14 +103,19 @@ def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
     optimizer = build_optimizer(model, cfg.train)
     steps_per_epoch = -(-len(data.splits["train"]) // cfg.train.batch_size)
     scheduler = build_scheduler(optimizer, cfg.train, steps_per_epoch=steps_per_epoch)
-    state = {"epoch": 0, "history": [], "best": None}
+    # epoch: epochs completed; step, totals: batches done in the next one and their metric sums
+    state = {"epoch": 0, "step": 0, "totals": None, "history": [], "best": None}
     if checkpoint is not None:
         state = _restore(checkpoint, model, optimizer, scheduler)
     atomic_write_text(out / "config.yaml", dump_config(cfg))
     atomic_write_text(out / "classes.json", json.dumps(list(data.classes)))  # index -> name
+    if state["history"]:  # last.pt is the truth; a kill may have come before metrics.csv
+        atomic_write_text(out / "metrics.csv", _csv(state["history"]))
     plotter = CurvePlotter(out / "curves.png", title=Path(cfg.source).stem)
     try:
-        _fit(cfg, out, model, data, task, optimizer, scheduler, state, plotter, quiet=quiet)
+        with GracefulStop() as stop:
+            _fit(cfg, out, model, data, task, optimizer, scheduler, state, plotter, quiet=quiet,
+                 stop=stop)
     finally:
         plotter.close()
     if not quiet:
@@ -109,22 +124,26 @@ def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
 
 
 def _fit(cfg: Config, out: Path, model, data: Data, task, optimizer, scheduler, state: dict,
-         plotter: CurvePlotter, *, quiet: bool) -> None:
+         plotter: CurvePlotter, *, quiet: bool, stop: GracefulStop) -> None:
     device = next(model.parameters()).device
     train_loader = data.loader("train", batch_size=cfg.train.batch_size, shuffle=True,
                                seed=cfg.train.seed, device=device)
     val_loader = data.loader("val", batch_size=cfg.train.batch_size, shuffle=False,
                              seed=cfg.train.seed, device=device)
+    hook = _StepHook(out, cfg, data, model, optimizer, scheduler, state, stop)
     for epoch in range(state["epoch"], cfg.train.epochs):
+        totals = None if state["totals"] is None else state["totals"].to(train_loader.device)
         train_metrics, seconds = train_one_epoch(model, train_loader, optimizer, scheduler, task,
                                                  epoch=epoch, quiet=quiet,
-                                                 log_every=cfg.train.log_every)
+                                                 log_every=cfg.train.log_every,
+                                                 start=state["step"], totals=totals,
+                                                 grad_clip=cfg.train.grad_clip, hook=hook)
         val_metrics = evaluate(model, val_loader, task)
         row = {"epoch": epoch + 1, **_prefixed("train", train_metrics),
                **_prefixed("val", val_metrics), "lr": optimizer.param_groups[0]["lr"],
                "seconds": round(seconds, 4)}
         state["history"].append(row)
-        state["epoch"] = epoch + 1
+        state.update(epoch=epoch + 1, step=0, totals=None)
         improved = _improved(row, state["best"], cfg.train.monitor)
         if improved:
             state["best"] = row[cfg.train.monitor]
@@ -132,23 +151,31 @@ def _fit(cfg: Config, out: Path, model, data: Data, task, optimizer, scheduler, 
         plotter.update(state["history"])
         if not quiet:
             print(_epoch_line(row, cfg.train.epochs), flush=True)
+        if stop.requested:
+            raise hook.stopped()
 
 
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, scheduler,
                     task: Classification, *, epoch: int, quiet: bool = True,
-                    log_every: int = 20) -> tuple[dict[str, float], float]:
-    """One pass over the training split. Metrics add up on the device; the host reads them
-    once per `log_every` steps for the progress bar and once at the end."""
+                    log_every: int = 20, start: int = 0, totals: torch.Tensor | None = None,
+                    grad_clip: float | None = None, hook: _StepHook | None = None
+                    ) -> tuple[dict[str, float], float]:
+    """One pass over the training split, from batch `start` with the metric sums `totals` of
+    the batches before it (mid-epoch resume). Metrics add up on the device; the host reads
+    them once per `log_every` steps for the progress bar and once at the end."""
     model.train()
-    totals = None
-    bar = tqdm(total=len(loader), desc=f"epoch {epoch + 1}", leave=False, unit="batch",
-               disable=quiet or not sys.stderr.isatty())
-    start = time.perf_counter()
-    for step, (x, y) in enumerate(loader.batches(epoch)):
+    device = next(model.parameters()).device
+    watch = FiniteWatch(device, epoch=epoch, check_every=check_every_for(device, log_every))
+    bar = tqdm(total=len(loader), initial=start, desc=f"epoch {epoch + 1}", leave=False,
+               unit="batch", disable=quiet or not sys.stderr.isatty())
+    begin = time.perf_counter()
+    for step, (x, y) in enumerate(loader.batches(epoch, start=start), start=start):
         output = model(x)
         loss = task.loss(output, y)
+        watch.observe(loss, step)  # before the update: on the CPU a NaN never reaches weights
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        clip_gradients(model.parameters(), grad_clip)
         optimizer.step()
         scheduler.step()
         batch = task.stats(main_logits(output).detach(), y, loss)
@@ -156,8 +183,14 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         bar.update(1)
         if not bar.disable and (step + 1) % log_every == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
+        if hook is not None and hook.due(epoch, step + 1, len(loader)):
+            watch.check()  # never save weights that a NaN has reached
+            hook.save(step + 1, totals)
+    watch.check()
+    if totals is None:
+        raise CnnkitError(f"epoch {epoch + 1}: the training split gave no batches")
     metrics = task.summarize(totals)  # syncs the device, so the time below is honest
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - begin
     bar.close()
     return metrics, seconds
 
@@ -173,10 +206,43 @@ def evaluate(model: nn.Module, loader, task: Classification) -> dict[str, float]
     return task.summarize(totals)
 
 
+class _StepHook:
+    """Between steps: save last.pt every `train.checkpoint_every_steps` steps, and save and
+    stop when a signal asked for it."""
+
+    def __init__(self, out: Path, cfg: Config, data: Data, model, optimizer, scheduler,
+                 state: dict, stop: GracefulStop):
+        self.out, self.cfg, self.data, self.stop, self.state = out, cfg, data, stop, state
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.every = cfg.train.checkpoint_every_steps
+
+    def due(self, epoch: int, done: int, steps_per_epoch: int) -> bool:
+        """After `done` batches of `epoch`; the end of an epoch has its own save."""
+        if done >= steps_per_epoch:
+            return False
+        step = epoch * steps_per_epoch + done  # optimizer steps since the start of the run
+        return self.stop.requested or (self.every is not None and step % self.every == 0)
+
+    def save(self, done: int, totals: torch.Tensor) -> None:
+        self.state.update(step=done, totals=totals.detach().cpu())
+        _save_epoch(self.out, self.cfg, self.data, self.model, self.optimizer, self.scheduler,
+                    self.state, best=False, metrics=False)
+        if self.stop.requested:
+            raise self.stopped()
+
+    def stopped(self) -> TrainingStopped:
+        where = f"epoch {self.state['epoch'] + 1}, step {self.state['step']}" \
+            if self.state["step"] else f"the end of epoch {self.state['epoch']}"
+        path = self.out / "last.pt"
+        return TrainingStopped(f"stopped by {self.stop.name} at {where}; saved {path}",
+                               signum=self.stop.signum, checkpoint=str(path))
+
+
 def _open_run_dir(out: Path, cfg: Config, *, resume: bool) -> dict | None:
     if resume:
         checkpoint = load_checkpoint(out / "last.pt", for_resume=True)
         _check_same_run(checkpoint["config"], cfg, out / "last.pt")
+        remove_stale_temps(out)
         return checkpoint
     if (out / "last.pt").exists() or (out / "metrics.csv").exists():
         raise CnnkitError(f"{out}: already holds a run; pass --resume to continue it, "
@@ -209,17 +275,22 @@ def _restore(checkpoint: dict, model, optimizer, scheduler) -> dict:
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
     set_rng_state(checkpoint["rng"])
-    return {"epoch": checkpoint["epoch"], "history": list(checkpoint["history"]),
+    return {"epoch": checkpoint["epoch"], "step": checkpoint.get("step", 0),
+            "totals": checkpoint.get("totals"), "history": list(checkpoint["history"]),
             "best": checkpoint.get("best")}
 
 
 def _save_epoch(out: Path, cfg: Config, data: Data, model, optimizer, scheduler, state: dict,
-                *, best: bool) -> None:
+                *, best: bool, metrics: bool = True) -> None:
+    """best.pt, then last.pt, then metrics.csv: a kill between two of them leaves last.pt at
+    most one save behind best.pt, and resume rewrites metrics.csv from last.pt."""
     checkpoint = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "epoch": state["epoch"],
+        "step": state["step"],  # batches of the next epoch already done (mid-epoch saves)
+        "totals": state["totals"],  # their metric sums (task.stats), None at an epoch's end
         "rng": rng_state(),
         "history": state["history"],
         "best": state["best"],
@@ -227,10 +298,11 @@ def _save_epoch(out: Path, cfg: Config, data: Data, model, optimizer, scheduler,
         "classes": list(data.classes),
         "cnnkit_version": __version__,
     }
-    atomic_write_text(out / "metrics.csv", _csv(state["history"]))
-    save_checkpoint(out / "last.pt", checkpoint)
     if best:
         save_checkpoint(out / "best.pt", checkpoint)
+    save_checkpoint(out / "last.pt", checkpoint)
+    if metrics:
+        atomic_write_text(out / "metrics.csv", _csv(state["history"]))
 
 
 def _csv(history: list[dict]) -> str:

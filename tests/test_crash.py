@@ -1,0 +1,189 @@
+"""Reliability, for real: training runs in subprocesses killed with SIGKILL at chosen points
+(inside a step, inside a checkpoint write), stopped with SIGTERM and SIGINT, and starved of
+disk, then resumed; the final weights must equal, bit for bit, those of a run left alone.
+
+The child is tests/crash_child.py: `cnnkit` plus hooks that pause it at a known point and
+say so through a file, so the signal lands exactly there."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from cnnkit.checkpoint import load_checkpoint
+from tests.conftest import ROOT, SMALL_CONV
+
+# 3 epochs of 10 steps (500 digits, batch 50), dropout for randomness, Adam, a mid-epoch
+# checkpoint every 4 steps; the child swaps in OneCycleLR, a schedule with state.
+CONFIG = {
+    "model": {**SMALL_CONV["model"], "layers": [*SMALL_CONV["model"]["layers"][:-1],
+                                                ["Dropout", 0.3], ["Linear", 10]]},
+    "data": {"name": "mnist-sample", "train_size": 500, "val_size": 100},
+    "train": {"optimizer": "adam", "lr": 0.01, "batch_size": 50, "epochs": 3, "seed": 7,
+              "device": "cpu", "checkpoint_every_steps": 4},
+}
+WAIT = 300  # seconds; generous because the machine may be shared, never reached when healthy
+
+
+class Child:
+    """`cnnkit train CONFIG --out RUN ...` in a subprocess, with crash_child's hooks."""
+
+    def __init__(self, tmp: Path, run: str, *args: str, preexec=None, **hooks: str):
+        self.hooks = tmp / f"hooks-{run}-{len(list(tmp.glob('hooks-*')))}"
+        self.hooks.mkdir()
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+               "MKL_NUM_THREADS": "1", "CNNKIT_HOOKS": str(self.hooks),
+               "CNNKIT_SCHEDULER": "onecycle", **hooks}
+        config = tmp / "config.yaml"
+        if not config.exists():
+            config.write_text(yaml.safe_dump(CONFIG))
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "crash_child.py"), "train", str(config),
+             "--out", str(tmp / run), "--quiet", *args],
+            cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=preexec)
+
+    def wait_paused(self) -> None:
+        deadline = time.monotonic() + WAIT
+        while not (self.hooks / "paused").exists():
+            if self.process.poll() is not None:
+                raise AssertionError(f"child ended before its hook: {self.process.stderr.read()}")
+            assert time.monotonic() < deadline, "child never reached its hook"
+            time.sleep(0.05)
+
+    def go(self) -> None:
+        (self.hooks / "go").touch()
+
+    def finish(self) -> tuple[int, str]:
+        _, err = self.process.communicate(timeout=WAIT)
+        return self.process.returncode, err
+
+
+def run_to_end(tmp: Path, run: str, *args: str, **hooks) -> str:
+    code, err = Child(tmp, run, *args, **hooks).finish()
+    assert code == 0, err
+    return err
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Same final weights, optimizer and scheduler state, and metrics history, bit for bit."""
+    ca, cb = load_checkpoint(a / "last.pt"), load_checkpoint(b / "last.pt")
+    for name, tensor in ca["model"].items():
+        assert torch.equal(tensor, cb["model"][name]), name
+    for k, state in ca["optimizer"]["state"].items():
+        assert all(torch.equal(v, cb["optimizer"]["state"][k][n]) for n, v in state.items())
+    assert ca["scheduler"]["last_epoch"] == cb["scheduler"]["last_epoch"] == 30
+    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in ca["history"]]
+    assert strip == [{k: v for k, v in row.items() if k != "seconds"} for row in cb["history"]]
+    assert (a / "metrics.csv").read_text().count("\n") == 4
+
+
+def no_temporary_files(run: Path) -> bool:
+    return not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The run left alone."""
+    tmp = tmp_path_factory.mktemp("reference")
+    run_to_end(tmp, "run")
+    return tmp / "run"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("hook", "value", "saved_at"), [
+    ("CNNKIT_PAUSE_STEP", "17", (1, 6)),  # inside step 7 of epoch 2; last save after its step 6
+    ("CNNKIT_PAUSE_STEP", "21", (2, 0)),  # inside the first step of epoch 3
+    ("CNNKIT_PAUSE_SAVE", "5", (1, 0)),  # writing the epoch-2 step-2 save; last.pt: epoch 1
+    ("CNNKIT_PAUSE_SAVE", "3", (0, 8)),  # writing best.pt at the end of epoch 1
+])
+def test_sigkill_then_resume_is_bit_identical(reference, tmp_path, hook, value, saved_at):
+    child = Child(tmp_path, "run", **{hook: value})
+    child.wait_paused()
+    child.process.send_signal(signal.SIGKILL)
+    code, _ = child.finish()
+    assert code == -signal.SIGKILL
+    run = tmp_path / "run"
+    checkpoint = load_checkpoint(run / "last.pt", for_resume=True)  # complete, not partial
+    assert (checkpoint["epoch"], checkpoint["step"]) == saved_at
+    if hook == "CNNKIT_PAUSE_SAVE":
+        assert not no_temporary_files(run)  # the killed write's half file is there
+    run_to_end(tmp_path, "run", "--resume")
+    assert no_temporary_files(run)
+    assert_same_run(reference, run)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_mid_epoch_exits_143_and_resume_is_bit_identical(reference, tmp_path):
+    child = Child(tmp_path, "run", CNNKIT_PAUSE_STEP="13")  # inside epoch 2, step 3
+    child.wait_paused()
+    child.process.send_signal(signal.SIGTERM)
+    child.go()
+    code, err = child.finish()
+    assert code == 143, err
+    assert "stopped by SIGTERM at epoch 2, step 3" in err
+    resume_line = next(line for line in err.splitlines() if line.startswith("resume with: "))
+    assert resume_line.endswith(f"--out {tmp_path / 'run'} --resume")
+    checkpoint = load_checkpoint(tmp_path / "run" / "last.pt", for_resume=True)
+    assert (checkpoint["epoch"], checkpoint["step"]) == (1, 3)
+    run_to_end(tmp_path, "run", "--resume")
+    assert_same_run(reference, tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_sigint_saves_and_exits_130(tmp_path):
+    child = Child(tmp_path, "run", CNNKIT_PAUSE_STEP="2")
+    child.wait_paused()
+    child.process.send_signal(signal.SIGINT)
+    child.go()
+    code, err = child.finish()
+    assert code == 130, err
+    assert "stopped by SIGINT at epoch 1, step 2" in err and "--resume" in err
+    checkpoint = load_checkpoint(tmp_path / "run" / "last.pt", for_resume=True)
+    assert (checkpoint["epoch"], checkpoint["step"]) == (0, 2)
+    assert no_temporary_files(tmp_path / "run")
+
+
+def _small_files_only() -> None:
+    """In the child: files may not grow past 32 KiB (a full disk, for a checkpoint ~90 KiB),
+    and the write fails with EFBIG instead of the default SIGXFSZ kill."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, 32 * 1024))
+
+
+def test_failed_save_keeps_the_old_checkpoint_and_exits_nonzero(tmp_path):
+    run_to_end(tmp_path, "run", "--set", "train.epochs=1", CNNKIT_SCHEDULER="none")
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    assert len(before) > 32 * 1024
+    code, err = Child(tmp_path, "run", "--resume", preexec=_small_files_only,
+                      CNNKIT_SCHEDULER="none").finish()
+    assert code == 2, err
+    assert err.count("\n") == 1 and "last.pt: cannot save (File too large)" in err, err
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+    assert no_temporary_files(tmp_path / "run")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_run_directory_keeps_the_old_checkpoint(tmp_path):
+    run_to_end(tmp_path, "run", "--set", "train.epochs=1", CNNKIT_SCHEDULER="none")
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    (tmp_path / "run").chmod(0o555)
+    try:
+        code, err = Child(tmp_path, "run", "--resume", CNNKIT_SCHEDULER="none").finish()
+    finally:
+        (tmp_path / "run").chmod(0o755)
+    assert code == 2 and err.count("\n") == 1 and "cannot save" in err, err
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
