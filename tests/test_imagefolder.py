@@ -211,3 +211,20 @@ def test_cli_names_the_bad_file_in_one_line(cli, root, tmp_path, write_config):
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["data"]["name"] == "imagefolder"
     assert json.loads((tmp_path / "run" / "classes.json").read_text()) == ["cat", "dog"]
+
+
+def test_resume_continues_exactly(root, tmp_path, write_config):
+    """Two epochs straight equal one epoch and a resumed second one (worker processes crop,
+    and dropout draws from the restored RNG)."""
+    from cnnkit.trainer import train
+
+    config = write_config({
+        "model": {"input": [3, 16, 16], "layers": [["Conv2d", 3, 4, 3], ["ReLU"], ["Flatten"],
+                                                   ["Dropout", 0.2], ["Linear", 2]]},
+        "data": {"name": "imagefolder", "root": str(root), "image_size": 16, "workers": 2},
+        "train": {"batch_size": 3, "epochs": 2, "optimizer": "sgd", "lr": 0.1},
+    })
+    straight = train(config, out_dir=tmp_path / "a", quiet=True).model.state_dict()
+    train(config, out_dir=tmp_path / "b", quiet=True, overrides=("train.epochs=1",))
+    resumed = train(config, out_dir=tmp_path / "b", quiet=True, resume=True).model.state_dict()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
