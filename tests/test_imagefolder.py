@@ -79,9 +79,11 @@ def test_cache_is_invalidated_by_a_changed_folder(root):
     assert "cat/0.jpg" not in data.splits["val"].index.files
 
 
-def test_corrupt_cache_is_rescanned(root):
+@pytest.mark.parametrize("text", ["{not json", '{"format": 1, "root": "ROOT", "splits": []}',
+                                  '{"format": 1, "root": "ROOT", "splits": {"train": {"cat": 1}}}'])
+def test_corrupt_cache_is_rescanned(root, text):
     build_data(folder(root))
-    cache_path(root).write_text("{not json")
+    cache_path(root).write_text(text.replace("ROOT", str(root.resolve())))
     assert len(build_data(folder(root)).splits["train"]) == 8
 
 
