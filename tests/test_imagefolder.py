@@ -79,9 +79,11 @@ def test_cache_is_invalidated_by_a_changed_folder(root):
     assert "cat/0.jpg" not in data.splits["val"].index.files
 
 
-def test_corrupt_cache_is_rescanned(root):
+@pytest.mark.parametrize("text", ["{not json", '{"format": 1, "root": "ROOT", "splits": []}',
+                                  '{"format": 1, "root": "ROOT", "splits": {"train": {"cat": 1}}}'])
+def test_corrupt_cache_is_rescanned(root, text):
     build_data(folder(root))
-    cache_path(root).write_text("{not json")
+    cache_path(root).write_text(text.replace("ROOT", str(root.resolve())))
     assert len(build_data(folder(root)).splits["train"]) == 8
 
 
@@ -211,3 +213,20 @@ def test_cli_names_the_bad_file_in_one_line(cli, root, tmp_path, write_config):
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["data"]["name"] == "imagefolder"
     assert json.loads((tmp_path / "run" / "classes.json").read_text()) == ["cat", "dog"]
+
+
+def test_resume_continues_exactly(root, tmp_path, write_config):
+    """Two epochs straight equal one epoch and a resumed second one (worker processes crop,
+    and dropout draws from the restored RNG)."""
+    from cnnkit.trainer import train
+
+    config = write_config({
+        "model": {"input": [3, 16, 16], "layers": [["Conv2d", 3, 4, 3], ["ReLU"], ["Flatten"],
+                                                   ["Dropout", 0.2], ["Linear", 2]]},
+        "data": {"name": "imagefolder", "root": str(root), "image_size": 16, "workers": 2},
+        "train": {"batch_size": 3, "epochs": 2, "optimizer": "sgd", "lr": 0.1},
+    })
+    straight = train(config, out_dir=tmp_path / "a", quiet=True).model.state_dict()
+    train(config, out_dir=tmp_path / "b", quiet=True, overrides=("train.epochs=1",))
+    resumed = train(config, out_dir=tmp_path / "b", quiet=True, resume=True).model.state_dict()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)

@@ -102,9 +102,18 @@ def _read_cache(path: Path, root: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict) or data.get("format") != FORMAT \
-            or data.get("root") != str(root.resolve()):
+            or data.get("root") != str(root.resolve()) or not _well_formed(data.get("splits")):
         return None
-    return data.get("splits")
+    return data["splits"]
+
+
+def _well_formed(splits: object) -> bool:
+    """split -> class -> {"mtime": int, "files": [str]}; anything else is rescanned."""
+    return isinstance(splits, dict) and all(
+        isinstance(by_class, dict) and all(
+            isinstance(entry, dict) and isinstance(entry.get("mtime"), int)
+            and isinstance(entry.get("files"), list) for entry in by_class.values())
+        for by_class in splits.values())
 
 
 def _write_cache(path: Path, root: Path, listing: dict) -> None:

@@ -149,7 +149,11 @@ class FolderLoader:
             _Decoded(split, transform, augment=augment, seed=seed),
             batch_sampler=BatchSampler(self.sampler, batch_size, drop_last=False),
             num_workers=workers, collate_fn=_collate, pin_memory=self.pin,
-            persistent_workers=workers > 0)
+            persistent_workers=workers > 0,
+            # each new iterator draws its workers' base seed from this generator; from the
+            # global one it would shift dropout's stream once per worker start, and a resumed
+            # run starts its persistent workers an epoch later than the run it continues
+            generator=torch.Generator().manual_seed(seed))
         # x = (u8 / 255 - mean) / std = u8 * scale - shift, per channel: (1, C, 1, 1)
         std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
