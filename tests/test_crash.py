@@ -164,6 +164,7 @@ def _small_files_only() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, 32 * 1024))
 
 
+@pytest.mark.slow
 def test_failed_save_keeps_the_old_checkpoint_and_exits_nonzero(tmp_path):
     run_to_end(tmp_path, "run", "--set", "train.epochs=1", CNNKIT_SCHEDULER="none")
     before = (tmp_path / "run" / "last.pt").read_bytes()
@@ -176,6 +177,7 @@ def test_failed_save_keeps_the_old_checkpoint_and_exits_nonzero(tmp_path):
     assert no_temporary_files(tmp_path / "run")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
 def test_read_only_run_directory_keeps_the_old_checkpoint(tmp_path):
     run_to_end(tmp_path, "run", "--set", "train.epochs=1", CNNKIT_SCHEDULER="none")
