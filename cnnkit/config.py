@@ -53,6 +53,7 @@ class TrainConfig:
     device: str = "auto"  # auto: cuda, then mps, then cpu
     monitor: Literal["val_acc", "val_loss"] = "val_acc"  # decides best.pt
     log_every: int = 20  # steps between progress-bar updates (the only host syncs)
+    tensorboard: bool = False  # per-epoch metrics to OUT/tensorboard/ (needs tensorboard)
 
 
 @dataclass
