@@ -19,6 +19,7 @@ from cnnkit.blocks import AuxHead
 from cnnkit.config import Config, load_config
 from cnnkit.errors import ConfigError, ShapeError
 from cnnkit.layers import INFERRED, REPEAT, lookup
+from cnnkit.sliding import window_output
 
 Shape = tuple[int, ...]  # one example: (C, H, W) or (F,)
 
@@ -192,7 +193,7 @@ class _Builder:
             y = _construct(cls, args, kwargs, where).eval()(torch.zeros((1, *shape)))
         except (RuntimeError, ValueError, IndexError, TypeError) as exc:
             raise ShapeError(f"{where}: cannot take an input of shape {format_shape(shape)}: "
-                             f"{_first_line(exc)}") from None
+                             f"{_window_problem(module, shape) or _first_line(exc)}") from None
         if not isinstance(y, torch.Tensor):
             raise ConfigError(f"{where}: returns {type(y).__name__}, not a tensor")
         if y.dim() < 2 or y.shape[0] != 1:
@@ -254,6 +255,15 @@ def _size_mismatch(where: str, name: str, written: Any, actual: int, shape: Shap
         hint = f"; add [Flatten] before it for {flat} features"
     return (f"{where}: {name} is {written}, but the incoming tensor is "
             f"{format_shape(shape)} (so {name} = {actual}){hint}")
+
+
+def _window_problem(module: nn.Module, shape: Shape) -> str | None:
+    """For a conv or pooling layer, which axis is too small, by the output-size formula."""
+    try:
+        window_output(module, shape)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _first_line(exc: BaseException) -> str:
