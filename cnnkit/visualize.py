@@ -151,22 +151,31 @@ def plot_filters(model: nn.Module, path: str | Path, *, layer: str | None = None
     return _save(fig, path)
 
 
-def plot_activations(model: nn.Module, x: torch.Tensor, out_dir: str | Path) -> list[Path]:
-    """For one image (1, C, H, W), the output of every conv layer as a PNG grid of its feature
-    maps, one file per layer: OUT_DIR/<layer path>.png."""
-    convs = conv_layers(model)
-    if not convs:
-        raise CnnkitError("the model has no Conv2d layers whose feature maps could be shown")
+def feature_maps(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What every conv layer outputs for x (1, C, H, W), by layer path: (1, F, H', W') each."""
     outputs: dict[str, torch.Tensor] = {}
-    hooks = [m.register_forward_hook(_keep(outputs, name)) for name, m in convs.items()]
+    hooks = [m.register_forward_hook(_keep(outputs, name))
+             for name, m in conv_layers(model).items()]
     try:
         with torch.no_grad():
             model.eval()(x)
     finally:
         for hook in hooks:
             hook.remove()
+    return outputs
+
+
+def plot_activations(model: nn.Module, x: torch.Tensor, out_dir: str | Path) -> list[Path]:
+    """For one image (1, C, H, W), the output of every conv layer as a PNG grid of its feature
+    maps, one file per layer: OUT_DIR/<layer path>.png (layer_<i>.png for a bare index)."""
+    if not conv_layers(model):
+        raise CnnkitError("the model has no Conv2d layers whose feature maps could be shown")
+    outputs = feature_maps(model, x)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CnnkitError(f"{out_dir}: cannot create the folder ({exc.strerror})") from None
     return [_plot_maps(name, maps, out_dir / f"{_file_name(name)}.png")
             for name, maps in outputs.items()]
 
@@ -248,7 +257,7 @@ def _unit_range(tile: np.ndarray) -> np.ndarray:
 
 def _keep(outputs: dict[str, torch.Tensor], name: str):
     def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        outputs[name] = output.detach()
+        outputs[name] = output.detach().clone()  # an in-place ReLU next would overwrite it
 
     return hook
 

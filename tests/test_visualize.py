@@ -110,6 +110,19 @@ def test_saliency_picture(cli, checkpoint, digit, tmp_path):
     assert_picture(tmp_path / "s.png", (1000, 360))  # input | saliency | overlay, 10×3.6 in
 
 
+def test_feature_maps_are_the_conv_outputs_before_an_inplace_relu():
+    from cnnkit.visualize import feature_maps
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(inplace=True),
+                                torch.nn.Conv2d(4, 2, 3))
+    x = torch.randn(1, 1, 8, 8)
+    maps = feature_maps(model, x)
+    assert list(maps) == ["0", "2"] and maps["2"].shape == (1, 2, 4, 4)
+    torch.testing.assert_close(maps["0"], model[0](x))
+    assert (maps["0"] < 0).any()  # not the ReLU's output
+
+
 def test_saliency_is_the_input_gradient_of_the_top_score():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
     with torch.no_grad():
