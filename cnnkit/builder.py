@@ -20,6 +20,7 @@ from cnnkit.config import Config, load_config
 from cnnkit.errors import ConfigError, ShapeError
 from cnnkit.init import apply_init
 from cnnkit.layers import INFERRED, REPEAT, lookup
+from cnnkit.sliding import window_output
 
 Shape = tuple[int, ...]  # one example: (C, H, W) or (F,)
 
@@ -199,7 +200,7 @@ class _Builder:
         except (RuntimeError, ValueError, IndexError, TypeError, ArithmeticError,
                 AssertionError) as exc:
             raise ShapeError(f"{where}: cannot take an input of shape {format_shape(shape)}: "
-                             f"{_first_line(exc)}") from None
+                             f"{_window_problem(module, shape) or _first_line(exc)}") from None
         if not isinstance(y, torch.Tensor):
             raise ConfigError(f"{where}: returns {type(y).__name__}, not a tensor")
         if y.dim() < 2 or y.shape[0] != 1:
@@ -251,6 +252,15 @@ def _size_mismatch(where: str, name: str, written: Any, actual: int, shape: Shap
         hint = f"; add [Flatten] before it for {flat} features"
     return (f"{where}: {name} is {written}, but the incoming tensor is "
             f"{format_shape(shape)} (so {name} = {actual}){hint}")
+
+
+def _window_problem(module: nn.Module, shape: Shape) -> str | None:
+    """For a conv or pooling layer, which axis is too small, by the output-size formula."""
+    try:
+        window_output(module, shape)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -72,6 +72,16 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_visualize(args: argparse.Namespace) -> int:
+    from cnnkit.visualize import visualize
+
+    paths = visualize(args.checkpoint, args.kind, out=args.out, layer=getattr(args, "layer", None),
+                      image=getattr(args, "image", None))
+    print(f"wrote {paths[0]}" if len(paths) == 1 else
+          f"wrote {len(paths)} files in {paths[0].parent}: {', '.join(p.name for p in paths)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -113,6 +123,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="comparison.png")
     p.add_argument("--metric", default="val_acc")
     p.set_defaults(func=_cmd_plot)
+
+    p = sub.add_parser("visualize", parents=[common], help="filters, feature maps, saliency")
+    p.add_argument("checkpoint")
+    pictures = p.add_subparsers(dest="kind", required=True, metavar="PICTURE")
+    q = pictures.add_parser("filters", parents=[common], help="a conv layer's weights (PNG)")
+    q.add_argument("--layer", help="conv layer path (default: the first)")
+    q.add_argument("--out", metavar="FILE", help="default: filters.png")
+    q = pictures.add_parser("activations", parents=[common],
+                            help="each conv layer's feature maps for an image (PNGs in a folder)")
+    q.add_argument("--image", required=True)
+    q.add_argument("--out", metavar="DIR", help="default: activations/")
+    q = pictures.add_parser("saliency", parents=[common],
+                            help="the top class's input gradient over the image (PNG)")
+    q.add_argument("--image", required=True)
+    q.add_argument("--out", metavar="FILE", help="default: saliency.png")
+    p.set_defaults(func=_cmd_visualize)
     return parser
 
 

@@ -61,6 +61,7 @@ class TrainConfig:
     log_every: int = 20  # steps between progress-bar updates (the only host syncs)
     checkpoint_every_steps: int | None = None  # also save last.pt every N steps mid-epoch
     grad_clip: float | None = None  # max L2 norm of all gradients together; None: no clipping
+    tensorboard: bool = False  # per-epoch metrics to OUT/tensorboard/ (needs tensorboard)
 
 
 @dataclass

@@ -16,8 +16,10 @@ What the geometry of a module is (``layer_geometry``):
   not know; for global pooling (output 1×1) every output sees the whole input, and we
   report that for all adaptive pools (VGG's ``AdaptiveAvgPool2d(7)`` after a 224×224 input
   is in fact the identity). Every later layer is then global too.
-* Layers that keep the grid (ReLU, BatchNorm, Dropout, padding, and also Flatten and
-  Linear, which end the spatial axes; their features keep the field of their input): None.
+* Linear layers: ``GLOBAL``. In a CNN they come after Flatten (or global pooling), where
+  each output mixes every feature of the map, so it sees all the input that map sees.
+* Layers that keep the grid (ReLU, BatchNorm, Dropout, padding, and also Flatten, whose
+  features are the units of the map before it, each with that unit's field): None.
 * Anything with children is composed from them in registration order, except that
   consecutive children named ``branch*`` are parallel branches (Inception), and children
   named ``downsample``/``shortcut`` run beside the rest (ResNet); parallel paths give the
@@ -30,7 +32,7 @@ Operations called inside ``forward`` (``F.max_pool2d`` and the like) are invisib
 """
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Final, Literal, NamedTuple, TypeAlias
 
 from torch import nn
@@ -93,13 +95,46 @@ def receptive_fields(modules: Iterable[nn.Module], *, axis: int = 0) -> list[Fie
     ...                        nn.Conv2d(8, 16, 3), nn.ReLU(), nn.MaxPool2d(2),
     ...                        nn.Flatten(), nn.Linear(400, 10))
     >>> [(f.rf, f.jump) for f in receptive_fields(model2)]
-    [(5, 1), (5, 1), (6, 2), (10, 2), (10, 2), (12, 4), (12, 4), (12, 4)]
+    [(5, 1), (5, 1), (6, 2), (10, 2), (10, 2), (12, 4), (12, 4), (None, None)]
+
+    The last is global: each of the 10 logits mixes all 400 features, so sees every pixel.
     """
     field, fields = Field(1, 1), []
     for module in modules:
         field = _advance(field, layer_geometry(module, axis=axis))
         fields.append(field)
     return fields
+
+
+def path_fields(
+    modules: Sequence[nn.Module], *, axes: int, taps: Collection[int] = ()
+) -> list[tuple[Field, ...] | None]:
+    """Per module, its Field along each of ``axes`` spatial axes (height, width for 2-D).
+
+    Modules whose index is in ``taps`` are side branches (GoogLeNet's auxiliary heads): they
+    see the field before them but the main path goes on as if they were not there. From a
+    module the recurrence cannot model (upsampling, a kernel with fewer axes than ``axes``)
+    on, the main path's entries are None.
+
+    >>> stack = [nn.Conv2d(1, 1, (1, 7)), nn.AdaptiveAvgPool2d(4), nn.Conv2d(1, 1, 3, stride=2)]
+    >>> path_fields(stack, axes=2, taps=[1])
+    [(Field(rf=1, jump=1), Field(rf=7, jump=1)), (Field(rf=None, jump=None), \
+Field(rf=None, jump=None)), (Field(rf=3, jump=2), Field(rf=9, jump=2))]
+    """
+    current: tuple[Field, ...] | None = (Field(1, 1),) * axes
+    out: list[tuple[Field, ...] | None] = []
+    for index, module in enumerate(modules):
+        try:
+            after = None if current is None else tuple(
+                _advance(field, layer_geometry(module, axis=axis))
+                for axis, field in enumerate(current)
+            )
+        except ValueError:
+            after = None
+        out.append(after)
+        if index not in taps:
+            current = after
+    return out
 
 
 def _advance(field: Field, effect: Effect) -> Field:
@@ -213,6 +248,7 @@ _LEAF_RULES: Final[dict[type[nn.Module], Callable[[nn.Module, int], Effect]]] = 
     **dict.fromkeys(
         (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d), _global_rule
     ),
+    **dict.fromkeys((nn.Linear, nn.Bilinear, nn.LazyLinear), _global_rule),
     nn.PixelUnshuffle: _unshuffle_rule,
 }
 

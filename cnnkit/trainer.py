@@ -34,6 +34,7 @@ from cnnkit.optim import build_optimizer, build_scheduler
 from cnnkit.plotting import CurvePlotter
 from cnnkit.stopping import GracefulStop
 from cnnkit.tasks import Classification, main_logits
+from cnnkit.tensorboard_log import TensorBoardLogger
 
 
 @dataclass
@@ -97,6 +98,8 @@ def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
     out = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
     check_train_options(cfg.train, source=cfg.source)
     checkpoint = _open_run_dir(out, cfg, resume=resume)
+    loggers = [TensorBoardLogger(out, first_epoch=checkpoint["epoch"] if checkpoint else 0,
+                                 source=cfg.source)] if cfg.train.tensorboard else []
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)
     model, data, task = prepare(cfg, device)
@@ -115,16 +118,18 @@ def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
     try:
         with GracefulStop() as stop:
             _fit(cfg, out, model, data, task, optimizer, scheduler, state, plotter, quiet=quiet,
-                 stop=stop)
+                 stop=stop, loggers=loggers)
     finally:
         plotter.close()
+        for logger in loggers:
+            logger.close()
     if not quiet:
         print(f"run saved in {out}/ (metrics.csv, curves.png, last.pt, best.pt)", flush=True)
     return RunResult(out, model, state["history"])
 
 
 def _fit(cfg: Config, out: Path, model, data: Data, task, optimizer, scheduler, state: dict,
-         plotter: CurvePlotter, *, quiet: bool, stop: GracefulStop) -> None:
+         plotter: CurvePlotter, *, quiet: bool, stop: GracefulStop, loggers: list = ()) -> None:
     device = next(model.parameters()).device
     train_loader = data.loader("train", batch_size=cfg.train.batch_size, shuffle=True,
                                seed=cfg.train.seed, device=device)
@@ -149,6 +154,8 @@ def _fit(cfg: Config, out: Path, model, data: Data, task, optimizer, scheduler, 
             state["best"] = row[cfg.train.monitor]
         _save_epoch(out, cfg, data, model, optimizer, scheduler, state, best=improved)
         plotter.update(state["history"])
+        for logger in loggers:
+            logger.log_epoch(row)
         if not quiet:
             print(_epoch_line(row, cfg.train.epochs), flush=True)
         if stop.requested:

@@ -53,9 +53,9 @@ def test_course_model2():
         nn.ReLU(),
         nn.MaxPool2d(2),  # 10 + 1*2 = 12, jump 4
         nn.Flatten(),
-        nn.Linear(400, 10),
+        nn.Linear(400, 10),  # every logit mixes all 400 features: global
     )
-    expected = [(5, 1), (5, 1), (6, 2), (10, 2), (10, 2), (12, 4), (12, 4), (12, 4)]
+    expected = [(5, 1), (5, 1), (6, 2), (10, 2), (10, 2), (12, 4), (12, 4), (None, None)]
     assert [tuple(f) for f in receptive_fields(model2)] == expected
 
 
@@ -147,8 +147,9 @@ def test_leaf_geometries():
     assert layer_geometry(nn.LPPool2d(2, 3)) == Geometry(3, 3)  # stride None means kernel
     assert layer_geometry(nn.PixelUnshuffle(2)) == Geometry(2, 2)
     assert layer_geometry(nn.AdaptiveMaxPool2d((7, 7))) == GLOBAL
-    for keeps_grid in (nn.ReLU(), nn.BatchNorm2d(3), nn.Dropout(), nn.Flatten(), nn.Linear(2, 2)):
+    for keeps_grid in (nn.ReLU(), nn.BatchNorm2d(3), nn.Dropout(), nn.Flatten()):
         assert layer_geometry(keeps_grid) is None
+    assert layer_geometry(nn.Linear(2, 2)) == GLOBAL  # after Flatten: mixes every unit
     assert layer_geometry(nn.Sequential(nn.BatchNorm2d(3), nn.ReLU())) is None
 
 

@@ -1,0 +1,299 @@
+"""Pictures of a trained network: its conv filters, the feature maps it computes for an
+image, and the saliency of the image for its top class (matplotlib's OO API, Agg).
+
+Every picture has a size fixed by its grid, so it is the same on every machine:
+``TILE_IN`` inches per tile at ``DPI``, plus ``MARGIN_IN`` around the grid for the title and
+the colour bar (``figure_size``). Big layers are cut to ``MAX_GRID`` tiles, or ``MAX_TILES``
+filters × ``MAX_TILES`` channels, and the title says how many are shown.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from cnnkit.builder import Network, build_model
+from cnnkit.checkpoint import load_checkpoint
+from cnnkit.config import Config
+from cnnkit.data import mnist_sample
+from cnnkit.errors import CheckpointError, CnnkitError, DataError
+from cnnkit.evaluate import config_of_checkpoint
+from cnnkit.plotting import save_figure
+from cnnkit.tasks import main_logits
+
+DPI = 100  # as cnnkit.plotting.save_figure writes
+TILE_IN = 0.6  # inches per grid tile: 60 px at DPI
+MARGIN_IN = (1.6, 0.8)  # (width, height) around the grid: colour bar, title, padding
+MAX_TILES = 32  # filters (down) and input channels (across) in a per-channel filter grid
+MAX_GRID = 256  # tiles in a near-square grid (16×16); the title says when some are cut
+SALIENCY_SIZE_IN = (10.0, 3.6)  # input | saliency | saliency over the input
+
+# Normalization of datasets whose mean and std are known without reading the data; other
+# datasets use data.mean and data.std from the checkpoint's config.
+_DEFAULT_NORMALIZATION = {
+    "mnist-sample": (mnist_sample.MEAN, mnist_sample.STD),
+    "mnist": (mnist_sample.MEAN, mnist_sample.STD),
+}
+
+
+def load_network(path: str | Path) -> tuple[Network, Config, list[str]]:
+    """The checkpoint's model on the CPU in eval mode, its config and its class names."""
+    checkpoint = load_checkpoint(path)
+    cfg = config_of_checkpoint(checkpoint, path)
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the model "
+                              f"({str(exc).splitlines()[0]})") from None
+    classes = checkpoint.get("classes") or [str(k) for k in range(model.output_shape[0])]
+    return model.eval(), cfg, list(classes)
+
+
+def read_image(path: str | Path, cfg: Config) -> torch.Tensor:
+    """An image file as the model's input, (1, C, H, W) float, prepared as the checkpoint's
+    dataset prepares its images: grayscale (C = 1) or RGB (C = 3), resized to H×W, scaled to
+    [0, 1] and normalized with the dataset's mean and std. MNIST digits are white on black;
+    a photographed black-on-white digit needs inverting first."""
+    from PIL import Image, UnidentifiedImageError
+
+    if len(cfg.model.input) != 3 or cfg.model.input[0] not in (1, 3):
+        raise CnnkitError(f"{cfg.source}: model.input is {cfg.model.input}; reading an image "
+                          f"needs C×H×W with 1 or 3 channels")
+    channels, height, width = cfg.model.input
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+            if image.size != (width, height):
+                image = image.resize((width, height), Image.Resampling.BILINEAR)
+            pixels = np.asarray(image, dtype=np.float32) / 255.0  # (H, W) or (H, W, 3)
+    except FileNotFoundError:
+        raise DataError(f"{path}: image not found") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{path}: cannot read as an image ({exc})") from None
+    x = torch.from_numpy(pixels).reshape(height, width, channels).permute(2, 0, 1)
+    mean, std = _normalization(cfg)
+    return ((x - mean) / std).unsqueeze(0)
+
+
+def _normalization(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std as (C, 1, 1) tensors, on the [0, 1] scale."""
+    mean, std = cfg.data.mean, cfg.data.std
+    default = _DEFAULT_NORMALIZATION.get(cfg.data.name)
+    if (mean is None or std is None) and default is None:
+        raise CnnkitError(f"{cfg.source}: data.mean and data.std: unknown for dataset "
+                          f"'{cfg.data.name}'; set them in the config the checkpoint was "
+                          f"trained with (known: {', '.join(_DEFAULT_NORMALIZATION)})")
+    mean = default[0] if mean is None else mean
+    std = default[1] if std is None else std
+    channels = cfg.model.input[0]
+    return tuple(torch.tensor(v, dtype=torch.float32).expand(channels).reshape(-1, 1, 1)
+                 if len(v) == 1 else torch.tensor(v, dtype=torch.float32).reshape(-1, 1, 1)
+                 for v in (mean, std))
+
+
+def conv_layers(model: nn.Module) -> dict[str, nn.Conv2d]:
+    """Every Conv2d by its state_dict path, in registration order (blocks included)."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+def pick_conv(model: nn.Module, layer: str | None, *, source: str = "model"
+              ) -> tuple[str, nn.Conv2d]:
+    """The conv layer named `layer`, or the first; an unknown name lists the valid ones."""
+    convs = conv_layers(model)
+    if not convs:
+        raise CnnkitError(f"{source}: the model has no Conv2d layers to show")
+    if layer is None:
+        return next(iter(convs.items()))
+    if layer not in convs:
+        raise CnnkitError(f"--layer {layer}: not a conv layer of {source} "
+                          f"(valid: {', '.join(convs)})")
+    return layer, convs[layer]
+
+
+def figure_size(rows: int, cols: int) -> tuple[float, float]:
+    """Inches of a grid picture of rows × cols tiles (pixels: times DPI)."""
+    return cols * TILE_IN + MARGIN_IN[0], rows * TILE_IN + MARGIN_IN[1]
+
+
+def grid_shape(n: int) -> tuple[int, int]:
+    """(rows, cols) of a near-square grid for n tiles: 8 -> (3, 3), 16 -> (4, 4), 6 -> (2, 3)."""
+    cols = math.ceil(math.sqrt(n))
+    return math.ceil(n / cols), cols
+
+
+def plot_filters(model: nn.Module, path: str | Path, *, layer: str | None = None,
+                 source: str = "model") -> Path:
+    """A conv layer's weights as a PNG grid: an RGB tile per filter for 3-channel filters,
+    otherwise one tile per (filter, input channel), filters down and channels across (a
+    single input channel: a near-square grid of filters)."""
+    name, conv = pick_conv(model, layer, source=source)
+    weight = conv.weight.detach().float().cpu().numpy()  # (F, C/groups, kh, kw)
+    n_filters, n_channels = weight.shape[:2]
+    shown = weight[:MAX_GRID if n_channels in (1, 3) else MAX_TILES, :MAX_TILES]
+    if n_channels == 3:
+        tiles = [_unit_range(w.transpose(1, 2, 0)) for w in shown]  # (kh, kw, 3) in [0, 1]
+        rows, cols = grid_shape(len(tiles))
+        fig = _grid_figure(tiles, rows, cols, cmap=None, symmetric=False)
+    else:
+        tiles = list(shown.reshape(-1, *shown.shape[2:]))  # (F*C, kh, kw), filter-major
+        rows, cols = grid_shape(len(tiles)) if n_channels == 1 else shown.shape[:2]
+        fig = _grid_figure(tiles, rows, cols, cmap="RdBu_r", symmetric=True, label="weight")
+    kernel = "×".join(map(str, weight.shape[2:]))
+    fig.suptitle(f"{name}: {_count(len(shown), n_filters, 'filter')} × "
+                 f"{_count(shown.shape[1], n_channels, 'input channel')}, {kernel}")
+    return _save(fig, path)
+
+
+def feature_maps(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What every conv layer outputs for x (1, C, H, W), by layer path: (1, F, H', W') each."""
+    outputs: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(_keep(outputs, name))
+             for name, m in conv_layers(model).items()]
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return outputs
+
+
+def plot_activations(model: nn.Module, x: torch.Tensor, out_dir: str | Path) -> list[Path]:
+    """For one image (1, C, H, W), the output of every conv layer as a PNG grid of its feature
+    maps, one file per layer: OUT_DIR/<layer path>.png (layer_<i>.png for a bare index)."""
+    if not conv_layers(model):
+        raise CnnkitError("the model has no Conv2d layers whose feature maps could be shown")
+    outputs = feature_maps(model, x)
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CnnkitError(f"{out_dir}: cannot create the folder ({exc.strerror})") from None
+    return [_plot_maps(name, maps, out_dir / f"{_file_name(name)}.png")
+            for name, maps in outputs.items()]
+
+
+def saliency_map(model: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, int, float]:
+    """|d score / d input| of the top class, max over channels (Simonyan et al. 2014):
+    (H, W) map, the class index, its softmax probability."""
+    x = x.detach().clone().requires_grad_(True)
+    logits = main_logits(model.eval()(x))  # (1, K)
+    top = int(logits[0].argmax())
+    (grad,) = torch.autograd.grad(logits[0, top], x)  # (1, C, H, W)
+    probability = float(torch.softmax(logits.detach()[0], dim=0)[top])
+    return grad[0].abs().amax(dim=0).numpy(), top, probability
+
+
+def plot_saliency(model: nn.Module, x: torch.Tensor, path: str | Path, *,
+                  mean: torch.Tensor, std: torch.Tensor, classes: list[str]) -> Path:
+    """The image beside its saliency for the top class, as a heat map over the image."""
+    saliency, top, probability = saliency_map(model, x)
+    image = (x[0] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()  # (H, W, C) in [0, 1]
+    fig = Figure(figsize=SALIENCY_SIZE_IN, dpi=DPI, layout="constrained")
+    axes = fig.subplots(1, 3)
+    gray = image.shape[2] == 1
+    shown = image[..., 0] if gray else image
+    for ax in axes:
+        ax.set_axis_off()
+    axes[0].imshow(shown, cmap="gray" if gray else None, vmin=0, vmax=1)
+    heat = axes[1].imshow(saliency, cmap="inferno")
+    axes[2].imshow(shown, cmap="gray" if gray else None, vmin=0, vmax=1)
+    axes[2].imshow(saliency, cmap="inferno", alpha=0.55)
+    fig.colorbar(heat, ax=axes[1], shrink=0.8, label="|∂ score / ∂ pixel|")
+    axes[0].set_title("input")
+    axes[1].set_title(f"saliency of class {classes[top]!r}")
+    axes[2].set_title(f"over the input (p = {probability:.2f})")
+    return _save(fig, path)
+
+
+def _plot_maps(name: str, maps: torch.Tensor, path: Path) -> Path:
+    maps = maps[0].float().numpy()  # (F, H, W)
+    shown = maps[:MAX_GRID]
+    rows, cols = grid_shape(len(shown))
+    fig = _grid_figure(list(shown), rows, cols, cmap="viridis", symmetric=False, label="activation")
+    fig.suptitle(f"{name}: {_count(len(shown), len(maps), 'feature map')}, "
+                 f"{maps.shape[1]}×{maps.shape[2]}")
+    return _save(fig, path)
+
+
+def _grid_figure(tiles: list[np.ndarray], rows: int, cols: int, *, cmap: str | None,
+                 symmetric: bool, label: str = "") -> Figure:
+    """One image of rows × cols tiles, 1-pixel gaps (shown blank), one shared colour scale."""
+    height, width = tiles[0].shape[:2]
+    depth = tiles[0].shape[2:]  # () or (3,)
+    mosaic = np.full(((height + 1) * rows - 1, (width + 1) * cols - 1, *depth), np.nan)
+    for k, tile in enumerate(tiles):
+        r, c = divmod(k, cols)
+        mosaic[r * (height + 1):r * (height + 1) + height,
+               c * (width + 1):c * (width + 1) + width] = tile
+    fig = Figure(figsize=figure_size(rows, cols), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    ax.set_axis_off()
+    if depth:  # RGB tiles are already in [0, 1]; gaps become white
+        ax.imshow(np.nan_to_num(mosaic, nan=1.0), interpolation="nearest")
+        return fig
+    high = float(np.nanmax(mosaic))
+    low = float(np.nanmin(mosaic))
+    if symmetric:  # weights: white at 0, red positive, blue negative
+        low, high = -max(abs(low), abs(high)), max(abs(low), abs(high))
+    image = ax.imshow(np.ma.masked_invalid(mosaic), cmap=cmap, vmin=low, vmax=high or 1.0,
+                      interpolation="nearest")
+    fig.colorbar(image, ax=ax, shrink=0.8, label=label)
+    return fig
+
+
+def _unit_range(tile: np.ndarray) -> np.ndarray:
+    """Min-max scaled to [0, 1]; a constant tile becomes mid-gray."""
+    low, high = tile.min(), tile.max()
+    return np.full_like(tile, 0.5) if high == low else (tile - low) / (high - low)
+
+
+def _keep(outputs: dict[str, torch.Tensor], name: str):
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        outputs[name] = output.detach().clone()  # an in-place ReLU next would overwrite it
+
+    return hook
+
+
+def _count(shown: int, total: int, noun: str) -> str:
+    plural = noun if total == 1 else noun + "s"
+    return f"{total} {plural}" if shown == total else f"{shown} of {total} {plural}"
+
+
+def _file_name(layer: str) -> str:
+    """A layer path as a file name: 'features.0' stays, anything odd becomes '_'."""
+    return "layer_" + layer if layer.isdigit() else re.sub(r"[^\w.-]", "_", layer)
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    save_figure(fig, path)  # PNG at DPI, written atomically
+    return Path(path)
+
+
+def visualize(checkpoint: str | Path, kind: str, *, out: str | Path | None = None,
+              layer: str | None = None, image: str | Path | None = None) -> list[Path]:
+    """`cnnkit visualize`: draw `kind` (filters, activations, saliency) for a checkpoint;
+    the files written. `out` defaults to DEFAULT_OUT[kind] in the working directory."""
+    if kind not in DEFAULT_OUT:
+        raise CnnkitError(f"visualize: unknown picture '{kind}' (valid: {', '.join(DEFAULT_OUT)})")
+    model, cfg, classes = load_network(checkpoint)
+    out = Path(DEFAULT_OUT[kind] if out is None else out)
+    if kind == "filters":
+        return [plot_filters(model, out, layer=layer, source=str(checkpoint))]
+    if image is None:
+        raise CnnkitError(f"visualize {kind}: needs --image IMAGE")
+    x = read_image(image, cfg)
+    if kind == "activations":
+        return plot_activations(model, x, out)
+    mean, std = _normalization(cfg)
+    return [plot_saliency(model, x, out, mean=mean, std=std, classes=classes)]
+
+
+DEFAULT_OUT = {"filters": "filters.png", "activations": "activations", "saliency": "saliency.png"}

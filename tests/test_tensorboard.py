@@ -1,0 +1,62 @@
+"""`train.tensorboard: true`: per-epoch scalars when the package is there, one clear line when
+it is not (the import is made to fail here, whatever the environment has)."""
+
+import doctest
+import sys
+
+import pytest
+
+import cnnkit.tensorboard_log
+from cnnkit.errors import ConfigError
+from cnnkit.trainer import train
+
+TINY = ("data.train_size=200", "data.val_size=100")  # two batches of 100: seconds, not tens
+
+
+def test_doctests_pass():
+    assert doctest.testmod(cnnkit.tensorboard_log).failed == 0
+
+
+def test_missing_package_is_one_line(monkeypatch, write_config, tmp_path, cli):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now fails
+    config = write_config()
+    with pytest.raises(ConfigError) as error:
+        train(config, out_dir=tmp_path / "run", quiet=True, overrides=("train.tensorboard=true",))
+    assert str(error.value) == (
+        f"{config}: train.tensorboard: true needs the tensorboard package, which is not "
+        f"installed (pip install tensorboard, or set train.tensorboard: false)")
+    code, out, err = cli("train", config, "--out", tmp_path / "run2", "--set",
+                         "train.tensorboard=true")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "needs the tensorboard package" in err
+    assert not (tmp_path / "run2" / "metrics.csv").exists()  # failed before any epoch
+
+
+def test_off_by_default_needs_nothing(monkeypatch, write_config, tmp_path):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    train(write_config(), out_dir=tmp_path / "run", quiet=True,
+          overrides=(*TINY, "train.epochs=1"))
+    assert not (tmp_path / "run" / "tensorboard").exists()
+
+
+def _scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir)).Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)]
+            for tag in events.Tags()["scalars"]}
+
+
+def test_metrics_per_epoch_and_resume(write_config, tmp_path):
+    pytest.importorskip("tensorboard")
+    config, run = write_config(), tmp_path / "run"
+    options = (*TINY, "train.tensorboard=true")
+    train(config, out_dir=run, quiet=True, overrides=(*options, "train.epochs=1"))
+    result = train(config, out_dir=run, quiet=True, resume=True,
+                   overrides=(*options, "train.epochs=2"))
+    scalars = _scalars(run / "tensorboard")
+    assert {"loss/train", "loss/val", "acc/train", "acc/val", "lr", "seconds"} <= set(scalars)
+    for tag, key in (("loss/val", "val_loss"), ("acc/train", "train_acc")):
+        expected = [(row["epoch"], row[key]) for row in result.history]
+        assert [step for step, _ in scalars[tag]] == [1, 2]
+        assert [value for _, value in scalars[tag]] == pytest.approx([v for _, v in expected])
