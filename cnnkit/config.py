@@ -24,7 +24,11 @@ from cnnkit.errors import ConfigError
 class ModelConfig:
     input: list[int]  # C, H, W of one example, declared once; shapes are propagated from it
     layers: Any  # the layer language (docs/DESIGN.md); checked by the builder
-    weights: str | None = None  # a weight file to start from
+    weights: str | None = None  # a .pth/.pt/.safetensors file, a cnnkit checkpoint, or
+    # torchvision:<WeightsEnum>, e.g. torchvision:ResNet18_Weights.IMAGENET1K_V1 (cnnkit.weights)
+    head: list[str | int] | None = None  # module paths made fresh when the classes differ
+    # from the weights'; None: the last layer with weights (and each auxiliary head's)
+    partial_load: bool = False  # skip (and list) keys that do not fit instead of refusing
     aux_heads: bool = True  # keep auxiliary heads (GoogLeNet's aux1, aux2) where layers have them
     aux_weight: float = 0.3  # each auxiliary loss's weight in training, as in the GoogLeNet paper
 
@@ -38,6 +42,16 @@ class DataConfig:
     mean: list[float] | None = None  # per channel, on the [0, 1] scale; None: dataset default
     std: list[float] | None = None
     download: bool = False  # fetch through torchvision when the files are missing
+    classes: list[int | str] | None = None  # keep only these classes (by name, e.g. digits
+    # [5, 6, 7]), relabelled 0..K-1 in this order; None: all
+    train_per_class: int | None = None  # keep this many training examples of each class
+    # (a fixed random subset); None: all
+
+
+@dataclass
+class LrGroup:
+    modules: list[str | int]  # module-path prefixes, e.g. [features] or [conv1, bn1, layer1]
+    lr: float  # their learning rate; parameters in no group use train.lr
 
 
 @dataclass
@@ -53,6 +67,11 @@ class TrainConfig:
     device: str = "auto"  # auto: cuda, then mps, then cpu
     monitor: Literal["val_acc", "val_loss"] = "val_acc"  # decides best.pt
     log_every: int = 20  # steps between progress-bar updates (the only host syncs)
+    freeze: list[str | int] = field(default_factory=list)  # module-path prefixes left out
+    # of the optimizer (their BatchNorm statistics stay fixed too), e.g. [features]
+    lr_groups: list[LrGroup] = field(default_factory=list)  # per-prefix learning rates; the
+    # longest matching prefix wins
+    unfreeze_at: int | None = None  # epoch (1-based) from which train.freeze is lifted
 
 
 @dataclass

@@ -27,9 +27,11 @@ from cnnkit.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_r
 from cnnkit.config import Config, config_to_dict, dump_config, load_config
 from cnnkit.data import Data, build_data
 from cnnkit.errors import CnnkitError, ConfigError
+from cnnkit.freeze import freeze_for_training, unfreeze
 from cnnkit.optim import build_optimizer, build_scheduler
 from cnnkit.plotting import CurvePlotter
 from cnnkit.tasks import Classification, main_logits
+from cnnkit.weights import load_pretrained, with_pretrained_defaults
 
 
 @dataclass
@@ -84,16 +86,22 @@ def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
           resume: bool = False, quiet: bool = False, overrides: tuple[str, ...] = ()) -> RunResult:
     """Train the model a config describes; write metrics, curves and checkpoints to the run dir."""
     cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    cfg = with_pretrained_defaults(cfg)
     out = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
     checkpoint = _open_run_dir(out, cfg, resume=resume)
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)
     model, data, task = prepare(cfg, device)
+    if checkpoint is None and cfg.model.weights:
+        _load_weights(out, cfg, model, data, quiet=quiet)
+    freeze_for_training(model, cfg.train, source=cfg.source)
     optimizer = build_optimizer(model, cfg.train)
     steps_per_epoch = -(-len(data.splits["train"]) // cfg.train.batch_size)
     scheduler = build_scheduler(optimizer, cfg.train, steps_per_epoch=steps_per_epoch)
     state = {"epoch": 0, "history": [], "best": None}
     if checkpoint is not None:
+        if cfg.train.unfreeze_at is not None and checkpoint["epoch"] >= cfg.train.unfreeze_at:
+            unfreeze(model, optimizer, scheduler, cfg.train, source=cfg.source)
         state = _restore(checkpoint, model, optimizer, scheduler)
     atomic_write_text(out / "config.yaml", dump_config(cfg))
     plotter = CurvePlotter(out / "curves.png", title=Path(cfg.source).stem)
@@ -114,6 +122,10 @@ def _fit(cfg: Config, out: Path, model, data: Data, task, optimizer, scheduler, 
     val_loader = data.loader("val", batch_size=cfg.train.batch_size, shuffle=False,
                              seed=cfg.train.seed, device=device)
     for epoch in range(state["epoch"], cfg.train.epochs):
+        if cfg.train.unfreeze_at == epoch + 1:
+            joined = unfreeze(model, optimizer, scheduler, cfg.train, source=cfg.source)
+            if not quiet:
+                print(f"epoch {epoch + 1}: unfroze {joined:,} parameters", flush=True)
         train_metrics, seconds = train_one_epoch(model, train_loader, optimizer, scheduler, task,
                                                  epoch=epoch, quiet=quiet,
                                                  log_every=cfg.train.log_every)
@@ -169,6 +181,14 @@ def evaluate(model: nn.Module, loader, task: Classification) -> dict[str, float]
         batch = task.stats(logits, y, task.loss(logits, y))
         totals = batch if totals is None else totals + batch
     return task.summarize(totals)
+
+
+def _load_weights(out: Path, cfg: Config, model: nn.Module, data: Data, *, quiet: bool) -> None:
+    """Pretrained weights in; the load report printed and kept as load_report.txt."""
+    report = load_pretrained(model, cfg, classes=list(data.classes))
+    atomic_write_text(out / "load_report.txt", report.format(full=True) + "\n")
+    if not quiet:
+        print(report.format(), flush=True)
 
 
 def _open_run_dir(out: Path, cfg: Config, *, resume: bool) -> dict | None:
