@@ -11,11 +11,21 @@ import torchvision.models as tvm
 
 from cnnkit.builder import build_model
 from cnnkit.config import load_config
-from cnnkit.data import DATASETS, Data
+from cnnkit.data import DATASETS, Data, build_data
 from cnnkit.data.tensors import Split
-from cnnkit.errors import CheckpointError, ConfigError
+from cnnkit.errors import CheckpointError, ConfigError, DataError
+from cnnkit.freeze import freeze_for_training
+from cnnkit.optim import build_optimizer
 from cnnkit.trainer import seed_everything, train
-from cnnkit.weights import head_paths, read_weights, strip_prefixes, with_pretrained_defaults
+from cnnkit.weights import (
+    Pretrained,
+    dropped_aux_heads,
+    head_paths,
+    match,
+    read_weights,
+    strip_prefixes,
+    with_pretrained_defaults,
+)
 from tests.conftest import CONFIGS, SMALL_CONV
 
 RESNET_FROZEN = ["conv1", "bn1", "layer1", "layer2", "layer3"]
@@ -102,8 +112,6 @@ def test_frozen_batchnorm_stays_in_eval_mode(tmp_path):
     cfg = load_config(CONFIGS / "resnet18.yaml", ["model.input=[3, 64, 64]",
                                                     "train.freeze=[bn1, layer1]"])
     model = build_model(cfg)
-    from cnnkit.freeze import freeze_for_training
-
     frozen = freeze_for_training(model, cfg.train)
     assert "bn1.weight" in frozen and "layer2.0.conv1.weight" not in frozen
     model.train()
@@ -273,13 +281,9 @@ def test_head_is_the_last_layer_with_weights():
 
 
 def test_lr_groups_longest_prefix_wins(write_config):
-    from cnnkit.optim import build_optimizer
-
     cfg = load_config(write_config(), ["train.lr_groups=[{modules: [0, 3], lr: 1.0e-4}, "
                                        "{modules: [3.bias], lr: 0.5}]", "train.freeze=[0]"])
     model = build_model(cfg)
-    from cnnkit.freeze import freeze_for_training
-
     freeze_for_training(model, cfg.train)
     groups = build_optimizer(model, cfg.train).param_groups
     by_lr = {g["lr"]: sum(p.numel() for p in g["params"]) for g in groups}
@@ -304,8 +308,6 @@ def test_freeze_errors(write_config, cli):
 
 
 def test_data_classes_and_train_per_class(write_config):
-    from cnnkit.data import build_data
-
     cfg = load_config(write_config(), ["data.classes=[7, 3]", "data.train_per_class=5"])
     data = build_data(cfg.data)
     assert data.classes == ["7", "3"]
@@ -313,6 +315,23 @@ def test_data_classes_and_train_per_class(write_config):
     assert set(data.splits["val"].labels.tolist()) == {0, 1}
     with pytest.raises(ConfigError, match="data.classes: unknown 11"):
         build_data(load_config(write_config(), ["data.classes=[1, 11]"]).data)
-    with pytest.raises(Exception, match="class 3 has only 100 training examples, 101 asked"):
+    with pytest.raises(DataError, match="class 3 has only 100 training examples, 101 asked"):
         build_data(load_config(write_config(), ["data.classes=[3]",
                                                 "data.train_per_class=101"]).data)
+
+
+
+@pytest.mark.slow
+def test_googlenet_file_with_auxiliary_heads_on_and_off():
+    file_state = tvm.googlenet(aux_logits=True, init_weights=False).state_dict()
+    pretrained = Pretrained(file_state, "googlenet.pth")
+    heads = {True: ["fc", "aux1.fc2", "aux2.fc2"], False: ["fc"]}
+    for aux_heads, expected_heads in heads.items():
+        cfg = load_config(CONFIGS / "googlenet.yaml", [f"model.aux_heads={aux_heads}",
+                                                      "model.input=[3, 64, 64]"])
+        model = build_model(cfg)
+        assert head_paths(model) == expected_heads
+        report = match(model, pretrained, head=head_paths(model), ignore=dropped_aux_heads(cfg))
+        assert not report.skipped and not report.reinitialized
+        aux_keys = [k for k in file_state if k.startswith("aux")]
+        assert report.ignored == ([] if aux_heads else aux_keys)

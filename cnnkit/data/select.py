@@ -6,6 +6,7 @@ Both act on the built splits, so they work for every dataset whose splits are `S
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 import torch
@@ -36,7 +37,7 @@ def select_classes(data: Data, names: list[str], *, source: str = "<config>") ->
                           f"{', '.join(data.classes)})")
     old = torch.tensor([data.classes.index(n) for n in names])  # (K,) old label of new label k
     splits = {name: _relabel(split, old) for name, split in data.splits.items()}
-    return type(data)(splits, names, data.mean, data.std)
+    return dataclasses.replace(data, splits=splits, classes=names)
 
 
 def _relabel(split: Split, old: torch.Tensor) -> Split:
@@ -63,4 +64,4 @@ def limit_per_class(data: Data, per_class: int, *, source: str = "<config>") -> 
         chosen.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
     index = torch.sort(torch.cat(chosen)).values
     splits = {**data.splits, "train": Split(train.images[index], train.labels[index])}
-    return type(data)(splits, list(data.classes), data.mean, data.std)
+    return dataclasses.replace(data, splits=splits)
