@@ -18,7 +18,7 @@ import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -30,6 +30,9 @@ from cnnkit.config import Config
 from cnnkit.errors import CheckpointError, ConfigError
 from cnnkit.freeze import check_prefixes
 from cnnkit.layers import REGISTRY
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
 
 TORCHVISION = "torchvision:"
 SHOWN = 5  # keys named per kind in an error message; the report file lists all
@@ -170,7 +173,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
                               f"({str(exc).splitlines()[0][:120]})") from None
 
 
-def torchvision_weights(spec: str, *, source: str = "<config>"):
+def torchvision_weights(spec: str, *, source: str = "<config>") -> WeightsEnum:
     """The torchvision WeightsEnum member `torchvision:Enum.MEMBER` names (no download)."""
     from torchvision import models
 
@@ -192,7 +195,7 @@ def torchvision_weights(spec: str, *, source: str = "<config>"):
     return enums[enum_name][member]
 
 
-def _torchvision_file(weights, spec: str, source: str) -> Path:
+def _torchvision_file(weights: WeightsEnum, spec: str, source: str) -> Path:
     """The file in torch's hub cache, downloaded into it when missing and the network allows."""
     url = weights.url
     path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
@@ -212,7 +215,7 @@ def _torchvision_file(weights, spec: str, source: str) -> Path:
     return path
 
 
-def _preprocess(weights) -> Preprocess | None:
+def _preprocess(weights: WeightsEnum) -> Preprocess | None:
     transform = weights.transforms()
     if not hasattr(transform, "crop_size"):
         return None
@@ -299,8 +302,8 @@ def _shape(tensor: torch.Tensor) -> str:
     return "×".join(str(s) for s in tensor.shape) or "scalar"
 
 
-def apply(model: nn.Module, pretrained: Pretrained, report: LoadReport, *,
-          source: str = "<config>") -> None:
+def load_matched(model: nn.Module, pretrained: Pretrained, report: LoadReport, *,
+                 source: str = "<config>") -> None:
     """Copy the loaded tensors into the model; refuse any other mismatch unless partial."""
     if report.skipped and not report.partial:
         raise CheckpointError(f"{source}: model.weights {report.origin}: does not fit the model: "
@@ -342,5 +345,5 @@ def load_pretrained(model: nn.Module, cfg: Config, *, classes: list[str] | None 
         check_prefixes(model, head, key="model.head", source=cfg.source)
     report = match(model, pretrained, head=head, classes=classes,
                    ignore=dropped_aux_heads(cfg), partial=cfg.model.partial_load)
-    apply(model, pretrained, report, source=cfg.source)
+    load_matched(model, pretrained, report, source=cfg.source)
     return report
