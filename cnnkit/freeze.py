@@ -71,10 +71,6 @@ def freeze_for_training(model: nn.Module, cfg: TrainConfig, *, source: str | Non
     return freeze(model, cfg.freeze, source=source)
 
 
-def frozen_names(model: nn.Module) -> list[str]:
-    return [name for name, p in model.named_parameters() if not p.requires_grad]
-
-
 def param_groups(model: nn.Module, cfg: TrainConfig, *, trainable: bool = True,
                  source: str | None = None) -> list[dict]:
     """Optimizer groups of the parameters with `requires_grad == trainable`: train.lr for
