@@ -49,6 +49,14 @@ class Network(nn.Sequential):
         self.input_shape = input_shape  # one example, as declared in model.input
         self.output_shape = output_shape  # one example, e.g. (10,) for ten logits
         self.layers_info = layers  # every layer of the config, in order, with its output shape
+        self.frozen_norms: list[nn.Module] = []  # set by cnnkit.freeze: kept in eval mode
+
+    def train(self, mode: bool = True) -> Network:
+        """As nn.Module.train, except that frozen norm layers keep their running statistics."""
+        super().train(mode)
+        for module in self.frozen_norms:
+            module.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | NetworkOutput:
         aux = []

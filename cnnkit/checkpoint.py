@@ -33,8 +33,22 @@ def load_checkpoint(path: str | Path, *, for_resume: bool = False) -> dict[str, 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    state = read_weights_only(path)
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path}: not a cnnkit checkpoint (no 'model' state)")
+    if for_resume:
+        missing = [k for k in RESUME_KEYS if k not in state]
+        if missing:
+            raise CheckpointError(f"{path}: cannot resume from it, it lacks {', '.join(missing)} "
+                                  f"(it can still be evaluated or used as weights)")
+    return state
+
+
+def read_weights_only(path: Path) -> Any:
+    """`torch.load(weights_only=True)` on CPU; any failure is one CheckpointError naming the
+    path (shared with cnnkit.weights, which reads torchvision-format files)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         if found:
@@ -46,14 +60,6 @@ def load_checkpoint(path: str | Path, *, for_resume: bool = False) -> dict[str, 
     except Exception as exc:  # torch.load raises many kinds on truncated or random bytes
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: "
                               f"{type(exc).__name__})") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointError(f"{path}: not a cnnkit checkpoint (no 'model' state)")
-    if for_resume:
-        missing = [k for k in RESUME_KEYS if k not in state]
-        if missing:
-            raise CheckpointError(f"{path}: cannot resume from it, it lacks {', '.join(missing)} "
-                                  f"(it can still be evaluated or used as weights)")
-    return state
 
 
 def _first_line(exc: Exception) -> str:

@@ -32,9 +32,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_summary(args: argparse.Namespace) -> int:
     from cnnkit.builder import build_model
+    from cnnkit.config import load_config
+    from cnnkit.freeze import freeze_for_training
     from cnnkit.summary import format_summary, summarize
 
-    summary = summarize(build_model(args.config, overrides=tuple(args.set)))
+    cfg = load_config(args.config, tuple(args.set))
+    model = build_model(cfg)
+    freeze_for_training(model, cfg.train, source=cfg.source)  # so frozen layers show as such
+    summary = summarize(model)
     print(json.dumps(summary) if args.json else format_summary(summary, title=args.config))
     return 0
 

@@ -24,7 +24,11 @@ from cnnkit.errors import ConfigError
 class ModelConfig:
     input: list[int]  # C, H, W of one example, declared once; shapes are propagated from it
     layers: Any  # the layer language (docs/DESIGN.md); checked by the builder
-    weights: str | None = None  # a weight file to start from
+    weights: str | None = None  # a .pth/.pt/.safetensors file, a cnnkit checkpoint, or
+    # torchvision:<WeightsEnum>, e.g. torchvision:ResNet18_Weights.IMAGENET1K_V1 (cnnkit.weights)
+    head: list[str | int] | None = None  # module paths made fresh when the classes differ
+    # from the weights'; None: the last layer with weights (and each auxiliary head's)
+    partial_load: bool = False  # skip (and list) keys that do not fit instead of refusing
     aux_heads: bool = True  # keep auxiliary heads (GoogLeNet's aux1, aux2) where layers have them
     aux_weight: float = 0.3  # each auxiliary loss's weight in training, as in the GoogLeNet paper
     # model-wide weight init after building, as torchvision's model classes do (cnnkit/init.py);
@@ -44,6 +48,16 @@ class DataConfig:
     image_size: int = 224  # imagefolder: side of the square crop fed to the model, in pixels
     workers: int = 4  # imagefolder: DataLoader worker processes decoding images (0: in-process)
     skip_bad: bool = False  # imagefolder: skip files that cannot be decoded (one warning)
+    classes: list[int | str] | None = None  # keep only these classes (by name, e.g. digits
+    # [5, 6, 7]), relabelled 0..K-1 in this order; None: all
+    train_per_class: int | None = None  # keep this many training examples of each class
+    # (a fixed random subset); None: all
+
+
+@dataclass
+class LrGroup:
+    modules: list[str | int]  # module-path prefixes, e.g. [features] or [conv1, bn1, layer1]
+    lr: float  # their learning rate; parameters in no group use train.lr
 
 
 @dataclass
@@ -62,6 +76,11 @@ class TrainConfig:
     checkpoint_every_steps: int | None = None  # also save last.pt every N steps mid-epoch
     grad_clip: float | None = None  # max L2 norm of all gradients together; None: no clipping
     tensorboard: bool = False  # per-epoch metrics to OUT/tensorboard/ (needs tensorboard)
+    freeze: list[str | int] = field(default_factory=list)  # module-path prefixes left out
+    # of the optimizer (their BatchNorm statistics stay fixed too), e.g. [features]
+    lr_groups: list[LrGroup] = field(default_factory=list)  # per-prefix learning rates; the
+    # longest matching prefix wins
+    unfreeze_at: int | None = None  # epoch (1-based) from which train.freeze is lifted
 
 
 @dataclass

@@ -7,10 +7,11 @@ from torch import nn
 
 from cnnkit.config import TrainConfig
 from cnnkit.errors import ConfigError
+from cnnkit.freeze import param_groups
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = param_groups(model, cfg)  # trainable parameters only, by train.lr_groups
     if cfg.lr <= 0:
         raise ConfigError(f"train.lr: expected a positive learning rate, found {cfg.lr}")
     if cfg.optimizer == "adam":

@@ -23,8 +23,11 @@ def summarize(model: Network) -> dict[str, Any]:
     for info, field in zip(model.layers_info, fields):
         module = modules.get(info.name)
         params = sum(p.numel() for p in module.parameters()) if module is not None else 0
+        trainable = sum(p.numel() for p in module.parameters() if p.requires_grad) \
+            if module is not None else 0
         layers.append({"name": info.name, "type": info.type,
                        "output_shape": list(info.output_shape), "params": params,
+                       "trainable_params": trainable, "frozen": params > 0 and trainable == 0,
                        "receptive_field": _per_axis(field, "rf"),
                        "jump": _per_axis(field, "jump")})
     total = sum(p.numel() for p in model.parameters())
@@ -85,11 +88,14 @@ def _format_field(value: list[int] | str | None) -> str:
 
 
 def format_summary(summary: dict[str, Any], *, title: str = "") -> str:
-    """A Keras-style table."""
+    """A Keras-style table; with frozen layers (train.freeze), a Trainable column too."""
     rows = [(row["name"], row["type"], format_shape(row["output_shape"]), f"{row['params']:,}",
              _format_field(row["receptive_field"]), _format_field(row["jump"]))
             for row in summary["layers"]]
     header = ("Layer (state_dict path)", "Type", "Output shape", "Params", "RF", "Jump")
+    if summary["trainable_params"] < summary["total_params"]:
+        header += ("Trainable",)
+        rows = [(*r, _trainable(row)) for r, row in zip(rows, summary["layers"])]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: tuple[str, ...]) -> str:
@@ -107,3 +113,11 @@ def format_summary(summary: dict[str, Any], *, title: str = "") -> str:
         out.append(f"Weight layers:        {summary['weight_layers']} (convolution and linear)")
     out.append("RF: receptive field; Jump: distance between neighbouring units; in input pixels")
     return "\n".join(out)
+
+
+def _trainable(row: dict[str, Any]) -> str:
+    if row["params"] == 0:
+        return ""
+    if row["trainable_params"] == row["params"]:
+        return "yes"
+    return "no" if row["trainable_params"] == 0 else "partly"

@@ -29,12 +29,14 @@ from cnnkit.config import Config, config_to_dict, dump_config, load_config
 from cnnkit.data import Data, build_data
 from cnnkit.data.checks import check_splits
 from cnnkit.errors import CnnkitError, ConfigError, TrainingStopped
+from cnnkit.freeze import freeze_for_training, unfreeze
 from cnnkit.guards import FiniteWatch, check_every_for, check_train_options, clip_gradients
 from cnnkit.optim import build_optimizer, build_scheduler
 from cnnkit.plotting import CurvePlotter
 from cnnkit.stopping import GracefulStop
 from cnnkit.tasks import Classification, main_logits
 from cnnkit.tensorboard_log import TensorBoardLogger
+from cnnkit.weights import load_pretrained, with_pretrained_defaults
 
 
 @dataclass
@@ -95,6 +97,7 @@ def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
           resume: bool = False, quiet: bool = False, overrides: tuple[str, ...] = ()) -> RunResult:
     """Train the model a config describes; write metrics, curves and checkpoints to the run dir."""
     cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    cfg = with_pretrained_defaults(cfg)
     out = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
     check_train_options(cfg.train, source=cfg.source)
     checkpoint = _open_run_dir(out, cfg, resume=resume)
@@ -103,12 +106,19 @@ def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)
     model, data, task = prepare(cfg, device)
+    if checkpoint is None and cfg.model.weights:
+        _load_weights(out, cfg, model, data, quiet=quiet)
+    freeze_for_training(model, cfg.train, source=cfg.source)
     optimizer = build_optimizer(model, cfg.train)
     steps_per_epoch = -(-len(data.splits["train"]) // cfg.train.batch_size)
     scheduler = build_scheduler(optimizer, cfg.train, steps_per_epoch=steps_per_epoch)
     # epoch: epochs completed; step, totals: batches done in the next one and their metric sums
     state = {"epoch": 0, "step": 0, "totals": None, "history": [], "best": None}
     if checkpoint is not None:
+        # unfreezing happens at the start of epoch unfreeze_at, before its first step
+        started = checkpoint["epoch"] + (1 if checkpoint.get("step") else 0)
+        if cfg.train.unfreeze_at is not None and started >= cfg.train.unfreeze_at:
+            unfreeze(model, optimizer, scheduler, cfg.train, source=cfg.source)
         state = _restore(checkpoint, model, optimizer, scheduler)
     atomic_write_text(out / "config.yaml", dump_config(cfg))
     atomic_write_text(out / "classes.json", json.dumps(list(data.classes)))  # index -> name
@@ -137,6 +147,10 @@ def _fit(cfg: Config, out: Path, model, data: Data, task, optimizer, scheduler, 
                              seed=cfg.train.seed, device=device)
     hook = _StepHook(out, cfg, data, model, optimizer, scheduler, state, stop)
     for epoch in range(state["epoch"], cfg.train.epochs):
+        if cfg.train.unfreeze_at == epoch + 1 and state["step"] == 0:
+            joined = unfreeze(model, optimizer, scheduler, cfg.train, source=cfg.source)
+            if not quiet:
+                print(f"epoch {epoch + 1}: unfroze {joined:,} parameters", flush=True)
         totals = None if state["totals"] is None else state["totals"].to(train_loader.device)
         train_metrics, seconds = train_one_epoch(model, train_loader, optimizer, scheduler, task,
                                                  epoch=epoch, quiet=quiet,
@@ -243,6 +257,14 @@ class _StepHook:
         path = self.out / "last.pt"
         return TrainingStopped(f"stopped by {self.stop.name} at {where}; saved {path}",
                                signum=self.stop.signum, checkpoint=str(path))
+
+
+def _load_weights(out: Path, cfg: Config, model: nn.Module, data: Data, *, quiet: bool) -> None:
+    """Pretrained weights in; the load report printed and kept as load_report.txt."""
+    report = load_pretrained(model, cfg, classes=list(data.classes))
+    atomic_write_text(out / "load_report.txt", report.format(full=True) + "\n")
+    if not quiet:
+        print(report.format(), flush=True)
 
 
 def _open_run_dir(out: Path, cfg: Config, *, resume: bool) -> dict | None:

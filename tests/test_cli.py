@@ -14,7 +14,7 @@ def test_summary_table_and_json(cli):
     summary = json.loads(out)
     assert summary["total_params"] == summary["trainable_params"] == 178_110
     assert set(summary["layers"][1]) == {"name", "type", "output_shape", "params",
-                                         "receptive_field", "jump"}
+                                         "receptive_field", "jump", "trainable_params", "frozen"}
 
 
 def test_train_eval_plot_end_to_end(cli, write_config, tmp_path):

@@ -10,6 +10,7 @@ import torch
 
 from cnnkit.config import DataConfig
 from cnnkit.data import mnist_sample
+from cnnkit.data.select import select
 from cnnkit.data.tensors import Split, TensorLoader
 from cnnkit.errors import ConfigError, DataError
 
@@ -80,7 +81,7 @@ def build_data(cfg: DataConfig, *, source: str = "<config>") -> Data | FolderDat
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ConfigError(f"{source}: data.name: unknown dataset '{cfg.name}'{hint} "
                           f"(valid: {', '.join(DATASETS)})")
-    data = DATASETS[cfg.name](cfg)
+    data = select(DATASETS[cfg.name](cfg), cfg, source=source)
     return _with_normalization(data, cfg, source)
 
 
