@@ -37,8 +37,25 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
+        shown = ("checkpoint", "split", "n", "accuracy", "loss")
+        others = "".join(f", {k} {v:.4f}" for k, v in result.items() if k not in shown)
         print(f"{result['checkpoint']} on {result['split']} ({result['n']} examples): "
-              f"accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}")
+              f"accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}{others}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from cnnkit.checkpoint import load_checkpoint
+    from cnnkit.locate import format_prediction, predict_localization, task_of
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    task = task_of(checkpoint)
+    if task != "localization":
+        raise CnnkitError(f"{args.checkpoint}: predict handles localization checkpoints here; "
+                          f"this one's task is {task}")
+    results = predict_localization(args.checkpoint, args.images, out_dir=args.out,
+                                   checkpoint=checkpoint)
+    print(json.dumps(results) if args.json else "\n".join(map(format_prediction, results)))
     return 0
 
 
@@ -82,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val", choices=["train", "val", "test"])
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("predict", parents=[common], help="predict on image files")
+    p.add_argument("checkpoint")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--out", metavar="DIR", help="write each image with its prediction drawn")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("plot", parents=[common], help="overlay the curves of several runs")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

@@ -29,7 +29,7 @@ from cnnkit.data import Data, build_data
 from cnnkit.errors import CnnkitError, ConfigError
 from cnnkit.optim import build_optimizer, build_scheduler
 from cnnkit.plotting import CurvePlotter
-from cnnkit.tasks import Classification, main_logits
+from cnnkit.tasks import Task, build_task, main_logits
 
 
 @dataclass
@@ -67,7 +67,7 @@ def default_out_dir(cfg: Config) -> Path:
     return Path(cfg.out) if cfg.out else Path("runs") / Path(cfg.source).stem
 
 
-def prepare(cfg: Config, device: torch.device) -> tuple[Network, Data, Classification]:
+def prepare(cfg: Config, device: torch.device) -> tuple[Network, Data, Task]:
     """Model and data for a config, checked against each other before any step."""
     data = build_data(cfg.data, source=cfg.source)
     model = build_model(cfg)
@@ -75,7 +75,7 @@ def prepare(cfg: Config, device: torch.device) -> tuple[Network, Data, Classific
         raise ConfigError(f"{cfg.source}: model.input: the model takes "
                           f"{list(model.input_shape)}, but {cfg.data.name} gives "
                           f"{list(data.input_shape)}")
-    task = Classification(aux_weight=cfg.model.aux_weight)
+    task = build_task(cfg)
     task.check(model.output_shape, len(data.classes), source=cfg.source)
     return model.to(device), data, task
 
@@ -129,11 +129,11 @@ def _fit(cfg: Config, out: Path, model, data: Data, task, optimizer, scheduler, 
         _save_epoch(out, cfg, data, model, optimizer, scheduler, state, best=improved)
         plotter.update(state["history"])
         if not quiet:
-            print(_epoch_line(row, cfg.train.epochs), flush=True)
+            print(_epoch_line(row, cfg.train.epochs, task.metrics), flush=True)
 
 
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, scheduler,
-                    task: Classification, *, epoch: int, quiet: bool = True,
+                    task: Task, *, epoch: int, quiet: bool = True,
                     log_every: int = 20) -> tuple[dict[str, float], float]:
     """One pass over the training split. Metrics add up on the device; the host reads them
     once per `log_every` steps for the progress bar and once at the end."""
@@ -161,7 +161,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, task: Classification) -> dict[str, float]:
+def evaluate(model: nn.Module, loader, task: Task) -> dict[str, float]:
     model.eval()
     totals = None
     for x, y in loader.batches(0):
@@ -223,6 +223,8 @@ def _save_epoch(out: Path, cfg: Config, data: Data, model, optimizer, scheduler,
         "best": state["best"],
         "config": config_to_dict(cfg),
         "classes": list(data.classes),
+        "mean": list(data.mean),  # the input normalization, for predicting on new images
+        "std": list(data.std),
         "cnnkit_version": __version__,
     }
     atomic_write_text(out / "metrics.csv", _csv(state["history"]))
@@ -249,7 +251,8 @@ def _improved(row: dict, best: float | None, monitor: str) -> bool:
     return row[monitor] < best if monitor.endswith("loss") else row[monitor] > best
 
 
-def _epoch_line(row: dict, epochs: int) -> str:
-    return (f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} "
-            f"acc {row['train_acc']:.4f}  val loss {row['val_loss']:.4f} "
-            f"acc {row['val_acc']:.4f}  {row['seconds']:.2f}s")
+def _epoch_line(row: dict, epochs: int, metrics: tuple[str, ...] = ("loss", "acc")) -> str:
+    """`epoch  3/30  train loss 0.1234 acc 0.9610  val loss ...`, over the task's metrics."""
+    splits = [" ".join([split] + [f"{m} {row[f'{split}_{m}']:.4f}" for m in metrics])
+              for split in ("train", "val")]
+    return f"epoch {row['epoch']:>3}/{epochs}  {'  '.join(splits)}  {row['seconds']:.2f}s"
