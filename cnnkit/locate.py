@@ -130,7 +130,11 @@ def draw_prediction(image: Image.Image, result: dict[str, Any]) -> Image.Image:
     x, y, w, h = (f * s for f, s in zip(result["box"], (canvas.width, canvas.height) * 2))
     draw.rectangle([x, y, x + w - 1, y + h - 1], outline=BOX_COLOUR, width=line)
     text = f"{result['class']} {result['confidence']:.2f} (p_c {result['p_object']:.2f})"
-    _label(draw, (x, max(0, y - font.size - 2 * line)), text, font, BOX_COLOUR)
+    _, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    above = y - bottom - line - 3  # the label's background ends just above the box's edge
+    left = max(0, min(x, canvas.width - right - 3))  # kept inside the image
+    _label(draw, (left, above if above - 2 + top >= 0 else y + line + 2), text, font,
+           BOX_COLOUR)
     return canvas
 
 
