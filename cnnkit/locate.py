@@ -15,6 +15,7 @@ from cnnkit.builder import Network, build_model
 from cnnkit.checkpoint import load_checkpoint
 from cnnkit.config import Config
 from cnnkit.errors import CheckpointError, CnnkitError, DataError
+from cnnkit.evaluate import config_of_checkpoint
 from cnnkit.localization import decode
 
 MIN_DRAWN = 256  # px: smaller images are enlarged (nearest neighbour) before drawing
@@ -36,8 +37,6 @@ def task_of(checkpoint: dict) -> str:
 
 
 def load_predictor(path: str | Path, checkpoint: dict | None = None) -> Predictor:
-    from cnnkit.evaluate import config_of_checkpoint
-
     checkpoint = load_checkpoint(path) if checkpoint is None else checkpoint
     cfg = config_of_checkpoint(checkpoint, path)
     model = build_model(cfg).eval()
