@@ -197,3 +197,25 @@ def test_a_classifier_output_is_refused_for_localization(write_config, tmp_path)
     with pytest.raises(ConfigError, match=r"localization needs 5 \+ 10 outputs.*"
                                           r"\[LocalizationHead, 10\].*outputs 10"):
         train(cfg, out_dir=tmp_path / "run", quiet=True)
+
+
+def test_head_on_a_zoo_backbone(tmp_path):
+    """ResNet-18 from its zoo config, with `fc` swapped for the head: the same state_dict
+    keys up to the head, so torchvision's backbone weights still load."""
+    import yaml
+
+    from tests.conftest import CONFIGS
+
+    raw = yaml.safe_load((CONFIGS / "resnet18.yaml").read_text())
+    raw["model"]["input"] = [3, 64, 64]
+    raw["model"]["layers"]["fc"] = ["LocalizationHead", 3]
+    raw["task"] = {"name": "localization"}
+    path = tmp_path / "resnet18_localization.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))  # the mapping's order is the model's
+    model = build_model(path).eval()
+    assert model.output_shape == (8,)
+    assert "layer4.1.conv2.weight" in model.state_dict()
+    assert {k for k in model.state_dict() if k.startswith("fc.")} == {
+        f"fc.{part}.{p}" for part in ("objectness", "box", "classes") for p in ("weight", "bias")}
+    with torch.no_grad():
+        assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 8)
