@@ -51,15 +51,29 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
+        shown = ("checkpoint", "split", "n", "accuracy", "loss")
+        others = "".join(f", {k} {v:.4f}" for k, v in result.items() if k not in shown)
         print(f"{result['checkpoint']} on {result['split']} ({result['n']} examples): "
-              f"accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}")
+              f"accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}{others}")
     return 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from cnnkit.checkpoint import load_checkpoint
+    from cnnkit.locate import format_prediction, predict_localization, task_of
     from cnnkit.predict import format_predictions, predict_images
 
-    results = predict_images(args.checkpoint, args.images, top=args.top, device=args.device)
+    checkpoint = load_checkpoint(args.checkpoint)
+    if task_of(checkpoint) == "localization":
+        results = predict_localization(args.checkpoint, args.images, out_dir=args.out,
+                                       checkpoint=checkpoint)
+        print(json.dumps(results) if args.json else "\n".join(map(format_prediction, results)))
+        return 0
+    if args.out is not None:
+        raise CnnkitError(f"--out: draws boxes of localization checkpoints; "
+                          f"{args.checkpoint} is a classifier")
+    results = predict_images(args.checkpoint, args.images, top=args.top, device=args.device,
+                             checkpoint=checkpoint)
     print(json.dumps(results) if args.json else format_predictions(results))
     return 0
 
@@ -115,10 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("predict", parents=[common], help="top-k classes of image files")
+    p = sub.add_parser("predict", parents=[common], help="classes (or boxes) of image files")
     p.add_argument("checkpoint")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top", type=int, default=5, help="classes to show per image (default 5)")
+    p.add_argument("--out", metavar="DIR",
+                   help="localization: write each image with its predicted box drawn")
     p.add_argument("--json", action="store_true")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.set_defaults(func=_cmd_predict)

@@ -37,6 +37,19 @@ class ModelConfig:
 
 
 @dataclass
+class LocalizationDataConfig:
+    """mnist-localization canvases and localization-csv images (cnnkit/data/localization.py)."""
+
+    size: int = 64  # canvases and csv images are size × size pixels
+    digit_size: list[int] = field(default_factory=lambda: [20, 44])  # px, side of the pasted
+    # 28×28 MNIST frame, drawn uniformly from [min, max]
+    empty: float = 0.2  # share of canvases with no digit (the seed's "nothing")
+    noise: float = 0.0  # std of Gaussian background noise, on the [0, 1] pixel scale
+    seed: int = 0  # canvases are a function of this seed (not train.seed): the dataset is fixed
+    channels: int = 3  # localization-csv: 1 (grayscale) or 3 (RGB)
+
+
+@dataclass
 class DataConfig:
     name: str = "mnist-sample"
     root: str | None = None  # folder of on-disk datasets (mnist, imagefolder)
@@ -52,6 +65,7 @@ class DataConfig:
     # [5, 6, 7]), relabelled 0..K-1 in this order; None: all
     train_per_class: int | None = None  # keep this many training examples of each class
     # (a fixed random subset); None: all
+    localization: LocalizationDataConfig = field(default_factory=LocalizationDataConfig)
 
 
 @dataclass
@@ -84,15 +98,30 @@ class TrainConfig:
 
 
 @dataclass
+class TaskConfig:
+    """What is learned (cnnkit/tasks.py TASKS); the other keys are localization's."""
+
+    name: str = "classification"  # classification or localization
+    loss: Literal["squared", "bce-ce"] = "squared"  # squared: the seed's squared error on p_c,
+    # box and class probabilities; bce-ce: BCE on p_c, CE on classes, box_loss on the box
+    box_loss: Literal["mse", "smooth_l1", "giou"] = "mse"  # bce-ce's box term
+    obj_weight: float = 1.0  # weight of the objectness term (1, 1, 1: the seed's formula)
+    box_weight: float = 1.0  # weight of the box term
+    cls_weight: float = 1.0  # weight of the class term
+    threshold: float = 0.5  # p_c at or above which an object is declared (metrics, predict)
+
+
+@dataclass
 class Config:
     model: ModelConfig
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
     out: str | None = None  # run directory; None: runs/<config file stem>
     source: str = field(default="<config>", compare=False)  # where it came from, for errors
 
 
-SECTIONS = ("model", "data", "train", "out")
+SECTIONS = ("model", "data", "train", "task", "out")
 
 
 def load_config(path: str | Path, overrides: typing.Iterable[str] = ()) -> Config:

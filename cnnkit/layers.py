@@ -13,6 +13,7 @@ from torch import nn
 
 from cnnkit.blocks import BLOCKS
 from cnnkit.errors import ConfigError
+from cnnkit.localization import BLOCKS as LOCALIZATION_BLOCKS
 
 _CONTAINERS = {nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.ParameterList, nn.ParameterDict}
 
@@ -26,7 +27,7 @@ def _torch_layers() -> dict[str, type[nn.Module]]:
     }
 
 
-REGISTRY: dict[str, type[nn.Module]] = {**_torch_layers(), **BLOCKS}
+REGISTRY: dict[str, type[nn.Module]] = {**_torch_layers(), **BLOCKS, **LOCALIZATION_BLOCKS}
 
 # parameter name -> index of the incoming shape (C, H, W) / (F,) it is read from
 INFERRED = dict(in_channels=0, num_features=0, inplanes=0, in_features=-1)
@@ -42,4 +43,5 @@ def lookup(name: str, *, where: str) -> type[nn.Module]:
         close = difflib.get_close_matches(name, list(REGISTRY), n=3)
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
         raise ConfigError(f"{where}: unknown layer '{name}'{hint} "
-                          f"(any torch.nn module, or one of {', '.join(BLOCKS)})") from None
+                          f"(any torch.nn module, or one of "
+                          f"{', '.join([*BLOCKS, *LOCALIZATION_BLOCKS])})") from None

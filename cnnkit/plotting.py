@@ -60,17 +60,29 @@ class CurvePlotter:
             raise self._error
 
 
+LABELS = dict(loss="loss", acc="accuracy", obj_acc="objectness accuracy",
+              cls_acc="class accuracy", iou="mean IoU")  # y-axis labels; others: the name
+
+
+def metric_names(history: list[dict]) -> list[str]:
+    """The task's metrics, in order: every NAME with both train_NAME and val_NAME columns."""
+    row = history[0]
+    return [k[len("train_"):] for k in row
+            if k.startswith("train_") and f"val_{k[len('train_'):]}" in row]
+
+
 def plot_curves(history: list[dict], path: str | Path, *, title: str = "") -> None:
-    """Loss and accuracy per epoch, train against validation."""
+    """One panel per metric of the task (loss, accuracy, ...), train against validation."""
     epochs = [row["epoch"] for row in history]
-    fig = Figure(figsize=(10, 4))
-    axes = fig.subplots(1, 2)
-    for ax, metric, label in ((axes[0], "loss", "loss"), (axes[1], "acc", "accuracy")):
+    names = metric_names(history)
+    fig = Figure(figsize=(5 * len(names), 4))
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    for ax, metric in zip(axes, names):
         for split, style in (("train", "--"), ("val", "-")):
             ax.plot(epochs, [row[f"{split}_{metric}"] for row in history], style, marker="o",
                     markersize=3, label=split)
         ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
+        ax.set_ylabel(LABELS.get(metric, metric))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)

@@ -72,9 +72,10 @@ def classify(model: nn.Module, x: torch.Tensor, classes: list[str], *, top: int
             for vs, ix in zip(values.tolist(), indices.tolist())]
 
 
-def load_model(path: str | Path, *, device: torch.device) -> tuple[nn.Module, Config, list[str]]:
+def load_model(path: str | Path, *, device: torch.device, checkpoint: dict | None = None
+               ) -> tuple[nn.Module, Config, list[str]]:
     """The checkpoint's model in eval mode on `device`, its config and its class names."""
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path) if checkpoint is None else checkpoint
     cfg = config_of_checkpoint(checkpoint, path)
     # built on the meta device, then given the checkpoint's tensors: no time or memory is
     # spent on an init they would overwrite (seconds for VGG's 143 M parameters)
@@ -91,13 +92,13 @@ def load_model(path: str | Path, *, device: torch.device) -> tuple[nn.Module, Co
     return model.to(device).eval(), cfg, list(classes)
 
 
-def predict_images(checkpoint: str | Path, images: Sequence[str | Path], *, top: int = 5,
-                   device: str = "auto") -> list[dict[str, Any]]:
+def predict_images(path: str | Path, images: Sequence[str | Path], *, top: int = 5,
+                   device: str = "auto", checkpoint: dict | None = None) -> list[dict[str, Any]]:
     """[{"image": path, "top": [{"class", "probability"}, ...]}, ...], one per image."""
     if top < 1:
         raise CnnkitError(f"--top: expected 1 or more classes, found {top}")
     dev = resolve_device(device)
-    model, cfg, classes = load_model(checkpoint, device=dev)
+    model, cfg, classes = load_model(path, device=dev, checkpoint=checkpoint)
     load, mean, std = preprocessing(cfg)
     results = []
     for start in range(0, len(images), CHUNK):

@@ -34,7 +34,7 @@ from cnnkit.guards import FiniteWatch, check_every_for, check_train_options, cli
 from cnnkit.optim import build_optimizer, build_scheduler
 from cnnkit.plotting import CurvePlotter
 from cnnkit.stopping import GracefulStop
-from cnnkit.tasks import Classification, main_logits
+from cnnkit.tasks import Task, build_task, main_logits
 from cnnkit.tensorboard_log import TensorBoardLogger
 from cnnkit.weights import load_pretrained, with_pretrained_defaults
 
@@ -74,11 +74,12 @@ def default_out_dir(cfg: Config) -> Path:
     return Path(cfg.out) if cfg.out else Path("runs") / Path(cfg.source).stem
 
 
-def prepare(cfg: Config, device: torch.device) -> tuple[Network, Data, Classification]:
+def prepare(cfg: Config, device: torch.device) -> tuple[Network, Data, Task]:
     """Model and data for a config, checked against each other before any step."""
     data = build_data(cfg.data, source=cfg.source)
+    task = build_task(cfg)
     check_splits(data.splits, num_classes=len(data.classes),
-                 where=f"{cfg.source}: data ({cfg.data.name})")
+                 where=f"{cfg.source}: data ({cfg.data.name})", class_targets=task.class_targets)
     model = build_model(cfg)
     if model.input_shape[0] != data.input_shape[0]:
         raise ConfigError(f"{cfg.source}: model.input: the model's first layer takes "
@@ -88,7 +89,6 @@ def prepare(cfg: Config, device: torch.device) -> tuple[Network, Data, Classific
         raise ConfigError(f"{cfg.source}: model.input: the model takes "
                           f"{list(model.input_shape)}, but {cfg.data.name} gives "
                           f"{list(data.input_shape)}")
-    task = Classification(aux_weight=cfg.model.aux_weight)
     task.check(model.output_shape, len(data.classes), source=cfg.source)
     return model.to(device), data, task
 
@@ -171,13 +171,13 @@ def _fit(cfg: Config, out: Path, model, data: Data, task, optimizer, scheduler, 
         for logger in loggers:
             logger.log_epoch(row)
         if not quiet:
-            print(_epoch_line(row, cfg.train.epochs), flush=True)
+            print(_epoch_line(row, cfg.train.epochs, task.metrics), flush=True)
         if stop.requested:
             raise hook.stopped()
 
 
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, scheduler,
-                    task: Classification, *, epoch: int, quiet: bool = True,
+                    task: Task, *, epoch: int, quiet: bool = True,
                     log_every: int = 20, start: int = 0, totals: torch.Tensor | None = None,
                     grad_clip: float | None = None, hook: _StepHook | None = None
                     ) -> tuple[dict[str, float], float]:
@@ -217,7 +217,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, task: Classification) -> dict[str, float]:
+def evaluate(model: nn.Module, loader, task: Task) -> dict[str, float]:
     model.eval()
     totals = None
     for x, y in loader.batches(0):
@@ -325,6 +325,8 @@ def _save_epoch(out: Path, cfg: Config, data: Data, model, optimizer, scheduler,
         "best": state["best"],
         "config": config_to_dict(cfg),
         "classes": list(data.classes),
+        "mean": list(data.mean),  # the input normalization, for predicting on new images
+        "std": list(data.std),
         "cnnkit_version": __version__,
     }
     if best:
@@ -352,7 +354,8 @@ def _improved(row: dict, best: float | None, monitor: str) -> bool:
     return row[monitor] < best if monitor.endswith("loss") else row[monitor] > best
 
 
-def _epoch_line(row: dict, epochs: int) -> str:
-    return (f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} "
-            f"acc {row['train_acc']:.4f}  val loss {row['val_loss']:.4f} "
-            f"acc {row['val_acc']:.4f}  {row['seconds']:.2f}s")
+def _epoch_line(row: dict, epochs: int, metrics: tuple[str, ...] = ("loss", "acc")) -> str:
+    """`epoch  3/30  train loss 0.1234 acc 0.9610  val loss ...`, over the task's metrics."""
+    splits = [" ".join([split] + [f"{m} {row[f'{split}_{m}']:.4f}" for m in metrics])
+              for split in ("train", "val")]
+    return f"epoch {row['epoch']:>3}/{epochs}  {'  '.join(splits)}  {row['seconds']:.2f}s"

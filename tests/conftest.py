@@ -29,7 +29,7 @@ def write_config(tmp_path):
 
     def write(config: dict | None = None, name: str = "small.yaml") -> Path:
         path = tmp_path / name
-        path.write_text(yaml.safe_dump(SMALL_CONV if config is None else config))
+        path.write_text(yaml.safe_dump(SMALL_CONV if config is None else config, sort_keys=False))
         return path
 
     return write

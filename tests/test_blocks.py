@@ -29,6 +29,7 @@ from cnnkit.blocks import (
     InceptionAux,
     InputTransform,
 )
+from cnnkit.layers import REGISTRY
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 ZOO = ["alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn",
@@ -192,7 +193,7 @@ def _layer_names(spec) -> list[str]:
 
 def _known(name: str) -> bool:
     cls = getattr(nn, name, None)
-    return name == "Repeat" or name in BLOCKS or (
+    return name == "Repeat" or name in REGISTRY or (
         isinstance(cls, type) and issubclass(cls, nn.Module))
 
 
@@ -205,4 +206,4 @@ def test_config_uses_known_layers(path):
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     names = _layer_names(raw["model"]["layers"])
     unknown = sorted({n for n in names if not _known(n)})
-    assert not unknown, f"{path.name}: not in torch.nn or cnnkit.blocks.BLOCKS: {unknown}"
+    assert not unknown, f"{path.name}: not in torch.nn or cnnkit.layers.REGISTRY: {unknown}"

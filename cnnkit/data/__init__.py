@@ -71,7 +71,23 @@ def _imagefolder(cfg: DataConfig) -> FolderData:
     return imagefolder.load(cfg)
 
 
-DATASETS = {"mnist-sample": _mnist_sample, "mnist": _mnist, "imagefolder": _imagefolder}
+def _mnist_localization(cfg: DataConfig) -> Data:
+    from cnnkit.data.localization import mnist_canvases
+
+    return Data(mnist_canvases(cfg), DIGITS, mnist_sample.MEAN, mnist_sample.STD)
+
+
+def _localization_csv(cfg: DataConfig) -> Data:
+    from cnnkit.data.localization import csv_normalization, read_csv_dataset
+
+    splits, classes = read_csv_dataset(cfg)
+    return Data(splits, classes, *csv_normalization(cfg.localization.channels))
+
+
+
+
+DATASETS = {"mnist-sample": _mnist_sample, "mnist": _mnist, "imagefolder": _imagefolder,
+            "mnist-localization": _mnist_localization, "localization-csv": _localization_csv}
 
 
 def build_data(cfg: DataConfig, *, source: str = "<config>") -> Data | FolderData:

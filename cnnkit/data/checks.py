@@ -12,7 +12,7 @@ from cnnkit.errors import DataError
 
 
 def check_split(split: Split, name: str, *, num_classes: int, shape: tuple[int, ...],
-                where: str) -> None:
+                where: str, class_targets: bool = True) -> None:
     """`where` names the dataset, e.g. 'config.yaml: data (mnist-sample)'."""
     images, labels = split.images, split.labels
     prefix = f"{where}: split '{name}'"
@@ -23,6 +23,8 @@ def check_split(split: Split, name: str, *, num_classes: int, shape: tuple[int, 
     if tuple(images.shape[1:]) != tuple(shape):
         raise DataError(f"{prefix}: images are {_shape(images.shape[1:])}, the training split's "
                         f"are {_shape(shape)}")
+    if not class_targets:
+        return
     if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dim() != 1:
         raise DataError(f"{prefix}: labels must be one integer class index per example, "
                         f"found {labels.dtype} of shape {tuple(labels.shape)}")
@@ -33,7 +35,8 @@ def check_split(split: Split, name: str, *, num_classes: int, shape: tuple[int, 
                         f"the {num_classes} classes (0..{num_classes - 1})")
 
 
-def check_splits(splits: dict, *, num_classes: int, where: str) -> None:
+def check_splits(splits: dict, *, num_classes: int, where: str, class_targets: bool = True
+                 ) -> None:
     """In-memory splits only: a class-folder split's labels come from its folder names and
     its emptiness is checked when the folders are indexed (data/imagefolder.py)."""
     if "train" not in splits:
@@ -42,7 +45,8 @@ def check_splits(splits: dict, *, num_classes: int, where: str) -> None:
         return
     shape = tuple(splits["train"].images.shape[1:])
     for name, split in splits.items():
-        check_split(split, name, num_classes=num_classes, shape=shape, where=where)
+        check_split(split, name, num_classes=num_classes, shape=shape, where=where,
+                    class_targets=class_targets)
 
 
 def _shape(shape) -> str:

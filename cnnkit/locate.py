@@ -1,0 +1,179 @@
+"""Predict with a localization checkpoint: the numbers per image, and the image drawn with its
+box, class and confidence (or "nothing" when p_c is below the task's threshold)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+
+from cnnkit.builder import Network, build_model
+from cnnkit.checkpoint import load_checkpoint
+from cnnkit.config import Config
+from cnnkit.errors import CheckpointError, CnnkitError, DataError
+from cnnkit.evaluate import config_of_checkpoint
+from cnnkit.localization import decode
+
+MIN_DRAWN = 256  # px: smaller images are enlarged (nearest neighbour) before drawing
+BOX_COLOUR, NOTHING_COLOUR = (255, 64, 64), (255, 200, 0)
+
+
+@dataclass
+class Predictor:
+    model: Network
+    classes: list[str]
+    mean: torch.Tensor  # (1, C, 1, 1), [0, 1] scale
+    std: torch.Tensor
+    threshold: float  # p_c at or above which an object is declared
+
+
+def task_of(checkpoint: dict) -> str:
+    """The task a checkpoint was trained for; checkpoints older than `task` classify."""
+    return checkpoint.get("config", {}).get("task", {}).get("name", "classification")
+
+
+def load_predictor(path: str | Path, checkpoint: dict | None = None) -> Predictor:
+    checkpoint = load_checkpoint(path) if checkpoint is None else checkpoint
+    cfg = config_of_checkpoint(checkpoint, path)
+    model = build_model(cfg).eval()
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the model "
+                              f"({str(exc).splitlines()[0]})") from None
+    mean, std = _normalization(checkpoint, cfg, path)
+    channels = model.input_shape[0]
+    return Predictor(model, list(checkpoint.get("classes", [])),
+                     torch.tensor(mean).view(1, -1, 1, 1).expand(1, channels, 1, 1),
+                     torch.tensor(std).view(1, -1, 1, 1).expand(1, channels, 1, 1),
+                     cfg.task.threshold)
+
+
+def _normalization(checkpoint: dict, cfg: Config, path: str | Path
+                   ) -> tuple[list[float], list[float]]:
+    mean = checkpoint.get("mean", cfg.data.mean)
+    std = checkpoint.get("std", cfg.data.std)
+    if mean is None or std is None:
+        raise CheckpointError(f"{path}: holds no input normalization (mean, std); set "
+                              f"data.mean and data.std in the run's config")
+    return list(mean), list(std)
+
+
+def predict_localization(path: str | Path, images: list[str | Path], *,
+                         out_dir: str | Path | None = None,
+                         checkpoint: dict | None = None) -> list[dict[str, Any]]:
+    """One dict per image: object (bool), p_object, class, confidence, box (fractions),
+    box_pixels (in the image as read) and, with `out_dir`, the drawn PNG's path."""
+    predictor = load_predictor(path, checkpoint)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        _make_dir(out_dir)
+    results, used = [], set()
+    for image_path in images:
+        image = read_image(image_path)
+        result = predict_one(predictor, image)
+        result = {"image": str(image_path), **result}
+        if out_dir is not None:
+            target = _unique(out_dir, Path(image_path).stem, used)
+            draw_prediction(image, result).save(target)
+            result["out"] = str(target)
+        results.append(result)
+    return results
+
+
+def read_image(path: str | Path) -> Image.Image:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: image not found")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{path}: cannot decode image ({exc})") from None
+
+
+@torch.no_grad()
+def predict_one(predictor: Predictor, image: Image.Image) -> dict[str, Any]:
+    channels, height, width = predictor.model.input_shape
+    pixels = image.convert("L" if channels == 1 else "RGB").resize((width, height))
+    array = np.asarray(pixels, dtype=np.float32).reshape(height, width, channels) / 255.0
+    x = (torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0) - predictor.mean) / predictor.std
+    p, box, probs = (t[0] for t in decode(predictor.model(x)))
+    k = int(probs.argmax())
+    fractions = [round(float(v), 4) for v in box]
+    scale = (image.width, image.height, image.width, image.height)
+    return {"object": bool(p >= predictor.threshold), "p_object": round(float(p), 4),
+            "class": predictor.classes[k] if k < len(predictor.classes) else str(k),
+            "confidence": round(float(probs[k]), 4), "box": fractions,
+            "box_pixels": [round(f * s, 1) for f, s in zip(fractions, scale)]}
+
+
+def draw_prediction(image: Image.Image, result: dict[str, Any]) -> Image.Image:
+    """The image in RGB, enlarged to at least MIN_DRAWN px, with the box and its label drawn,
+    or "nothing" in the corner when no object is declared."""
+    zoom = max(1, -(-MIN_DRAWN // min(image.width, image.height)))
+    canvas = image.convert("RGB").resize((image.width * zoom, image.height * zoom),
+                                         Image.NEAREST)
+    draw = ImageDraw.Draw(canvas)
+    font = _font(max(12, canvas.height // 16))
+    line = max(2, canvas.height // 128)
+    if not result["object"]:
+        text = f"nothing (p_c {result['p_object']:.2f})"
+        _label(draw, (line, line), text, font, NOTHING_COLOUR)
+        return canvas
+    x, y, w, h = (f * s for f, s in zip(result["box"], (canvas.width, canvas.height) * 2))
+    draw.rectangle([x, y, x + w - 1, y + h - 1], outline=BOX_COLOUR, width=line)
+    text = f"{result['class']} {result['confidence']:.2f} (p_c {result['p_object']:.2f})"
+    _, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    above = y - bottom - line - 3  # the label's background ends just above the box's edge
+    left = max(0, min(x, canvas.width - right - 3))  # kept inside the image
+    _label(draw, (left, above if above - 2 + top >= 0 else y + line + 2), text, font,
+           BOX_COLOUR)
+    return canvas
+
+
+def _label(draw: ImageDraw.ImageDraw, corner: tuple[float, float], text: str, font,
+           colour: tuple[int, int, int]) -> None:
+    left, top, right, bottom = draw.textbbox(corner, text, font=font)
+    draw.rectangle([left - 2, top - 2, right + 2, bottom + 2], fill=(0, 0, 0))
+    draw.text(corner, text, fill=colour, font=font)
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)  # scalable since Pillow 10.1
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def _make_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CnnkitError(f"{out_dir}: cannot create the output directory "
+                          f"({exc.strerror})") from None
+
+
+def _unique(out_dir: Path, stem: str, used: set[str]) -> Path:
+    """OUT/STEM.png, or OUT/STEM_2.png, ... when two inputs share a stem."""
+    name, n = stem, 1
+    while name in used:
+        n += 1
+        name = f"{stem}_{n}"
+    used.add(name)
+    return out_dir / f"{name}.png"
+
+
+def format_prediction(result: dict[str, Any]) -> str:
+    """One line: `img.png: 7 (0.98) at x 12.0 y 30.0 w 20.0 h 25.0 px, p_c 0.99`."""
+    if not result["object"]:
+        return f"{result['image']}: nothing (p_c {result['p_object']:.2f})"
+    x, y, w, h = result["box_pixels"]
+    drawn = f" -> {result['out']}" if "out" in result else ""
+    return (f"{result['image']}: {result['class']} ({result['confidence']:.2f}) at "
+            f"x {x} y {y} w {w} h {h} px, p_c {result['p_object']:.2f}{drawn}")
