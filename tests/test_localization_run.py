@@ -153,8 +153,8 @@ def test_predict_errors(tmp_path, write_config, cli):
     assert code == 2 and "bad.png: cannot decode image" in err
     classifier = tmp_path / "classifier.pt"
     save_checkpoint(classifier, {"model": {}, "config": {"model": {}}})
-    code, _, err = cli("predict", classifier, tmp_path / "bad.png")
-    assert code == 2 and "predict handles localization checkpoints here" in err
+    code, _, err = cli("predict", classifier, tmp_path / "bad.png", "--out", tmp_path / "drawn")
+    assert code == 2 and "--out: draws boxes of localization checkpoints" in err
 
 
 def test_curves_and_epoch_line_follow_the_task_metrics(tmp_path):
