@@ -283,13 +283,19 @@ def _open_run_dir(out: Path, cfg: Config, *, resume: bool) -> dict | None:
     return None
 
 
+# keys that do not change what is learned, so a resumed run may set them anew
+RESUME_MAY_CHANGE = ("train.epochs", "train.log_every", "train.tensorboard",
+                     "train.checkpoint_every_steps", "train.device", "data.workers")
+
+
 def _check_same_run(saved: dict, cfg: Config, path: Path) -> None:
-    """Resume continues the same run: only the epoch count may change."""
+    """Resume continues the same run: only keys that do not change what is learned may."""
     now = config_to_dict(cfg)
-    differ = [key for key in _flat_diff(saved, now) if key != "train.epochs"]
+    differ = [key for key in _flat_diff(saved, now) if key not in RESUME_MAY_CHANGE]
     if differ:
         raise ConfigError(f"{path}: the config differs from the run's at {', '.join(differ)}; "
-                          f"resume continues the same run (only train.epochs may change)")
+                          f"resume continues the same run (only {', '.join(RESUME_MAY_CHANGE)} "
+                          f"may change)")
 
 
 def _flat_diff(a: Any, b: Any, prefix: str = "") -> list[str]:

@@ -76,3 +76,11 @@ def test_other_optimizers_train(write_config, tmp_path, optimizer):
                    overrides=(f"train.optimizer={optimizer}", "train.epochs=1",
                               "train.nesterov=true", "train.lr=0.01"))
     assert result.history[0]["val_acc"] > 0.2
+
+
+def test_resume_may_change_what_does_not_change_learning(write_config, tmp_path):
+    train(write_config(), out_dir=tmp_path / "run", quiet=True, overrides=("train.epochs=1",))
+    result = train(write_config(), out_dir=tmp_path / "run", quiet=True, resume=True,
+                   overrides=("train.epochs=2", "train.log_every=5",
+                              "train.checkpoint_every_steps=3"))
+    assert [r["epoch"] for r in result.history] == [1, 2]
