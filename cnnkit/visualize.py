@@ -18,13 +18,11 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from cnnkit.builder import Network, build_model
-from cnnkit.checkpoint import load_checkpoint
+from cnnkit.builder import Network
 from cnnkit.config import Config
-from cnnkit.data import mnist_sample
-from cnnkit.errors import CheckpointError, CnnkitError, DataError
-from cnnkit.evaluate import config_of_checkpoint
+from cnnkit.errors import CnnkitError
 from cnnkit.plotting import save_figure
+from cnnkit.predict import load_model, preprocessing
 from cnnkit.tasks import main_logits
 
 DPI = 100  # as cnnkit.plotting.save_figure writes
@@ -34,68 +32,18 @@ MAX_TILES = 32  # filters (down) and input channels (across) in a per-channel fi
 MAX_GRID = 256  # tiles in a near-square grid (16×16); the title says when some are cut
 SALIENCY_SIZE_IN = (10.0, 3.6)  # input | saliency | saliency over the input
 
-# Normalization of datasets whose mean and std are known without reading the data; other
-# datasets use data.mean and data.std from the checkpoint's config.
-_DEFAULT_NORMALIZATION = {
-    "mnist-sample": (mnist_sample.MEAN, mnist_sample.STD),
-    "mnist": (mnist_sample.MEAN, mnist_sample.STD),
-}
-
 
 def load_network(path: str | Path) -> tuple[Network, Config, list[str]]:
     """The checkpoint's model on the CPU in eval mode, its config and its class names."""
-    checkpoint = load_checkpoint(path)
-    cfg = config_of_checkpoint(checkpoint, path)
-    model = build_model(cfg)
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit the model "
-                              f"({str(exc).splitlines()[0]})") from None
-    classes = checkpoint.get("classes") or [str(k) for k in range(model.output_shape[0])]
-    return model.eval(), cfg, list(classes)
+    return load_model(path, device=torch.device("cpu"))
 
 
 def read_image(path: str | Path, cfg: Config) -> torch.Tensor:
-    """An image file as the model's input, (1, C, H, W) float, prepared as the checkpoint's
-    dataset prepares its images: grayscale (C = 1) or RGB (C = 3), resized to H×W, scaled to
-    [0, 1] and normalized with the dataset's mean and std. MNIST digits are white on black;
-    a photographed black-on-white digit needs inverting first."""
-    from PIL import Image, UnidentifiedImageError
-
-    if len(cfg.model.input) != 3 or cfg.model.input[0] not in (1, 3):
-        raise CnnkitError(f"{cfg.source}: model.input is {cfg.model.input}; reading an image "
-                          f"needs C×H×W with 1 or 3 channels")
-    channels, height, width = cfg.model.input
-    try:
-        with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
-            if image.size != (width, height):
-                image = image.resize((width, height), Image.Resampling.BILINEAR)
-            pixels = np.asarray(image, dtype=np.float32) / 255.0  # (H, W) or (H, W, 3)
-    except FileNotFoundError:
-        raise DataError(f"{path}: image not found") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path}: cannot read as an image ({exc})") from None
-    x = torch.from_numpy(pixels).reshape(height, width, channels).permute(2, 0, 1)
-    mean, std = _normalization(cfg)
-    return ((x - mean) / std).unsqueeze(0)
-
-
-def _normalization(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std as (C, 1, 1) tensors, on the [0, 1] scale."""
-    mean, std = cfg.data.mean, cfg.data.std
-    default = _DEFAULT_NORMALIZATION.get(cfg.data.name)
-    if (mean is None or std is None) and default is None:
-        raise CnnkitError(f"{cfg.source}: data.mean and data.std: unknown for dataset "
-                          f"'{cfg.data.name}'; set them in the config the checkpoint was "
-                          f"trained with (known: {', '.join(_DEFAULT_NORMALIZATION)})")
-    mean = default[0] if mean is None else mean
-    std = default[1] if std is None else std
-    channels = cfg.model.input[0]
-    return tuple(torch.tensor(v, dtype=torch.float32).expand(channels).reshape(-1, 1, 1)
-                 if len(v) == 1 else torch.tensor(v, dtype=torch.float32).reshape(-1, 1, 1)
-                 for v in (mean, std))
+    """An image file as the model's input, (1, C, H, W) float, prepared as `cnnkit predict`
+    prepares it, i.e. as the checkpoint's dataset evaluates its images. MNIST digits are
+    white on black; a photographed black-on-white digit needs inverting first."""
+    load, mean, std = preprocessing(cfg)  # mean, std: (1, C, 1, 1)
+    return (load(Path(path)).float().div_(255).unsqueeze(0) - mean) / std
 
 
 def conv_layers(model: nn.Module) -> dict[str, nn.Conv2d]:
@@ -292,8 +240,8 @@ def visualize(checkpoint: str | Path, kind: str, *, out: str | Path | None = Non
     x = read_image(image, cfg)
     if kind == "activations":
         return plot_activations(model, x, out)
-    mean, std = _normalization(cfg)
-    return [plot_saliency(model, x, out, mean=mean, std=std, classes=classes)]
+    _, mean, std = preprocessing(cfg)
+    return [plot_saliency(model, x, out, mean=mean[0], std=std[0], classes=classes)]
 
 
 DEFAULT_OUT = {"filters": "filters.png", "activations": "activations", "saliency": "saliency.png"}

@@ -168,7 +168,7 @@ def test_bad_images_are_one_line(cli, checkpoint, tmp_path, kind):
     text = tmp_path / "notes.png"
     text.write_text("not an image")
     code, _, err = cli("visualize", checkpoint, kind, "--image", text)
-    assert code == 2 and err.startswith(f"cnnkit: error: {text}: cannot read as an image")
+    assert code == 2 and err.startswith(f"cnnkit: error: {text}: cannot decode image")
     assert len(err.strip().splitlines()) == 1
 
 
