@@ -30,6 +30,18 @@ class ModelConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Batched augmentation of training batches on the device (cnnkit/augment.py); all off."""
+
+    translate: float = 0.0  # largest shift, a fraction of height and width (0.1: ±2.8 px at 28)
+    rotate: float = 0.0  # largest rotation either way, degrees
+    scale: float = 0.0  # largest zoom change: the factor is drawn from [1 - scale, 1 + scale]
+    crop_padding: int = 0  # pixels of zero padding on each side before a random crop to size
+    hflip: bool = False  # mirror half the images left-right (wrong for digits)
+    cutout: int = 0  # side of one square erased to the dataset mean, pixels; 0: off
+
+
+@dataclass
 class DataConfig:
     name: str = "mnist-sample"
     root: str | None = None  # folder of on-disk datasets (mnist, imagefolder)
@@ -38,6 +50,28 @@ class DataConfig:
     mean: list[float] | None = None  # per channel, on the [0, 1] scale; None: dataset default
     std: list[float] | None = None
     download: bool = False  # fetch through torchvision when the files are missing
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # training split only
+
+
+@dataclass
+class ScheduleConfig:
+    """The learning rate per optimizer step, as a factor of train.lr (cnnkit/optim.py)."""
+
+    name: Literal["constant", "step", "multistep", "cosine", "onecycle"] = "constant"
+    warmup_epochs: float = 0.0  # linear ramp to train.lr over this many epochs; 0: none
+    step_size: float = 1.0  # step: epochs between two multiplications by gamma
+    milestones: list[float] = field(default_factory=list)  # multistep: epochs where lr *= gamma
+    gamma: float = 0.1  # step, multistep: the factor applied at each decay
+    min_lr: float = 0.0  # cosine: the learning rate the curve ends at
+    pct_start: float = 0.3  # onecycle: fraction of all steps spent rising to train.lr
+    div_factor: float = 25.0  # onecycle: starts at train.lr / div_factor
+    final_div_factor: float = 1.0e4  # onecycle: ends at train.lr / div_factor / final_div_factor
+
+
+@dataclass
+class EarlyStoppingConfig:
+    patience: int = 0  # epochs without improvement of train.monitor before stopping; 0: off
+    min_delta: float = 0.0  # smallest change of train.monitor that counts as an improvement
 
 
 @dataclass
@@ -53,6 +87,10 @@ class TrainConfig:
     device: str = "auto"  # auto: cuda, then mps, then cpu
     monitor: Literal["val_acc", "val_loss"] = "val_acc"  # decides best.pt
     log_every: int = 20  # steps between progress-bar updates (the only host syncs)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    label_smoothing: float = 0.0  # probability mass spread evenly over all classes, training loss
+    ema_decay: float = 0.0  # weight kept per optimizer step by the weight average; 0: no EMA
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
 @dataclass

@@ -10,12 +10,19 @@ from cnnkit.errors import ConfigError
 
 
 class Classification:
-    """Cross-entropy on logits; accuracy. Auxiliary heads add `aux_weight` × their loss."""
+    """Cross-entropy on logits; accuracy. Auxiliary heads add `aux_weight` × their loss.
+
+    `label_smoothing` (0 to 1) softens the training targets only: validation losses are plain
+    cross-entropy (smooth=False), so they compare across runs."""
 
     metrics = ("loss", "acc")
 
-    def __init__(self, *, aux_weight: float = 0.3):
+    def __init__(self, *, aux_weight: float = 0.3, label_smoothing: float = 0.0):
+        if not 0 <= label_smoothing < 1:
+            raise ConfigError(f"train.label_smoothing: expected a fraction in [0, 1), "
+                              f"found {label_smoothing}")
         self.aux_weight = aux_weight
+        self.label_smoothing = label_smoothing
 
     def check(self, output_shape: tuple[int, ...], num_classes: int, *, source: str) -> None:
         if output_shape != (num_classes,):
@@ -23,11 +30,14 @@ class Classification:
                               f"{'×'.join(map(str, output_shape))} values per example, but the "
                               f"dataset has {num_classes} classes")
 
-    def loss(self, output: torch.Tensor | NetworkOutput, target: torch.Tensor) -> torch.Tensor:
+    def loss(self, output: torch.Tensor | NetworkOutput, target: torch.Tensor, *,
+             smooth: bool = True) -> torch.Tensor:
+        smoothing = self.label_smoothing if smooth else 0.0
         if isinstance(output, NetworkOutput):
-            main = F.cross_entropy(output.logits, target)
-            return main + self.aux_weight * sum(F.cross_entropy(a, target) for a in output.aux)
-        return F.cross_entropy(output, target)
+            main = F.cross_entropy(output.logits, target, label_smoothing=smoothing)
+            return main + self.aux_weight * sum(
+                F.cross_entropy(a, target, label_smoothing=smoothing) for a in output.aux)
+        return F.cross_entropy(output, target, label_smoothing=smoothing)
 
     def stats(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
         """[loss sum, correct, count] for one batch, as a float64 device tensor to add up."""

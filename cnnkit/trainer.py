@@ -22,13 +22,16 @@ from tqdm import tqdm
 
 from cnnkit import __version__
 from cnnkit.atomic import atomic_write_text
+from cnnkit.augment import build_augment
 from cnnkit.builder import Network, build_model
 from cnnkit.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from cnnkit.config import Config, config_to_dict, dump_config, load_config
 from cnnkit.data import Data, build_data
-from cnnkit.errors import CnnkitError, ConfigError
+from cnnkit.ema import EMA, build_ema
+from cnnkit.errors import CheckpointError, CnnkitError, ConfigError
 from cnnkit.optim import build_optimizer, build_scheduler
 from cnnkit.plotting import CurvePlotter
+from cnnkit.stopping import should_stop
 from cnnkit.tasks import Classification, main_logits
 
 
@@ -37,6 +40,7 @@ class RunResult:
     out_dir: Path
     model: nn.Module
     history: list[dict[str, Any]] = field(default_factory=list)
+    ema: nn.Module | None = None  # the weight average, where train.ema_decay is on
 
 
 def resolve_device(name: str) -> torch.device:
@@ -75,7 +79,8 @@ def prepare(cfg: Config, device: torch.device) -> tuple[Network, Data, Classific
         raise ConfigError(f"{cfg.source}: model.input: the model takes "
                           f"{list(model.input_shape)}, but {cfg.data.name} gives "
                           f"{list(data.input_shape)}")
-    task = Classification(aux_weight=cfg.model.aux_weight)
+    task = Classification(aux_weight=cfg.model.aux_weight,
+                          label_smoothing=cfg.train.label_smoothing)
     task.check(model.output_shape, len(data.classes), source=cfg.source)
     return model.to(device), data, task
 
@@ -92,41 +97,52 @@ def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
     optimizer = build_optimizer(model, cfg.train)
     steps_per_epoch = -(-len(data.splits["train"]) // cfg.train.batch_size)
     scheduler = build_scheduler(optimizer, cfg.train, steps_per_epoch=steps_per_epoch)
+    ema = build_ema(model, cfg.train.ema_decay)
     state = {"epoch": 0, "history": [], "best": None}
     if checkpoint is not None:
-        state = _restore(checkpoint, model, optimizer, scheduler)
+        state = _restore(checkpoint, model, optimizer, scheduler, ema=ema)
     atomic_write_text(out / "config.yaml", dump_config(cfg))
     plotter = CurvePlotter(out / "curves.png", title=Path(cfg.source).stem)
     try:
-        _fit(cfg, out, model, data, task, optimizer, scheduler, state, plotter, quiet=quiet)
+        _fit(cfg, out, model, data, task, optimizer, scheduler, state, plotter, quiet=quiet,
+             ema=ema)
     finally:
         plotter.close()
     if not quiet:
         print(f"run saved in {out}/ (metrics.csv, curves.png, last.pt, best.pt)", flush=True)
-    return RunResult(out, model, state["history"])
+    return RunResult(out, model, state["history"], ema.module if ema else None)
 
 
 def _fit(cfg: Config, out: Path, model, data: Data, task, optimizer, scheduler, state: dict,
-         plotter: CurvePlotter, *, quiet: bool) -> None:
+         plotter: CurvePlotter, *, quiet: bool, ema: EMA | None = None) -> None:
     device = next(model.parameters()).device
+    augment = build_augment(cfg.data.augment, mean=data.mean, image_size=data.input_shape[1:],
+                            source=cfg.source)
     train_loader = data.loader("train", batch_size=cfg.train.batch_size, shuffle=True,
-                               seed=cfg.train.seed, device=device)
+                               seed=cfg.train.seed, device=device, augment=augment)
     val_loader = data.loader("val", batch_size=cfg.train.batch_size, shuffle=False,
                              seed=cfg.train.seed, device=device)
     for epoch in range(state["epoch"], cfg.train.epochs):
+        if should_stop(state["history"], cfg.train.monitor, cfg.train.early_stopping):
+            if not quiet:
+                print(_stop_line(state["history"], cfg.train), flush=True)
+            break
         train_metrics, seconds = train_one_epoch(model, train_loader, optimizer, scheduler, task,
                                                  epoch=epoch, quiet=quiet,
-                                                 log_every=cfg.train.log_every)
-        val_metrics = evaluate(model, val_loader, task)
+                                                 log_every=cfg.train.log_every, ema=ema)
+        # with an EMA, val_* score the average (best.pt, early stopping and eval follow it)
+        # and raw_val_* the trained weights themselves
+        val_metrics = evaluate(ema.module if ema else model, val_loader, task)
+        raw_metrics = _prefixed("raw_val", evaluate(model, val_loader, task)) if ema else {}
         row = {"epoch": epoch + 1, **_prefixed("train", train_metrics),
-               **_prefixed("val", val_metrics), "lr": optimizer.param_groups[0]["lr"],
-               "seconds": round(seconds, 4)}
+               **_prefixed("val", val_metrics), **raw_metrics,
+               "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 4)}
         state["history"].append(row)
         state["epoch"] = epoch + 1
         improved = _improved(row, state["best"], cfg.train.monitor)
         if improved:
             state["best"] = row[cfg.train.monitor]
-        _save_epoch(out, cfg, data, model, optimizer, scheduler, state, best=improved)
+        _save_epoch(out, cfg, data, model, optimizer, scheduler, state, best=improved, ema=ema)
         plotter.update(state["history"])
         if not quiet:
             print(_epoch_line(row, cfg.train.epochs), flush=True)
@@ -134,7 +150,8 @@ def _fit(cfg: Config, out: Path, model, data: Data, task, optimizer, scheduler, 
 
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, scheduler,
                     task: Classification, *, epoch: int, quiet: bool = True,
-                    log_every: int = 20) -> tuple[dict[str, float], float]:
+                    log_every: int = 20, ema: EMA | None = None
+                    ) -> tuple[dict[str, float], float]:
     """One pass over the training split. Metrics add up on the device; the host reads them
     once per `log_every` steps for the progress bar and once at the end."""
     model.train()
@@ -149,6 +166,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.update(model)
         batch = task.stats(main_logits(output).detach(), y, loss)
         totals = batch if totals is None else totals + batch
         bar.update(1)
@@ -166,7 +185,7 @@ def evaluate(model: nn.Module, loader, task: Classification) -> dict[str, float]
     totals = None
     for x, y in loader.batches(0):
         logits = main_logits(model(x))
-        batch = task.stats(logits, y, task.loss(logits, y))
+        batch = task.stats(logits, y, task.loss(logits, y, smooth=False))
         totals = batch if totals is None else totals + batch
     return task.summarize(totals)
 
@@ -202,8 +221,13 @@ def _flat_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
-def _restore(checkpoint: dict, model, optimizer, scheduler) -> dict:
+def _restore(checkpoint: dict, model, optimizer, scheduler, *, ema: EMA | None = None) -> dict:
     model.load_state_dict(checkpoint["model"])
+    if ema is not None:
+        if "ema" not in checkpoint:
+            raise CheckpointError("last.pt: holds no weight average (ema) to resume, though "
+                                  "train.ema_decay is on")
+        ema.load_state_dict(checkpoint["ema"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
     set_rng_state(checkpoint["rng"])
@@ -212,7 +236,7 @@ def _restore(checkpoint: dict, model, optimizer, scheduler) -> dict:
 
 
 def _save_epoch(out: Path, cfg: Config, data: Data, model, optimizer, scheduler, state: dict,
-                *, best: bool) -> None:
+                *, best: bool, ema: EMA | None = None) -> None:
     checkpoint = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -225,6 +249,8 @@ def _save_epoch(out: Path, cfg: Config, data: Data, model, optimizer, scheduler,
         "classes": list(data.classes),
         "cnnkit_version": __version__,
     }
+    if ema is not None:
+        checkpoint["ema"] = ema.state_dict()  # {"decay", "updates", "model": state_dict}
     atomic_write_text(out / "metrics.csv", _csv(state["history"]))
     save_checkpoint(out / "last.pt", checkpoint)
     if best:
@@ -247,6 +273,15 @@ def _improved(row: dict, best: float | None, monitor: str) -> bool:
     if best is None:
         return True
     return row[monitor] < best if monitor.endswith("loss") else row[monitor] > best
+
+
+def _stop_line(history: list[dict], cfg) -> str:
+    monitor = cfg.monitor
+    pick = min if monitor.endswith("loss") else max
+    best = pick(history, key=lambda row: row[monitor])
+    return (f"early stopping after epoch {history[-1]['epoch']}: {monitor} has not improved "
+            f"for {cfg.early_stopping.patience} epochs (best {best[monitor]:.4f} at epoch "
+            f"{best['epoch']})")
 
 
 def _epoch_line(row: dict, epochs: int) -> str:
