@@ -50,7 +50,7 @@ class EMA:
         self.module.load_state_dict(state["model"])
 
 
-def build_ema(model: nn.Module, decay: float) -> EMA | None:
+def build_ema(model: nn.Module, *, decay: float) -> EMA | None:
     """The average for train.ema_decay, or None when it is 0 (off)."""
     return EMA(model, decay=decay) if decay else None
 

@@ -97,7 +97,7 @@ def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
     optimizer = build_optimizer(model, cfg.train)
     steps_per_epoch = -(-len(data.splits["train"]) // cfg.train.batch_size)
     scheduler = build_scheduler(optimizer, cfg.train, steps_per_epoch=steps_per_epoch)
-    ema = build_ema(model, cfg.train.ema_decay)
+    ema = build_ema(model, decay=cfg.train.ema_decay)
     state = {"epoch": 0, "history": [], "best": None}
     if checkpoint is not None:
         state = _restore(checkpoint, model, optimizer, scheduler, ema=ema)

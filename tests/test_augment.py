@@ -50,6 +50,7 @@ def test_shapes_labels_and_seeding(name):
     other_epoch = list(loader(aug).batches(epoch=4))
     changed = 0
     for (x0, y0), (x1, y1), (x2, y2) in zip(plain, first, again):
+        assert torch.equal(y2, y1)
         assert x1.shape == x0.shape and x1.dtype == torch.float32
         assert torch.equal(y1, y0)  # the same examples in the same order
         brightest = x1.flatten(1).amax(dim=1)
