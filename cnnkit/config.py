@@ -50,6 +50,18 @@ class LocalizationDataConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Batched augmentation of training batches on the device (cnnkit/augment.py); all off."""
+
+    translate: float = 0.0  # largest shift, a fraction of height and width (0.1: ±2.8 px at 28)
+    rotate: float = 0.0  # largest rotation either way, degrees
+    scale: float = 0.0  # largest zoom change: the factor is drawn from [1 - scale, 1 + scale]
+    crop_padding: int = 0  # pixels of zero padding on each side before a random crop to size
+    hflip: bool = False  # mirror half the images left-right (wrong for digits)
+    cutout: int = 0  # side of one square erased to the dataset mean, pixels; 0: off
+
+
+@dataclass
 class DataConfig:
     name: str = "mnist-sample"
     root: str | None = None  # folder of on-disk datasets (mnist, imagefolder)
@@ -66,12 +78,34 @@ class DataConfig:
     train_per_class: int | None = None  # keep this many training examples of each class
     # (a fixed random subset); None: all
     localization: LocalizationDataConfig = field(default_factory=LocalizationDataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # training split only
 
 
 @dataclass
 class LrGroup:
     modules: list[str | int]  # module-path prefixes, e.g. [features] or [conv1, bn1, layer1]
     lr: float  # their learning rate; parameters in no group use train.lr
+
+
+@dataclass
+class ScheduleConfig:
+    """The learning rate per optimizer step, as a factor of train.lr (cnnkit/optim.py)."""
+
+    name: Literal["constant", "step", "multistep", "cosine", "onecycle"] = "constant"
+    warmup_epochs: float = 0.0  # linear ramp to train.lr over this many epochs; 0: none
+    step_size: float = 1.0  # step: epochs between two multiplications by gamma
+    milestones: list[float] = field(default_factory=list)  # multistep: epochs where lr *= gamma
+    gamma: float = 0.1  # step, multistep: the factor applied at each decay
+    min_lr: float = 0.0  # cosine: the learning rate the curve ends at
+    pct_start: float = 0.3  # onecycle: fraction of all steps spent rising to train.lr
+    div_factor: float = 25.0  # onecycle: starts at train.lr / div_factor
+    final_div_factor: float = 1.0e4  # onecycle: ends at train.lr / div_factor / final_div_factor
+
+
+@dataclass
+class EarlyStoppingConfig:
+    patience: int = 0  # epochs without improvement of train.monitor before stopping; 0: off
+    min_delta: float = 0.0  # smallest change of train.monitor that counts as an improvement
 
 
 @dataclass
@@ -95,6 +129,10 @@ class TrainConfig:
     lr_groups: list[LrGroup] = field(default_factory=list)  # per-prefix learning rates; the
     # longest matching prefix wins
     unfreeze_at: int | None = None  # epoch (1-based) from which train.freeze is lifted
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    label_smoothing: float = 0.0  # probability mass spread evenly over all classes, training loss
+    ema_decay: float = 0.0  # weight kept per optimizer step by the weight average; 0: no EMA
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
 @dataclass

@@ -7,6 +7,7 @@ from typing import Any
 
 from cnnkit.checkpoint import load_checkpoint
 from cnnkit.config import Config, apply_override, config_from_dict
+from cnnkit.ema import inference_weights
 from cnnkit.errors import CheckpointError
 from cnnkit.trainer import evaluate, prepare, resolve_device
 
@@ -27,8 +28,9 @@ def evaluate_checkpoint(path: str | Path, *, split: str = "val", overrides: tupl
     cfg = config_of_checkpoint(checkpoint, path, overrides)
     device = resolve_device(cfg.train.device)
     model, data, task = prepare(cfg, device)
+    weights, kind = inference_weights(checkpoint)
     try:
-        model.load_state_dict(checkpoint["model"])
+        model.load_state_dict(weights)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the model "
                               f"({str(exc).splitlines()[0]})") from None
@@ -37,4 +39,4 @@ def evaluate_checkpoint(path: str | Path, *, split: str = "val", overrides: tupl
     metrics = evaluate(model, loader, task)
     others = {k: v for k, v in metrics.items() if k not in ("acc", "loss")}  # the task's own
     return {"checkpoint": str(path), "split": split, "n": len(data.splits[split]),
-            "accuracy": metrics["acc"], "loss": metrics["loss"], **others}
+            "accuracy": metrics["acc"], "loss": metrics["loss"], "weights": kind, **others}

@@ -160,7 +160,7 @@ class Localization:
                               f"scores; end with [LocalizationHead, {num_classes}]), but the "
                               f"model outputs {'×'.join(map(str, output_shape))}")
 
-    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+    def loss(self, output: Tensor, target: Tensor, *, training: bool = True) -> Tensor:
         scores = output.logits if hasattr(output, "logits") else output  # aux heads: ignored
         if self.loss_name == "squared":
             return squared_loss(scores, target, weights=self.weights)

@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 from cnnkit.builder import Network, build_model
 from cnnkit.checkpoint import load_checkpoint
 from cnnkit.config import Config
+from cnnkit.ema import inference_weights
 from cnnkit.errors import CheckpointError, CnnkitError, DataError
 from cnnkit.evaluate import config_of_checkpoint
 from cnnkit.localization import decode
@@ -41,7 +42,7 @@ def load_predictor(path: str | Path, checkpoint: dict | None = None) -> Predicto
     cfg = config_of_checkpoint(checkpoint, path)
     model = build_model(cfg).eval()
     try:
-        model.load_state_dict(checkpoint["model"])
+        model.load_state_dict(inference_weights(checkpoint)[0])
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the model "
                               f"({str(exc).splitlines()[0]})") from None

@@ -26,6 +26,11 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, *, steps_per_epoch: int
                     ) -> torch.optim.lr_scheduler.LRScheduler:
-    """A per-step schedule; the constant one keeps the optimizer's learning rate."""
-    del cfg, steps_per_epoch
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    """A per-step schedule (cnnkit/schedules.py): optimizer step k runs at train.lr × f(k).
+
+    f is a pure function of k, so the scheduler's state is its step count alone."""
+    from cnnkit.schedules import lr_factor
+
+    factor = lr_factor(cfg.schedule, lr=cfg.lr, steps_per_epoch=steps_per_epoch,
+                       total_steps=cfg.epochs * steps_per_epoch)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -21,6 +21,7 @@ from cnnkit.checkpoint import load_checkpoint
 from cnnkit.config import Config
 from cnnkit.data import mnist_sample
 from cnnkit.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, eval_transform, open_image
+from cnnkit.ema import inference_weights
 from cnnkit.errors import CheckpointError, CnnkitError, ConfigError
 from cnnkit.evaluate import config_of_checkpoint
 from cnnkit.tasks import main_logits
@@ -82,7 +83,7 @@ def load_model(path: str | Path, *, device: torch.device, checkpoint: dict | Non
     with torch.device("meta"):
         model = build_model(cfg)
     try:
-        model.load_state_dict(checkpoint["model"], assign=True)
+        model.load_state_dict(inference_weights(checkpoint)[0], assign=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the model "
                               f"({str(exc).splitlines()[0]})") from None

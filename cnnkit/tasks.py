@@ -22,7 +22,9 @@ class Task(Protocol):
 
     def check(self, output_shape: tuple[int, ...], num_classes: int, *, source: str) -> None: ...
 
-    def loss(self, output: torch.Tensor | NetworkOutput, target: torch.Tensor) -> torch.Tensor: ...
+    def loss(self, output: torch.Tensor | NetworkOutput, target: torch.Tensor, *,
+             training: bool = True) -> torch.Tensor:
+        """training=False: the plain loss, without training-only terms (label smoothing)."""
 
     def stats(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor
               ) -> torch.Tensor: ...
@@ -31,13 +33,20 @@ class Task(Protocol):
 
 
 class Classification:
-    """Cross-entropy on logits; accuracy. Auxiliary heads add `aux_weight` × their loss."""
+    """Cross-entropy on logits; accuracy. Auxiliary heads add `aux_weight` × their loss.
+
+    `label_smoothing` (0 to 1) softens the training targets only: validation losses are plain
+    cross-entropy (training=False), so they compare across runs."""
 
     metrics = ("loss", "acc")
     class_targets = True
 
-    def __init__(self, *, aux_weight: float = 0.3):
+    def __init__(self, *, aux_weight: float = 0.3, label_smoothing: float = 0.0):
+        if not 0 <= label_smoothing < 1:
+            raise ConfigError(f"train.label_smoothing: expected a fraction in [0, 1), "
+                              f"found {label_smoothing}")
         self.aux_weight = aux_weight
+        self.label_smoothing = label_smoothing
 
     def check(self, output_shape: tuple[int, ...], num_classes: int, *, source: str) -> None:
         if output_shape != (num_classes,):
@@ -45,11 +54,14 @@ class Classification:
                               f"{'×'.join(map(str, output_shape))} values per example, but the "
                               f"dataset has {num_classes} classes")
 
-    def loss(self, output: torch.Tensor | NetworkOutput, target: torch.Tensor) -> torch.Tensor:
+    def loss(self, output: torch.Tensor | NetworkOutput, target: torch.Tensor, *,
+             training: bool = True) -> torch.Tensor:
+        smoothing = self.label_smoothing if training else 0.0
         if isinstance(output, NetworkOutput):
-            main = F.cross_entropy(output.logits, target)
-            return main + self.aux_weight * sum(F.cross_entropy(a, target) for a in output.aux)
-        return F.cross_entropy(output, target)
+            main = F.cross_entropy(output.logits, target, label_smoothing=smoothing)
+            return main + self.aux_weight * sum(
+                F.cross_entropy(a, target, label_smoothing=smoothing) for a in output.aux)
+        return F.cross_entropy(output, target, label_smoothing=smoothing)
 
     def stats(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
         """[loss sum, correct, count] for one batch, as a float64 device tensor to add up."""
@@ -68,7 +80,8 @@ def main_logits(output: torch.Tensor | NetworkOutput) -> torch.Tensor:
 
 
 def _classification(cfg: Config) -> Classification:
-    return Classification(aux_weight=cfg.model.aux_weight)
+    return Classification(aux_weight=cfg.model.aux_weight,
+                          label_smoothing=cfg.train.label_smoothing)
 
 
 def _localization(cfg: Config) -> Task:

@@ -23,12 +23,15 @@ from tqdm import tqdm
 
 from cnnkit import __version__
 from cnnkit.atomic import atomic_write_text, remove_stale_temps
+from cnnkit.augment import build_augment
 from cnnkit.builder import Network, build_model
 from cnnkit.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from cnnkit.config import Config, config_to_dict, dump_config, load_config
 from cnnkit.data import Data, build_data
 from cnnkit.data.checks import check_splits
-from cnnkit.errors import CnnkitError, ConfigError, TrainingStopped
+from cnnkit.early_stopping import should_stop
+from cnnkit.ema import EMA, build_ema
+from cnnkit.errors import CheckpointError, CnnkitError, ConfigError, TrainingStopped
 from cnnkit.freeze import freeze_for_training, unfreeze
 from cnnkit.guards import FiniteWatch, check_every_for, check_train_options, clip_gradients
 from cnnkit.optim import build_optimizer, build_scheduler
@@ -44,6 +47,7 @@ class RunResult:
     out_dir: Path
     model: nn.Module
     history: list[dict[str, Any]] = field(default_factory=list)
+    ema: nn.Module | None = None  # the weight average, where train.ema_decay is on
 
 
 def resolve_device(name: str) -> torch.device:
@@ -112,6 +116,7 @@ def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
     optimizer = build_optimizer(model, cfg.train)
     steps_per_epoch = -(-len(data.splits["train"]) // cfg.train.batch_size)
     scheduler = build_scheduler(optimizer, cfg.train, steps_per_epoch=steps_per_epoch)
+    ema = build_ema(model, decay=cfg.train.ema_decay)
     # epoch: epochs completed; step, totals: batches done in the next one and their metric sums
     state = {"epoch": 0, "step": 0, "totals": None, "history": [], "best": None}
     if checkpoint is not None:
@@ -119,7 +124,8 @@ def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
         started = checkpoint["epoch"] + (1 if checkpoint.get("step") else 0)
         if cfg.train.unfreeze_at is not None and started >= cfg.train.unfreeze_at:
             unfreeze(model, optimizer, scheduler, cfg.train, source=cfg.source)
-        state = _restore(checkpoint, model, optimizer, scheduler)
+        state = _restore(checkpoint, model, optimizer, scheduler, ema=ema)
+    run = Run(cfg, out, model, data, task, optimizer, scheduler, ema, state, quiet=quiet)
     atomic_write_text(out / "config.yaml", dump_config(cfg))
     atomic_write_text(out / "classes.json", json.dumps(list(data.classes)))  # index -> name
     if state["history"]:  # last.pt is the truth; a kill may have come before metrics.csv
@@ -127,51 +133,75 @@ def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
     plotter = CurvePlotter(out / "curves.png", title=Path(cfg.source).stem)
     try:
         with GracefulStop() as stop:
-            _fit(cfg, out, model, data, task, optimizer, scheduler, state, plotter, quiet=quiet,
-                 stop=stop, loggers=loggers)
+            _fit(run, plotter, stop=stop, loggers=loggers)
     finally:
         plotter.close()
         for logger in loggers:
             logger.close()
     if not quiet:
         print(f"run saved in {out}/ (metrics.csv, curves.png, last.pt, best.pt)", flush=True)
-    return RunResult(out, model, state["history"])
+    return RunResult(out, model, state["history"], ema.module if ema else None)
 
 
-def _fit(cfg: Config, out: Path, model, data: Data, task, optimizer, scheduler, state: dict,
-         plotter: CurvePlotter, *, quiet: bool, stop: GracefulStop, loggers: list = ()) -> None:
+@dataclass
+class Run:
+    """What one training run holds, for the loop and the savers."""
+
+    cfg: Config
+    out: Path
+    model: Network
+    data: Data
+    task: Task
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    ema: EMA | None
+    state: dict  # epoch, step, totals, history, best
+    quiet: bool = False
+
+
+def _fit(run: Run, plotter: CurvePlotter, *, stop: GracefulStop, loggers: list = ()) -> None:
+    cfg, model, state = run.cfg, run.model, run.state
     device = next(model.parameters()).device
-    train_loader = data.loader("train", batch_size=cfg.train.batch_size, shuffle=True,
-                               seed=cfg.train.seed, device=device)
-    val_loader = data.loader("val", batch_size=cfg.train.batch_size, shuffle=False,
-                             seed=cfg.train.seed, device=device)
-    hook = _StepHook(out, cfg, data, model, optimizer, scheduler, state, stop)
+    augment = build_augment(cfg.data.augment, mean=run.data.mean,
+                            image_size=run.data.input_shape[1:], source=cfg.source)
+    train_loader = run.data.loader("train", batch_size=cfg.train.batch_size, shuffle=True,
+                                   seed=cfg.train.seed, device=device, augment=augment)
+    val_loader = run.data.loader("val", batch_size=cfg.train.batch_size, shuffle=False,
+                                 seed=cfg.train.seed, device=device)
+    hook = _StepHook(run, stop)
     for epoch in range(state["epoch"], cfg.train.epochs):
+        if should_stop(state["history"], cfg.train.monitor, cfg.train.early_stopping):
+            if not run.quiet:
+                print(_stop_line(state["history"], cfg.train), flush=True)
+            break
         if cfg.train.unfreeze_at == epoch + 1 and state["step"] == 0:
-            joined = unfreeze(model, optimizer, scheduler, cfg.train, source=cfg.source)
-            if not quiet:
+            joined = unfreeze(model, run.optimizer, run.scheduler, cfg.train, source=cfg.source)
+            if not run.quiet:
                 print(f"epoch {epoch + 1}: unfroze {joined:,} parameters", flush=True)
-        totals = None if state["totals"] is None else state["totals"].to(train_loader.device)
-        train_metrics, seconds = train_one_epoch(model, train_loader, optimizer, scheduler, task,
-                                                 epoch=epoch, quiet=quiet,
-                                                 log_every=cfg.train.log_every,
-                                                 start=state["step"], totals=totals,
-                                                 grad_clip=cfg.train.grad_clip, hook=hook)
-        val_metrics = evaluate(model, val_loader, task)
+        totals = None if state["totals"] is None else state["totals"].to(device)
+        train_metrics, seconds = train_one_epoch(
+            model, train_loader, run.optimizer, run.scheduler, run.task, epoch=epoch,
+            quiet=run.quiet, log_every=cfg.train.log_every, start=state["step"], totals=totals,
+            grad_clip=cfg.train.grad_clip, hook=hook, ema=run.ema)
+        # with an EMA, val_* score the average (best.pt, early stopping and eval follow it)
+        # and raw_val_* the trained weights themselves
+        val_metrics = evaluate(run.ema.module if run.ema else model, val_loader, run.task)
+        raw_metrics = _prefixed("raw_val", evaluate(model, val_loader, run.task)) \
+            if run.ema else {}
         row = {"epoch": epoch + 1, **_prefixed("train", train_metrics),
-               **_prefixed("val", val_metrics), "lr": optimizer.param_groups[0]["lr"],
-               "seconds": round(seconds, 4)}
+               **_prefixed("val", val_metrics), **raw_metrics,
+               "lr": run.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 4)}
         state["history"].append(row)
         state.update(epoch=epoch + 1, step=0, totals=None)
         improved = _improved(row, state["best"], cfg.train.monitor)
         if improved:
             state["best"] = row[cfg.train.monitor]
-        _save_epoch(out, cfg, data, model, optimizer, scheduler, state, best=improved)
+        _save(run, best=improved)
         plotter.update(state["history"])
         for logger in loggers:
             logger.log_epoch(row)
-        if not quiet:
-            print(_epoch_line(row, cfg.train.epochs, task.metrics), flush=True)
+        if not run.quiet:
+            print(_epoch_line(row, cfg.train.epochs, run.task.metrics), flush=True)
         if stop.requested:
             raise hook.stopped()
 
@@ -179,8 +209,8 @@ def _fit(cfg: Config, out: Path, model, data: Data, task, optimizer, scheduler, 
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, scheduler,
                     task: Task, *, epoch: int, quiet: bool = True,
                     log_every: int = 20, start: int = 0, totals: torch.Tensor | None = None,
-                    grad_clip: float | None = None, hook: _StepHook | None = None
-                    ) -> tuple[dict[str, float], float]:
+                    grad_clip: float | None = None, hook: _StepHook | None = None,
+                    ema: EMA | None = None) -> tuple[dict[str, float], float]:
     """One pass over the training split, from batch `start` with the metric sums `totals` of
     the batches before it (mid-epoch resume). Metrics add up on the device; the host reads
     them once per `log_every` steps for the progress bar and once at the end."""
@@ -199,6 +229,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         clip_gradients(model.parameters(), grad_clip)
         optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.update(model)
         batch = task.stats(main_logits(output).detach(), y, loss)
         totals = batch if totals is None else totals + batch
         bar.update(1)
@@ -222,7 +254,7 @@ def evaluate(model: nn.Module, loader, task: Task) -> dict[str, float]:
     totals = None
     for x, y in loader.batches(0):
         logits = main_logits(model(x))
-        batch = task.stats(logits, y, task.loss(logits, y))
+        batch = task.stats(logits, y, task.loss(logits, y, training=False))
         totals = batch if totals is None else totals + batch
     return task.summarize(totals)
 
@@ -231,11 +263,9 @@ class _StepHook:
     """Between steps: save last.pt every `train.checkpoint_every_steps` steps, and save and
     stop when a signal asked for it."""
 
-    def __init__(self, out: Path, cfg: Config, data: Data, model, optimizer, scheduler,
-                 state: dict, stop: GracefulStop):
-        self.out, self.cfg, self.data, self.stop, self.state = out, cfg, data, stop, state
-        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        self.every = cfg.train.checkpoint_every_steps
+    def __init__(self, run: Run, stop: GracefulStop):
+        self.run, self.stop, self.state = run, stop, run.state
+        self.every = run.cfg.train.checkpoint_every_steps
 
     def due(self, epoch: int, done: int, steps_per_epoch: int) -> bool:
         """After `done` batches of `epoch`; the end of an epoch has its own save."""
@@ -246,15 +276,14 @@ class _StepHook:
 
     def save(self, done: int, totals: torch.Tensor) -> None:
         self.state.update(step=done, totals=totals.detach().cpu())
-        _save_epoch(self.out, self.cfg, self.data, self.model, self.optimizer, self.scheduler,
-                    self.state, best=False, metrics=False)
+        _save(self.run, best=False, metrics=False)
         if self.stop.requested:
             raise self.stopped()
 
     def stopped(self) -> TrainingStopped:
         where = f"epoch {self.state['epoch'] + 1}, step {self.state['step']}" \
             if self.state["step"] else f"the end of epoch {self.state['epoch']}"
-        path = self.out / "last.pt"
+        path = self.run.out / "last.pt"
         return TrainingStopped(f"stopped by {self.stop.name} at {where}; saved {path}",
                                signum=self.stop.signum, checkpoint=str(path))
 
@@ -305,8 +334,13 @@ def _flat_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
-def _restore(checkpoint: dict, model, optimizer, scheduler) -> dict:
+def _restore(checkpoint: dict, model, optimizer, scheduler, *, ema: EMA | None = None) -> dict:
     model.load_state_dict(checkpoint["model"])
+    if ema is not None:
+        if "ema" not in checkpoint:
+            raise CheckpointError("last.pt: holds no weight average (ema) to resume, though "
+                                  "train.ema_decay is on")
+        ema.load_state_dict(checkpoint["ema"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
     set_rng_state(checkpoint["rng"])
@@ -315,26 +349,28 @@ def _restore(checkpoint: dict, model, optimizer, scheduler) -> dict:
             "best": checkpoint.get("best")}
 
 
-def _save_epoch(out: Path, cfg: Config, data: Data, model, optimizer, scheduler, state: dict,
-                *, best: bool, metrics: bool = True) -> None:
+def _save(run: Run, *, best: bool, metrics: bool = True) -> None:
     """best.pt, then last.pt, then metrics.csv: a kill between two of them leaves last.pt at
     most one save behind best.pt, and resume rewrites metrics.csv from last.pt."""
+    state, out = run.state, run.out
     checkpoint = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
         "epoch": state["epoch"],
         "step": state["step"],  # batches of the next epoch already done (mid-epoch saves)
         "totals": state["totals"],  # their metric sums (task.stats), None at an epoch's end
         "rng": rng_state(),
         "history": state["history"],
         "best": state["best"],
-        "config": config_to_dict(cfg),
-        "classes": list(data.classes),
-        "mean": list(data.mean),  # the input normalization, for predicting on new images
-        "std": list(data.std),
+        "config": config_to_dict(run.cfg),
+        "classes": list(run.data.classes),
+        "mean": list(run.data.mean),  # the input normalization, for predicting on new images
+        "std": list(run.data.std),
         "cnnkit_version": __version__,
     }
+    if run.ema is not None:
+        checkpoint["ema"] = run.ema.state_dict()  # {"decay", "updates", "model": state_dict}
     if best:
         save_checkpoint(out / "best.pt", checkpoint)
     save_checkpoint(out / "last.pt", checkpoint)
@@ -358,6 +394,15 @@ def _improved(row: dict, best: float | None, monitor: str) -> bool:
     if best is None:
         return True
     return row[monitor] < best if monitor.endswith("loss") else row[monitor] > best
+
+
+def _stop_line(history: list[dict], cfg) -> str:
+    monitor = cfg.monitor
+    pick = min if monitor.endswith("loss") else max
+    best = pick(history, key=lambda row: row[monitor])
+    return (f"early stopping after epoch {history[-1]['epoch']}: {monitor} has not improved "
+            f"for {cfg.early_stopping.patience} epochs (best {best[monitor]:.4f} at epoch "
+            f"{best['epoch']})")
 
 
 def _epoch_line(row: dict, epochs: int, metrics: tuple[str, ...] = ("loss", "acc")) -> str:

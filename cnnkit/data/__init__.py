@@ -11,7 +11,7 @@ import torch
 from cnnkit.config import DataConfig
 from cnnkit.data import mnist_sample
 from cnnkit.data.select import select
-from cnnkit.data.tensors import Split, TensorLoader
+from cnnkit.data.tensors import Augmenter, Split, TensorLoader
 from cnnkit.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -34,11 +34,12 @@ class Data:
         return tuple(self.splits["train"].images.shape[1:])
 
     def loader(self, split: str, *, batch_size: int, shuffle: bool, seed: int,
-               device: torch.device) -> TensorLoader:
+               device: torch.device, augment: Augmenter | None = None) -> TensorLoader:
         if split not in self.splits:
             raise DataError(f"split '{split}': this dataset has {', '.join(self.splits)}")
         return TensorLoader(self.splits[split], batch_size=batch_size, shuffle=shuffle,
-                            seed=seed, mean=self.mean, std=self.std, device=device)
+                            seed=seed, mean=self.mean, std=self.std, device=device,
+                            augment=augment)
 
 
 def _mnist_sample(cfg: DataConfig) -> Data:

@@ -6,10 +6,15 @@ is one permutation and each batch is one gather, normalized on the training devi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+
+from cnnkit.augment import batch_seed
+
+# augment(float images (B, C, H, W) on the 0..255 scale, seed=...) -> the same shape
+Augmenter = Callable[..., torch.Tensor]
 
 
 @dataclass
@@ -39,8 +44,10 @@ class TensorLoader:
     """Batches of (normalized float images, labels) from a Split that lives on `device`."""
 
     def __init__(self, split: Split, *, batch_size: int, shuffle: bool, seed: int,
-                 mean: tuple[float, ...], std: tuple[float, ...], device: torch.device):
+                 mean: tuple[float, ...], std: tuple[float, ...], device: torch.device,
+                 augment: Augmenter | None = None):
         self.split = split.to(device)
+        self.augment = augment
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -70,6 +77,8 @@ class TensorLoader:
             else:
                 index = order[lo:hi]
                 images, labels = self.split.images[index], self.split.labels[index]
+            if self.augment is not None:
+                images = self.augment(images.float(), seed=batch_seed(self.seed, epoch, i))
             yield self.normalize(images), labels
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
