@@ -53,6 +53,11 @@ class TrainConfig:
     device: str = "auto"  # auto: cuda, then mps, then cpu
     monitor: Literal["val_acc", "val_loss"] = "val_acc"  # decides best.pt
     log_every: int = 20  # steps between progress-bar updates (the only host syncs)
+    # autocast dtype; auto: bf16 on CUDA (fp16 + loss scaling where bf16 is missing), fp32 on CPU
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # NHWC weights and batches for conv nets; auto: on CUDA, and on CPU from batch 256 up
+    channels_last: Literal["auto"] | bool = "auto"
+    compile: bool = False  # torch.compile the model; falls back to eager with a warning
 
 
 @dataclass
@@ -253,6 +258,8 @@ def _type_name(hint: Any) -> str:
              type(None): "null"}
     if hint in names:
         return names[hint]
+    if typing.get_origin(hint) is Literal:
+        return " or ".join(repr(c) for c in typing.get_args(hint))
     if typing.get_origin(hint) is list:
         return f"a list of {_type_name(typing.get_args(hint)[0])}"
     return getattr(hint, "__name__", str(hint))
