@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, ConfigError
 
 T = TypeVar("T")
 
@@ -57,6 +57,13 @@ class Cluster:
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def check_batch(batch_size: int, cluster: Cluster) -> None:
+    """The global batch must give every rank at least one example."""
+    if batch_size < cluster.world_size:
+        raise ConfigError(f"train.batch_size: {batch_size} is the global batch and cannot "
+                          f"be split over {cluster.world_size} processes")
 
 
 def backend_for(device: torch.device) -> str:

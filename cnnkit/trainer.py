@@ -26,7 +26,15 @@ from cnnkit.builder import Network, build_model
 from cnnkit.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from cnnkit.config import Config, config_to_dict, dump_config, load_config
 from cnnkit.data import Data, build_data
-from cnnkit.distributed import Cluster, all_sum, local_device, loss_weight, on_main, wrap
+from cnnkit.distributed import (
+    Cluster,
+    all_sum,
+    check_batch,
+    local_device,
+    loss_weight,
+    on_main,
+    wrap,
+)
 from cnnkit.errors import CnnkitError, ConfigError
 from cnnkit.optim import build_optimizer, build_scheduler
 from cnnkit.plotting import CurvePlotter
@@ -98,6 +106,7 @@ def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
 
 def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, resume: bool,
            quiet: bool) -> RunResult:
+    check_batch(cfg.train.batch_size, cluster)
     checkpoint = on_main(lambda: _open_run_dir(out, cfg, resume=resume), cluster)
     seed_everything(cfg.train.seed)
     model, data, task = prepare(cfg, device)

@@ -123,3 +123,32 @@ def test_torchrun_command_trains(write_config, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("epoch   1/1") == 1  # rank 0 alone prints
     assert (tmp_path / "run" / "last.pt").is_file()
+
+
+def test_sharded_batches_equal_reference_slicing_with_real_normalization():
+    from cnnkit.config import DataConfig
+    from cnnkit.data import build_data
+
+    data = build_data(DataConfig(train_size=300, val_size=100))
+    split, mean, std = data.splits["train"], data.mean[0], data.std[0]
+    order = epoch_permutation(300, seed=7, epoch=4)
+    for rank in (0, 1):
+        got = list(data.loader("train", batch_size=128, shuffle=True, seed=7, device=CPU,
+                               rank=rank, world_size=2).batches(4))
+        for step, (x, y) in enumerate(got):
+            lo = step * 128
+            a, b = shard_bounds(min(128, 300 - lo), rank, 2)
+            index = order[lo + a:lo + b]
+            reference = (split.images[index].float() / 255 - mean) / std
+            torch.testing.assert_close(x, reference)
+            assert torch.equal(y, split.labels[index])
+
+
+def test_a_global_batch_smaller_than_the_world_is_refused():
+    from cnnkit.distributed import Cluster, check_batch
+    from cnnkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.batch_size: 2 is the global batch and cannot "
+                                          "be split over 4 processes"):
+        check_batch(2, Cluster(world_size=4))
+    check_batch(4, Cluster(world_size=4))
