@@ -55,7 +55,7 @@ class TrainConfig:
     log_every: int = 20  # steps between progress-bar updates (the only host syncs)
     # autocast dtype; auto: bf16 on CUDA (fp16 + loss scaling where bf16 is missing), fp32 on CPU
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    # NHWC weights and batches for conv nets; auto: on CUDA, and on CPU from batch 256 up
+    # NHWC weights and batches for conv nets; auto: on for conv nets on CUDA and CPU
     channels_last: Literal["auto"] | bool = "auto"
     compile: bool = False  # torch.compile the model; falls back to eager with a warning
 

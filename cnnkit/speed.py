@@ -4,7 +4,7 @@ autotuning and torch.compile. The trainer asks for a `Speed` once and uses it in
 Defaults per device are the fastest sound ones measured by `scripts/bench.py`
 (docs/BENCHMARKS.md): on CUDA bf16 autocast and channels_last; on CPU float32 (CPU bf16
 autocast measured several times slower on AVX2 CPUs without AMX) and channels_last for conv
-nets at large batches (oneDNN's NHWC kernels; the course's conv net at batch 1000).
+nets (oneDNN's NHWC kernels; mostly faster for the course's conv net, see BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -22,9 +22,6 @@ from cnnkit.errors import ConfigError
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISIONS = ("auto", *DTYPES)
 CHANNELS_LAST = ("auto", True, False)
-# CPU: channels_last pays off once a batch is large enough for oneDNN's NHWC kernels to beat
-# the NCHW ones; below this many examples per step it measured even or slower (BENCHMARKS.md).
-CPU_CHANNELS_LAST_MIN_BATCH = 256
 
 
 class SpeedWarning(UserWarning):
@@ -67,8 +64,7 @@ class Speed:
 
 
 def resolve_speed(device: torch.device, *, precision: str = "fp32",
-                  channels_last: str | bool = False, model: nn.Module | None = None,
-                  batch_size: int = 1) -> Speed:
+                  channels_last: str | bool = False, model: nn.Module | None = None) -> Speed:
     """Turn `train.precision` and `train.channels_last` into settings that work on `device`."""
     if precision not in PRECISIONS:
         raise ConfigError(f"train.precision: expected one of {', '.join(PRECISIONS)}, "
@@ -83,7 +79,7 @@ def resolve_speed(device: torch.device, *, precision: str = "fp32",
         chosen = "fp32"
     conv = model is None or has_conv2d(model)
     if channels_last == "auto":
-        use_nhwc = conv and _nhwc_pays(device, batch_size)
+        use_nhwc = conv and device.type in ("cuda", "cpu")
     else:
         use_nhwc = bool(channels_last) and conv
     scaler = torch.amp.GradScaler(device.type) if chosen == "fp16" else None
@@ -98,12 +94,6 @@ def _pick_precision(device: torch.device) -> str:
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "fp32"
-
-
-def _nhwc_pays(device: torch.device, batch_size: int) -> bool:
-    if device.type == "cuda":
-        return True
-    return device.type == "cpu" and batch_size >= CPU_CHANNELS_LAST_MIN_BATCH
 
 
 def precision_works(device: torch.device, precision: str) -> bool:

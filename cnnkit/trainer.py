@@ -111,8 +111,7 @@ def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, re
     seed_everything(cfg.train.seed)
     model, data, task = prepare(cfg, device)
     speed = resolve_speed(device, precision=cfg.train.precision,
-                          channels_last=cfg.train.channels_last, model=model,
-                          batch_size=cfg.train.batch_size // cluster.world_size)
+                          channels_last=cfg.train.channels_last, model=model)
     prepare_model(model, speed)
     optimizer = build_optimizer(model, cfg.train)
     steps_per_epoch = -(-len(data.splits["train"]) // cfg.train.batch_size)

@@ -67,7 +67,7 @@ def cnnkit_side(data, device, batch: int, *, precision: str, channels_last) -> C
     """One epoch of cnnkit's `train_one_epoch` over the on-device training split."""
     model = course_net(device)
     speed = resolve_speed(device, precision=precision, channels_last=channels_last,
-                          model=model, batch_size=batch)
+                          model=model)
     prepare_model(model, speed)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.005)
     cfg = load_config(ROOT / "configs" / "mnist_conv.yaml").train
@@ -206,7 +206,7 @@ def zoo_side(name: str, device, *, batch: int, size: int, steps: int, precision:
         model = build_model(cfg)
     model = model.to(device)
     speed = resolve_speed(device, precision=precision, channels_last=channels_last,
-                          model=model, batch_size=batch)
+                          model=model)
     prepare_model(model, speed)
     generator = torch.Generator().manual_seed(0)
     n = batch * steps

@@ -15,7 +15,7 @@ CUDA = torch.device("cuda")
 
 
 def test_auto_picks_bf16_or_fp16_and_channels_last_on_cuda():
-    speed = resolve_speed(CUDA, precision="auto", channels_last="auto", batch_size=64)
+    speed = resolve_speed(CUDA, precision="auto", channels_last="auto")
     assert speed.precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
     assert speed.channels_last and torch.backends.cudnn.benchmark
 
