@@ -133,6 +133,11 @@ class TrainConfig:
     label_smoothing: float = 0.0  # probability mass spread evenly over all classes, training loss
     ema_decay: float = 0.0  # weight kept per optimizer step by the weight average; 0: no EMA
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    # autocast dtype; auto: bf16 on CUDA (fp16 + loss scaling where bf16 is missing), fp32 on CPU
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # NHWC weights and batches for conv nets; auto: on for conv nets on CUDA and CPU
+    channels_last: Literal["auto"] | bool = "auto"
+    compile: bool = False  # torch.compile the model; falls back to eager with a warning
 
 
 @dataclass
@@ -361,6 +366,8 @@ def _type_name(hint: Any) -> str:
              type(None): "null"}
     if hint in names:
         return names[hint]
+    if typing.get_origin(hint) is Literal:
+        return " or ".join(repr(c) for c in typing.get_args(hint))
     if typing.get_origin(hint) is list:
         return f"a list of {_type_name(typing.get_args(hint)[0])}"
     return getattr(hint, "__name__", str(hint))

@@ -67,8 +67,10 @@ class Classification:
         """[loss sum, correct, count] for one batch, as a float64 device tensor to add up."""
         n = target.shape[0]
         correct = (logits.argmax(dim=1) == target).sum()
+        # new_full is a fill kernel on the device; torch.tensor(n, device=cuda) would be a
+        # blocking host-to-device copy, i.e. a host sync every step
         return torch.stack([loss.detach().double() * n, correct.double(),
-                            torch.tensor(n, dtype=torch.float64, device=target.device)])
+                            target.new_full((), n, dtype=torch.float64)])
 
     def summarize(self, totals: torch.Tensor) -> dict[str, float]:
         loss_sum, correct, n = totals.tolist()  # the one host sync per epoch and split

@@ -29,6 +29,15 @@ from cnnkit.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_r
 from cnnkit.config import Config, config_to_dict, dump_config, load_config
 from cnnkit.data import Data, build_data
 from cnnkit.data.checks import check_splits
+from cnnkit.distributed import (
+    Cluster,
+    all_sum,
+    check_batch,
+    local_device,
+    loss_weight,
+    on_main,
+    wrap,
+)
 from cnnkit.early_stopping import should_stop
 from cnnkit.ema import EMA, build_ema
 from cnnkit.errors import CheckpointError, CnnkitError, ConfigError, TrainingStopped
@@ -36,6 +45,7 @@ from cnnkit.freeze import freeze_for_training, unfreeze
 from cnnkit.guards import FiniteWatch, check_every_for, check_train_options, clip_gradients
 from cnnkit.optim import build_optimizer, build_scheduler
 from cnnkit.plotting import CurvePlotter
+from cnnkit.speed import Speed, compile_model, prepare_model, resolve_speed
 from cnnkit.stopping import GracefulStop
 from cnnkit.tasks import Task, build_task, main_logits
 from cnnkit.tensorboard_log import TensorBoardLogger
@@ -104,15 +114,30 @@ def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
     cfg = with_pretrained_defaults(cfg)
     out = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
     check_train_options(cfg.train, source=cfg.source)
-    checkpoint = _open_run_dir(out, cfg, resume=resume)
-    loggers = [TensorBoardLogger(out, first_epoch=checkpoint["epoch"] if checkpoint else 0,
-                                 source=cfg.source)] if cfg.train.tensorboard else []
     device = resolve_device(cfg.train.device)
+    cluster = Cluster.from_env(device)  # one process unless started by torchrun
+    try:
+        return _train(cfg, out, local_device(device), cluster, resume=resume,
+                      quiet=quiet or not cluster.is_main)
+    finally:
+        cluster.close()
+
+
+def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, resume: bool,
+           quiet: bool) -> RunResult:
+    check_batch(cfg.train.batch_size, cluster)
+    checkpoint = on_main(lambda: _open_run_dir(out, cfg, resume=resume), cluster)
+    loggers = [TensorBoardLogger(out, first_epoch=checkpoint["epoch"] if checkpoint else 0,
+                                 source=cfg.source)] \
+        if cfg.train.tensorboard and cluster.is_main else []
     seed_everything(cfg.train.seed)
     model, data, task = prepare(cfg, device)
     if checkpoint is None and cfg.model.weights:
-        _load_weights(out, cfg, model, data, quiet=quiet)
+        _load_weights(out, cfg, model, data, quiet=quiet, write=cluster.is_main)
     freeze_for_training(model, cfg.train, source=cfg.source)
+    speed = resolve_speed(device, precision=cfg.train.precision,
+                          channels_last=cfg.train.channels_last, model=model)
+    prepare_model(model, speed)  # before the optimizer and the EMA copy see the parameters
     optimizer = build_optimizer(model, cfg.train)
     steps_per_epoch = -(-len(data.splits["train"]) // cfg.train.batch_size)
     scheduler = build_scheduler(optimizer, cfg.train, steps_per_epoch=steps_per_epoch)
@@ -125,17 +150,23 @@ def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
         if cfg.train.unfreeze_at is not None and started >= cfg.train.unfreeze_at:
             unfreeze(model, optimizer, scheduler, cfg.train, source=cfg.source)
         state = _restore(checkpoint, model, optimizer, scheduler, ema=ema)
-    run = Run(cfg, out, model, data, task, optimizer, scheduler, ema, state, quiet=quiet)
-    atomic_write_text(out / "config.yaml", dump_config(cfg))
-    atomic_write_text(out / "classes.json", json.dumps(list(data.classes)))  # index -> name
-    if state["history"]:  # last.pt is the truth; a kill may have come before metrics.csv
-        atomic_write_text(out / "metrics.csv", _csv(state["history"]))
-    plotter = CurvePlotter(out / "curves.png", title=Path(cfg.source).stem)
+        if speed.scaler is not None and "scaler" in checkpoint:
+            speed.scaler.load_state_dict(checkpoint["scaler"])
+    run = Run(cfg, out, model, data, task, optimizer, scheduler, ema, state, speed, cluster,
+              quiet=quiet)
+    plotter = None
+    if cluster.is_main:  # under torchrun only rank 0 writes
+        atomic_write_text(out / "config.yaml", dump_config(cfg))
+        atomic_write_text(out / "classes.json", json.dumps(list(data.classes)))  # index -> name
+        if state["history"]:  # last.pt is the truth; a kill may have come before metrics.csv
+            atomic_write_text(out / "metrics.csv", _csv(state["history"]))
+        plotter = CurvePlotter(out / "curves.png", title=Path(cfg.source).stem)
     try:
         with GracefulStop() as stop:
             _fit(run, plotter, stop=stop, loggers=loggers)
     finally:
-        plotter.close()
+        if plotter is not None:
+            plotter.close()
         for logger in loggers:
             logger.close()
     if not quiet:
@@ -156,18 +187,23 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     ema: EMA | None
     state: dict  # epoch, step, totals, history, best
+    speed: Speed
+    cluster: Cluster
     quiet: bool = False
 
 
-def _fit(run: Run, plotter: CurvePlotter, *, stop: GracefulStop, loggers: list = ()) -> None:
+def _fit(run: Run, plotter: CurvePlotter | None, *, stop: GracefulStop,
+         loggers: list = ()) -> None:
     cfg, model, state = run.cfg, run.model, run.state
     device = next(model.parameters()).device
     augment = build_augment(cfg.data.augment, mean=run.data.mean,
                             image_size=run.data.input_shape[1:], source=cfg.source)
+    shard = {"rank": run.cluster.rank, "world_size": run.cluster.world_size}
     train_loader = run.data.loader("train", batch_size=cfg.train.batch_size, shuffle=True,
-                                   seed=cfg.train.seed, device=device, augment=augment)
+                                   seed=cfg.train.seed, device=device, augment=augment, **shard)
     val_loader = run.data.loader("val", batch_size=cfg.train.batch_size, shuffle=False,
-                                 seed=cfg.train.seed, device=device)
+                                 seed=cfg.train.seed, device=device, **shard)
+    net = _step_model(cfg, model, train_loader, run.task, run.speed, run.cluster)
     hook = _StepHook(run, stop)
     for epoch in range(state["epoch"], cfg.train.epochs):
         if should_stop(state["history"], cfg.train.monitor, cfg.train.early_stopping):
@@ -180,13 +216,16 @@ def _fit(run: Run, plotter: CurvePlotter, *, stop: GracefulStop, loggers: list =
                 print(f"epoch {epoch + 1}: unfroze {joined:,} parameters", flush=True)
         totals = None if state["totals"] is None else state["totals"].to(device)
         train_metrics, seconds = train_one_epoch(
-            model, train_loader, run.optimizer, run.scheduler, run.task, epoch=epoch,
+            net, train_loader, run.optimizer, run.scheduler, run.task, epoch=epoch,
             quiet=run.quiet, log_every=cfg.train.log_every, start=state["step"], totals=totals,
-            grad_clip=cfg.train.grad_clip, hook=hook, ema=run.ema)
+            grad_clip=cfg.train.grad_clip, hook=hook, ema=run.ema, speed=run.speed,
+            cluster=run.cluster)
         # with an EMA, val_* score the average (best.pt, early stopping and eval follow it)
         # and raw_val_* the trained weights themselves
-        val_metrics = evaluate(run.ema.module if run.ema else model, val_loader, run.task)
-        raw_metrics = _prefixed("raw_val", evaluate(model, val_loader, run.task)) \
+        scoring = {"speed": run.speed, "cluster": run.cluster}
+        val_metrics = evaluate(run.ema.module if run.ema else model, val_loader, run.task,
+                               **scoring)
+        raw_metrics = _prefixed("raw_val", evaluate(model, val_loader, run.task, **scoring)) \
             if run.ema else {}
         row = {"epoch": epoch + 1, **_prefixed("train", train_metrics),
                **_prefixed("val", val_metrics), **raw_metrics,
@@ -197,7 +236,8 @@ def _fit(run: Run, plotter: CurvePlotter, *, stop: GracefulStop, loggers: list =
         if improved:
             state["best"] = row[cfg.train.monitor]
         _save(run, best=improved)
-        plotter.update(state["history"])
+        if plotter is not None:
+            plotter.update(state["history"])
         for logger in loggers:
             logger.log_epoch(row)
         if not run.quiet:
@@ -206,28 +246,53 @@ def _fit(run: Run, plotter: CurvePlotter, *, stop: GracefulStop, loggers: list =
             raise hook.stopped()
 
 
+def _step_model(cfg: Config, model: nn.Module, loader, task: Task, speed: Speed,
+                cluster: Cluster) -> nn.Module:
+    """What the training steps call: the model, wrapped in DDP under torchrun, compiled when
+    `train.compile` is set (DDP first, then compile, as PyTorch recommends)."""
+    net = wrap(model, cluster)
+    if not cfg.train.compile:
+        return net
+
+    def trial(compiled: nn.Module) -> None:
+        x, y = next(loader.batches(0))
+        with speed.autocast():
+            loss = task.loss(compiled(speed.inputs(x)), y)
+        loss.backward()
+
+    return compile_model(net, trial)
+
+
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, scheduler,
                     task: Task, *, epoch: int, quiet: bool = True,
                     log_every: int = 20, start: int = 0, totals: torch.Tensor | None = None,
                     grad_clip: float | None = None, hook: _StepHook | None = None,
-                    ema: EMA | None = None) -> tuple[dict[str, float], float]:
+                    ema: EMA | None = None, speed: Speed | None = None,
+                    cluster: Cluster | None = None) -> tuple[dict[str, float], float]:
     """One pass over the training split, from batch `start` with the metric sums `totals` of
     the batches before it (mid-epoch resume). Metrics add up on the device; the host reads
     them once per `log_every` steps for the progress bar and once at the end."""
-    model.train()
     device = next(model.parameters()).device
+    speed = speed or Speed.plain(device)
+    cluster = cluster or Cluster()
+    model.train()
     watch = FiniteWatch(device, epoch=epoch, check_every=check_every_for(device, log_every))
     bar = tqdm(total=len(loader), initial=start, desc=f"epoch {epoch + 1}", leave=False,
                unit="batch", disable=quiet or not sys.stderr.isatty())
     begin = time.perf_counter()
     for step, (x, y) in enumerate(loader.batches(epoch, start=start), start=start):
-        output = model(x)
-        loss = task.loss(output, y)
+        with speed.autocast():
+            output = model(speed.inputs(x))
+            loss = task.loss(output, y)
         watch.observe(loss, step)  # before the update: on the CPU a NaN never reaches weights
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip_gradients(model.parameters(), grad_clip)
-        optimizer.step()
+        if cluster.active:  # DDP averages over ranks; weigh by shard size (host arithmetic)
+            loss_to_step = loss * loss_weight(y.shape[0], loader.global_batch_size(step),
+                                              cluster.world_size)
+        else:
+            loss_to_step = loss
+        speed.backward_step(loss_to_step, optimizer,
+                            before_step=lambda: clip_gradients(model.parameters(), grad_clip))
         scheduler.step()
         if ema is not None:
             ema.update(model)
@@ -242,21 +307,24 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     watch.check()
     if totals is None:
         raise CnnkitError(f"epoch {epoch + 1}: the training split gave no batches")
-    metrics = task.summarize(totals)  # syncs the device, so the time below is honest
+    metrics = task.summarize(all_sum(totals, cluster))  # syncs the device: honest time below
     seconds = time.perf_counter() - begin
     bar.close()
     return metrics, seconds
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, task: Task) -> dict[str, float]:
+def evaluate(model: nn.Module, loader, task: Task, *, speed: Speed | None = None,
+             cluster: Cluster | None = None) -> dict[str, float]:
+    speed = speed or Speed.plain(next(model.parameters()).device)
     model.eval()
     totals = None
     for x, y in loader.batches(0):
-        logits = main_logits(model(x))
-        batch = task.stats(logits, y, task.loss(logits, y, training=False))
+        with speed.autocast():
+            logits = main_logits(model(speed.inputs(x)))
+            batch = task.stats(logits, y, task.loss(logits, y, training=False))
         totals = batch if totals is None else totals + batch
-    return task.summarize(totals)
+    return task.summarize(all_sum(totals, cluster or Cluster()))
 
 
 class _StepHook:
@@ -288,10 +356,12 @@ class _StepHook:
                                signum=self.stop.signum, checkpoint=str(path))
 
 
-def _load_weights(out: Path, cfg: Config, model: nn.Module, data: Data, *, quiet: bool) -> None:
+def _load_weights(out: Path, cfg: Config, model: nn.Module, data: Data, *, quiet: bool,
+                  write: bool = True) -> None:
     """Pretrained weights in; the load report printed and kept as load_report.txt."""
     report = load_pretrained(model, cfg, classes=list(data.classes))
-    atomic_write_text(out / "load_report.txt", report.format(full=True) + "\n")
+    if write:
+        atomic_write_text(out / "load_report.txt", report.format(full=True) + "\n")
     if not quiet:
         print(report.format(), flush=True)
 
@@ -351,7 +421,10 @@ def _restore(checkpoint: dict, model, optimizer, scheduler, *, ema: EMA | None =
 
 def _save(run: Run, *, best: bool, metrics: bool = True) -> None:
     """best.pt, then last.pt, then metrics.csv: a kill between two of them leaves last.pt at
-    most one save behind best.pt, and resume rewrites metrics.csv from last.pt."""
+    most one save behind best.pt, and resume rewrites metrics.csv from last.pt. Under
+    torchrun only rank 0 writes."""
+    if not run.cluster.is_main:
+        return
     state, out = run.state, run.out
     checkpoint = {
         "model": run.model.state_dict(),
@@ -371,6 +444,8 @@ def _save(run: Run, *, best: bool, metrics: bool = True) -> None:
     }
     if run.ema is not None:
         checkpoint["ema"] = run.ema.state_dict()  # {"decay", "updates", "model": state_dict}
+    if run.speed.scaler is not None:
+        checkpoint["scaler"] = run.speed.scaler.state_dict()  # fp16: the loss scale reached
     if best:
         save_checkpoint(out / "best.pt", checkpoint)
     save_checkpoint(out / "last.pt", checkpoint)

@@ -34,12 +34,13 @@ class Data:
         return tuple(self.splits["train"].images.shape[1:])
 
     def loader(self, split: str, *, batch_size: int, shuffle: bool, seed: int,
-               device: torch.device, augment: Augmenter | None = None) -> TensorLoader:
+               device: torch.device, augment: Augmenter | None = None, rank: int = 0,
+               world_size: int = 1) -> TensorLoader:
         if split not in self.splits:
             raise DataError(f"split '{split}': this dataset has {', '.join(self.splits)}")
         return TensorLoader(self.splits[split], batch_size=batch_size, shuffle=shuffle,
                             seed=seed, mean=self.mean, std=self.std, device=device,
-                            augment=augment)
+                            augment=augment, rank=rank, world_size=world_size)
 
 
 def _mnist_sample(cfg: DataConfig) -> Data:

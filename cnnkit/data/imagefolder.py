@@ -22,12 +22,13 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms as T
 
 from cnnkit.config import DataConfig
 from cnnkit.data.folder_index import SplitIndex, index_folder
 from cnnkit.data.tensors import epoch_permutation
+from cnnkit.distributed import shard_bounds
 from cnnkit.errors import ConfigError, DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # per RGB channel, [0, 1] scale
@@ -114,21 +115,31 @@ def _collate(items: list) -> tuple[torch.Tensor | None, torch.Tensor, list[Bad]]
     return images, torch.tensor([y for _, y in good], dtype=torch.int64), bad
 
 
-class _EpochSampler(Sampler):
-    """Keys (index, epoch) of one epoch in order, from position `start`; set before iterating."""
+class _BatchKeys(Sampler):
+    """The batches of one epoch as lists of (index, epoch) keys, from batch `start`: this
+    rank's contiguous part of each global batch (all of it in one process). A last batch
+    with fewer images than ranks is left out, as in cnnkit.data.tensors.TensorLoader."""
 
-    def __init__(self, n: int, *, shuffle: bool, seed: int):
-        self.n, self.shuffle, self.seed = n, shuffle, seed
+    def __init__(self, n: int, *, batch_size: int, shuffle: bool, seed: int, rank: int,
+                 world_size: int):
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
         self.epoch, self.start = 0, 0
 
-    def __len__(self) -> int:
-        return self.n - self.start
+    def total(self) -> int:
+        full, rest = divmod(self.n, self.batch_size)
+        return full + (1 if rest >= self.world_size else 0)
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __len__(self) -> int:
+        return self.total() - self.start
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         order = epoch_permutation(self.n, seed=self.seed, epoch=self.epoch) if self.shuffle \
             else torch.arange(self.n)
-        for i in order[self.start:].tolist():
-            yield i, self.epoch
+        for i in range(self.start, self.total()):
+            lo = i * self.batch_size
+            a, b = shard_bounds(min(self.batch_size, self.n - lo), self.rank, self.world_size)
+            yield [(k, self.epoch) for k in order[lo + a:lo + b].tolist()]
 
 
 class FolderLoader:
@@ -139,15 +150,17 @@ class FolderLoader:
 
     def __init__(self, split: FolderSplit, *, augment: bool, image_size: int, batch_size: int,
                  shuffle: bool, seed: int, mean: tuple[float, ...], std: tuple[float, ...],
-                 device: torch.device, workers: int, skip_bad: bool):
+                 device: torch.device, workers: int, skip_bad: bool, rank: int = 0,
+                 world_size: int = 1):
         transform = train_transform(image_size) if augment else eval_transform(image_size)
         self.split, self.batch_size, self.device = split, batch_size, device
         self.skip_bad = skip_bad
-        self.sampler = _EpochSampler(len(split), shuffle=shuffle, seed=seed)
+        self.sampler = _BatchKeys(len(split), batch_size=batch_size, shuffle=shuffle, seed=seed,
+                                  rank=rank, world_size=world_size)
         self.pin = device.type == "cuda"
         self.loader = DataLoader(
             _Decoded(split, transform, augment=augment, seed=seed),
-            batch_sampler=BatchSampler(self.sampler, batch_size, drop_last=False),
+            batch_sampler=self.sampler,
             num_workers=workers, collate_fn=_collate, pin_memory=self.pin,
             persistent_workers=workers > 0,
             # each new iterator draws its workers' base seed from this generator; from the
@@ -161,12 +174,16 @@ class FolderLoader:
         self.bad: dict[str, str] = {}  # path -> message, of the files skipped so far
 
     def __len__(self) -> int:
-        return -(-len(self.split) // self.batch_size)
+        return self.sampler.total()
+
+    def global_batch_size(self, i: int) -> int:
+        """Images in batch i over all ranks (this rank decodes its part of them)."""
+        return min(self.batch_size, len(self.split) - i * self.batch_size)
 
     def batches(self, epoch: int = 0, *, start: int = 0
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of one epoch, from batch index `start` (for mid-epoch resume)."""
-        self.sampler.epoch, self.sampler.start = epoch, start * self.batch_size
+        self.sampler.epoch, self.sampler.start = epoch, start
         known, yielded = len(self.bad), 0
         for images, labels, bad in self.loader:
             self._note_bad(bad)
@@ -211,15 +228,21 @@ class FolderData:
         return (3, self.image_size, self.image_size)
 
     def loader(self, split: str, *, batch_size: int, shuffle: bool, seed: int,
-               device: torch.device) -> FolderLoader:
+               device: torch.device, augment: object = None, rank: int = 0,
+               world_size: int = 1) -> FolderLoader:
         """A shuffled pass over train is a training pass and gets the random transforms;
         every other pass gets the evaluation transforms."""
         if split not in self.splits:
             raise DataError(f"split '{split}': this dataset has {', '.join(self.splits)}")
+        if augment is not None:
+            raise ConfigError("data.augment: augments in-memory datasets on the device; "
+                              "imagefolder uses torchvision's transforms (RandomResizedCrop, "
+                              "flip)")
         return FolderLoader(self.splits[split], augment=shuffle and split == "train",
                             image_size=self.image_size, batch_size=batch_size, shuffle=shuffle,
                             seed=seed, mean=self.mean, std=self.std, device=device,
-                            workers=self.workers, skip_bad=self.skip_bad)
+                            workers=self.workers, skip_bad=self.skip_bad, rank=rank,
+                            world_size=world_size)
 
 
 def load(cfg: DataConfig) -> FolderData:

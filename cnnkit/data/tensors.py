@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from cnnkit.augment import batch_seed
+from cnnkit.distributed import shard_bounds
 
 # augment(float images (B, C, H, W) on the 0..255 scale, seed=...) -> the same shape
 Augmenter = Callable[..., torch.Tensor]
@@ -41,17 +42,22 @@ def epoch_permutation(n: int, *, seed: int, epoch: int) -> torch.Tensor:
 
 
 class TensorLoader:
-    """Batches of (normalized float images, labels) from a Split that lives on `device`."""
+    """Batches of (normalized float images, labels) from a Split that lives on `device`.
+
+    With `world_size` > 1 (data-parallel training) `batch_size` is the global batch: this
+    rank gets its contiguous part of each one (cnnkit.distributed.shard_bounds), and a last
+    batch with fewer examples than ranks is left out so every rank takes the same steps."""
 
     def __init__(self, split: Split, *, batch_size: int, shuffle: bool, seed: int,
                  mean: tuple[float, ...], std: tuple[float, ...], device: torch.device,
-                 augment: Augmenter | None = None):
+                 augment: Augmenter | None = None, rank: int = 0, world_size: int = 1):
         self.split = split.to(device)
         self.augment = augment
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.device = device
+        self.rank, self.world_size = rank, world_size
         # x = (u8 / 255 - mean) / std = u8 * scale - shift, per channel: (1, C, 1, 1)
         std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
@@ -59,19 +65,32 @@ class TensorLoader:
         self.shift = mean_t / std_t
 
     def __len__(self) -> int:
-        return -(-len(self.split) // self.batch_size)
+        full, rest = divmod(len(self.split), self.batch_size)
+        return full + (1 if rest >= self.world_size else 0)
+
+    def global_batch_size(self, i: int) -> int:
+        """Examples in batch i over all ranks (this rank holds its part of them)."""
+        return min(self.batch_size, len(self.split) - i * self.batch_size)
+
+    def bounds(self, i: int) -> tuple[int, int]:
+        """Positions [lo, hi) in the epoch's order that this rank takes for batch i."""
+        lo = i * self.batch_size
+        a, b = shard_bounds(self.global_batch_size(i), self.rank, self.world_size)
+        return lo + a, lo + b
 
     def order(self, epoch: int) -> torch.Tensor | None:
         if not self.shuffle:
             return None
-        return epoch_permutation(len(self.split), seed=self.seed, epoch=epoch).to(self.device)
+        order = epoch_permutation(len(self.split), seed=self.seed, epoch=epoch)
+        pin = self.device.type == "cuda"  # a pinned source lets the copy run asynchronously
+        return (order.pin_memory() if pin else order).to(self.device, non_blocking=pin)
 
     def batches(self, epoch: int = 0, *, start: int = 0
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of one epoch, from batch index `start` (for mid-epoch resume)."""
         order = self.order(epoch)
         for i in range(start, len(self)):
-            lo, hi = i * self.batch_size, (i + 1) * self.batch_size
+            lo, hi = self.bounds(i)
             if order is None:
                 images, labels = self.split.images[lo:hi], self.split.labels[lo:hi]
             else:

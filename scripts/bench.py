@@ -1,0 +1,376 @@
+"""Side-by-side speed of cnnkit's trainer, a minimal hand-written loop, the classic DataLoader
+pipeline, and big-model training steps. A benchmark, not a test: it prints ratios and, with
+--write, puts them in docs/BENCHMARKS.md (between the bench markers, keeping the notes).
+
+    PYTHONPATH=. python scripts/bench.py --write            # all sections
+    PYTHONPATH=. python scripts/bench.py --sections a --repeats 7
+
+Every comparison runs its sides alternately in one process, round after round, and keeps the
+best round of each side, so both see the same machine load; `uptime` is recorded around it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+from cnnkit.builder import build_model
+from cnnkit.config import DataConfig, load_config
+from cnnkit.data import build_data
+from cnnkit.data.tensors import Split, TensorLoader
+from cnnkit.optim import build_scheduler
+from cnnkit.speed import prepare_model, resolve_speed
+from cnnkit.tasks import Classification
+from cnnkit.trainer import resolve_device, train_one_epoch
+
+ROOT = Path(__file__).resolve().parent.parent
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_of(sides: dict[str, Callable[[int], float]], repeats: int) -> dict[str, float]:
+    """Seconds per call of each side: one warm-up call each, then `repeats` alternating
+    rounds, keeping each side's fastest."""
+    for run in sides.values():
+        run(0)
+    times = {name: [] for name in sides}
+    for r in range(repeats):
+        for name, run in sides.items():
+            times[name].append(run(r + 1))
+    return {name: min(t) for name, t in times.items()}
+
+
+# ---------------------------------------------------------------- a: trainer vs hand loop
+
+def course_net(device: torch.device) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(load_config(ROOT / "configs" / "mnist_conv.yaml")).to(device)
+
+
+def cnnkit_side(data, device, batch: int, *, precision: str, channels_last) -> Callable:
+    """One epoch of cnnkit's `train_one_epoch` over the on-device training split."""
+    model = course_net(device)
+    speed = resolve_speed(device, precision=precision, channels_last=channels_last,
+                          model=model)
+    prepare_model(model, speed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.005)
+    cfg = load_config(ROOT / "configs" / "mnist_conv.yaml").train
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=1)
+    loader = data.loader("train", batch_size=batch, shuffle=True, seed=0, device=device)
+    task = Classification()
+
+    def run(epoch: int) -> float:
+        return train_one_epoch(model, loader, optimizer, scheduler, task, epoch=epoch,
+                               speed=speed)[1]
+
+    run.settings = f"{speed.precision}, {'channels_last' if speed.channels_last else 'NCHW'}"
+    return run
+
+
+def hand_side(data, device, batch: int, *, channels_last: bool = False) -> Callable:
+    """The minimal loop: pre-normalized float tensors, randperm, slice, step."""
+    split = data.splits["train"]
+    mean, std = data.mean[0], data.std[0]
+    images = ((split.images.float() / 255 - mean) / std).to(device)
+    labels = split.labels.to(device)
+    model = course_net(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.005)
+    n = len(labels)
+
+    def run(epoch: int) -> float:
+        start = time.perf_counter()
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch)).to(device)
+        for i in range(0, n, batch):
+            index = perm[i:i + batch]
+            loss = F.cross_entropy(model(images[index]), labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        loss.item()
+        sync(device)
+        return time.perf_counter() - start
+
+    return run
+
+
+# ---------------------------------------------------------------- b: the classic pipeline
+
+class ClassicMNIST(Dataset):
+    """torchvision.datasets.MNIST's __getitem__: one PIL image per sample, then transforms."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images[:, 0].numpy(), labels.numpy()
+        self.transform = transforms.Compose([transforms.ToTensor(),
+                                             transforms.Normalize((0.1307,), (0.3081,))])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+
+
+def classic_side(data, device, batch: int) -> Callable:
+    """pytorch/examples mnist: DataLoader over ClassicMNIST (1 worker, pinned on CUDA)."""
+    split = data.splits["train"]
+    extra = {"num_workers": 1, "pin_memory": True} if device.type == "cuda" else {}
+    loader = DataLoader(ClassicMNIST(split.images, split.labels), batch_size=batch,
+                        shuffle=True, **extra)
+    model = course_net(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.005)
+
+    def run(epoch: int) -> float:
+        start = time.perf_counter()
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        loss.item()
+        sync(device)
+        return time.perf_counter() - start
+
+    return run
+
+
+def section_a(data, device, repeats: int, rows: list) -> None:
+    for batch in (1000, 64):
+        sides = {
+            "cnnkit, fp32 NCHW": cnnkit_side(data, device, batch, precision="fp32",
+                                             channels_last=False),
+            "hand loop, fp32 NCHW": hand_side(data, device, batch),
+            "cnnkit, defaults": cnnkit_side(data, device, batch, precision="auto",
+                                            channels_last="auto"),
+            "hand loop, channels_last": hand_side(data, device, batch, channels_last=True),
+        }
+        defaults = sides["cnnkit, defaults"].settings
+        t = best_of(sides, repeats)
+        steps = -(-len(data.splits["train"]) // batch)
+        rows.append(("a", f"course conv net, batch {batch}, {steps} steps",
+                     "cnnkit / hand loop, same settings (fp32 NCHW)",
+                     t["cnnkit, fp32 NCHW"], t["hand loop, fp32 NCHW"],
+                     t["cnnkit, fp32 NCHW"] / t["hand loop, fp32 NCHW"], "≤ 1.05"))
+        rows.append(("a", f"course conv net, batch {batch}, {steps} steps",
+                     f"naive hand loop / cnnkit defaults ({defaults})",
+                     t["hand loop, fp32 NCHW"], t["cnnkit, defaults"],
+                     t["hand loop, fp32 NCHW"] / t["cnnkit, defaults"],
+                     "≥ 2" if batch == 1000 and device.type == "cpu" else ""))
+        rows.append(("a", f"course conv net, batch {batch}, {steps} steps",
+                     "hand loop fp32 NCHW / hand loop channels_last",
+                     t["hand loop, fp32 NCHW"], t["hand loop, channels_last"],
+                     t["hand loop, fp32 NCHW"] / t["hand loop, channels_last"], ""))
+
+
+def section_b(data, device, repeats: int, rows: list) -> None:
+    for batch in (64, 1000):
+        sides = {"classic": classic_side(data, device, batch),
+                 "cnnkit": cnnkit_side(data, device, batch, precision="auto",
+                                       channels_last="auto")}
+        t = best_of(sides, repeats)
+        goal = "≥ 10" if device.type == "cuda" else ("≥ 2.5" if batch == 64 else "≥ 8")
+        steps = -(-len(data.splits["train"]) // batch)
+        rows.append(("b", f"course conv net, batch {batch}, {steps} steps",
+                     f"classic pipeline / cnnkit defaults ({sides['cnnkit'].settings})",
+                     t["classic"], t["cnnkit"], t["classic"] / t["cnnkit"], goal))
+
+
+# ---------------------------------------------------------------- c: big models
+
+def zoo_side(name: str, device, *, batch: int, size: int, steps: int, precision: str,
+             channels_last, model: torch.nn.Module | None = None) -> Callable:
+    """`steps` SGD training steps of a zoo config (or a given model) on synthetic images,
+    through cnnkit's train_one_epoch; returns images/s."""
+    if model is None:
+        cfg = load_config(ROOT / "configs" / f"{name}.yaml",
+                          [f"model.input=[3, {size}, {size}]"])
+        model = build_model(cfg)
+    model = model.to(device)
+    speed = resolve_speed(device, precision=precision, channels_last=channels_last,
+                          model=model)
+    prepare_model(model, speed)
+    generator = torch.Generator().manual_seed(0)
+    n = batch * steps
+    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=generator)
+    split = Split(images, torch.randint(0, 1000, (n,), generator=generator))
+    loader = TensorLoader(split, batch_size=batch, shuffle=False, seed=0, mean=(0.5,) * 3,
+                          std=(0.25,) * 3, device=device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+    def run(epoch: int) -> float:
+        seconds = train_one_epoch(model, loader, optimizer, scheduler, Classification(),
+                                  epoch=epoch, speed=speed)[1]
+        return n / seconds
+
+    run.settings = f"{speed.precision}, {'channels_last' if speed.channels_last else 'NCHW'}"
+    return run
+
+
+def section_c(device, repeats: int, rows: list, *, quick: bool) -> None:
+    if device.type == "cuda":
+        batch, size, steps = 64, 224, 10 if quick else 30
+        variants = {"bf16 channels_last": ("bf16", True), "fp32 NCHW": ("fp32", False)}
+    else:
+        batch, size, steps = 8, 64, 2 if quick else 3
+        variants = {"fp32 channels_last": ("fp32", True), "fp32 NCHW": ("fp32", False)}
+    for name in ("resnet18", "resnet50", "vgg19"):
+        sides = {label: zoo_side(name, device, batch=batch, size=size, steps=steps,
+                                 precision=p, channels_last=c)
+                 for label, (p, c) in variants.items()}
+        timm_model = _timm(name) if device.type == "cuda" else None
+        if timm_model is not None:
+            sides["timm bf16 channels_last"] = zoo_side(
+                name, device, batch=batch, size=size, steps=steps, precision="bf16",
+                channels_last=True, model=timm_model)
+        # images/s: the best round is the highest; best_of keeps minima, so negate
+        rates = {k: -v for k, v in best_of({k: (lambda e, f=f: -f(e)) for k, f in
+                                            sides.items()}, repeats).items()}
+        first, second = list(variants)
+        where = f"{name}, {size}×{size}, batch {batch}, {steps} steps"
+        rows.append(("c", where, f"{first} vs {second} (images/s)", rates[first],
+                     rates[second], rates[first] / rates[second], ""))
+        if "timm bf16 channels_last" in rates:
+            rows.append(("c", where, f"cnnkit vs timm, {first} (images/s)", rates[first],
+                         rates["timm bf16 channels_last"],
+                         rates[first] / rates["timm bf16 channels_last"], ""))
+
+
+def _timm(name: str):
+    try:
+        import timm
+    except ImportError:
+        return None
+    return timm.create_model(name, pretrained=False)
+
+
+# ---------------------------------------------------------------- report
+
+def machine() -> dict[str, str]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": f"{cpu} ({os.cpu_count()} logical cores, torch threads "
+                   f"{torch.get_num_threads()})",
+            "torch": torch.__version__, "python": platform.python_version()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+def render(rows: list, info: dict, loads: tuple[str, str], command: str, device) -> str:
+    lines = [f"Command: `{command}`", "",
+             *[f"- {k}: {v}" for k, v in info.items()],
+             f"- device: {device}", f"- load before: `{loads[0]}`", f"- load after: `{loads[1]}`",
+             "", "| | setup | comparison | first | second | ratio | goal |",
+             "|---|---|---|---|---|---|---|"]
+    for section, where, what, a, b, ratio, goal in rows:
+        unit = "" if section == "c" else " s"
+        lines.append(f"| {section} | {where} | {what} | {a:.4g}{unit} | {b:.4g}{unit} | "
+                     f"**{ratio:.2f}×** | {goal} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_doc(path: Path, block: str, device) -> None:
+    """Replace this device's block between the markers; keep everything else."""
+    start, end = (f"{START[:-4]} {device.type} -->", f"{END[:-4]} {device.type} -->")
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + start + "\n" + block + end + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip() + f"\n\n## {device.type.upper()}\n\n{start}\n{block}{end}\n"
+    path.write_text(text)
+
+
+def profile(data, device, batch: int) -> None:
+    """Where an epoch of cnnkit's defaults spends its time (torch.profiler, top ops)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    run = cnnkit_side(data, device, batch, precision="auto", channels_last="auto")
+    run(0)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA]
+                                           if device.type == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        run(1)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=15))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", default="abc", help="any of a, b, c (default abc)")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds per comparison")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--quick", action="store_true", help="fewer steps in section c")
+    parser.add_argument("--profile", type=int, metavar="BATCH",
+                        help="also profile one epoch of cnnkit's defaults at this batch")
+    parser.add_argument("--write", action="store_true", help="update docs/BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    command = "PYTHONPATH=. python scripts/bench.py " + " ".join(argv or sys.argv[1:])
+    info = machine()
+    for k, v in info.items():
+        print(f"{k}: {v}")
+    before = uptime()
+    print(f"device: {device}\nload before: {before}", flush=True)
+    data = build_data(DataConfig())
+    rows: list = []
+    for name, section in (("a", section_a), ("b", section_b)):
+        if name in args.sections:
+            section(data, device, args.repeats, rows)
+            _print_rows(rows, name)
+    if "c" in args.sections:
+        section_c(device, max(2, args.repeats // 2), rows, quick=args.quick)
+        _print_rows(rows, "c")
+    after = uptime()
+    print(f"load after: {after}")
+    if args.profile:
+        profile(data, device, args.profile)
+    if args.write:
+        write_doc(ROOT / "docs" / "BENCHMARKS.md",
+                  render(rows, info, (before, after), command.strip(), device), device)
+    return 0
+
+
+def _print_rows(rows: list, section: str) -> None:
+    for s, where, what, a, b, ratio, goal in rows:
+        if s == section:
+            print(f"[{s}] {where}: {what}: {a:.4g} vs {b:.4g} -> {ratio:.2f}x "
+                  f"{'(goal ' + goal + ')' if goal else ''}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

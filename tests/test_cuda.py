@@ -1,0 +1,79 @@
+"""The CUDA paths: they skip on machines without a GPU and run on those with one."""
+
+import pytest
+import torch
+
+from cnnkit.checkpoint import load_checkpoint
+from cnnkit.config import DataConfig
+from cnnkit.data import build_data
+from cnnkit.speed import resolve_speed
+from cnnkit.tasks import Classification
+from cnnkit.trainer import train, train_one_epoch
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+CUDA = torch.device("cuda")
+
+
+def test_auto_picks_bf16_or_fp16_and_channels_last_on_cuda():
+    speed = resolve_speed(CUDA, precision="auto", channels_last="auto")
+    assert speed.precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    assert speed.channels_last and torch.backends.cudnn.benchmark
+
+
+def test_on_device_batches_equal_the_cpu_ones():
+    data = build_data(DataConfig(train_size=500, val_size=100))
+    cpu = data.loader("train", batch_size=64, shuffle=True, seed=1, device=torch.device("cpu"))
+    gpu = data.loader("train", batch_size=64, shuffle=True, seed=1, device=CUDA)
+    assert gpu.split.images.device.type == "cuda"
+    for (xc, yc), (xg, yg) in zip(cpu.batches(3), gpu.batches(3), strict=True):
+        assert torch.equal(yc, yg.cpu())
+        torch.testing.assert_close(xc, xg.cpu())
+
+
+def test_training_defaults_learn_on_cuda(write_config, tmp_path):
+    result = train(write_config(), out_dir=tmp_path / "run", quiet=True,
+                   overrides=("train.epochs=2", "train.device=cuda"))
+    assert result.history[-1]["val_acc"] > 0.8
+    assert next(result.model.parameters()).dtype == torch.float32  # master weights
+
+
+def test_fp16_saves_the_scaler(write_config, tmp_path):
+    train(write_config(), out_dir=tmp_path / "run", quiet=True,
+          overrides=("train.epochs=1", "train.device=cuda", "train.precision=fp16"))
+    assert "scaler" in load_checkpoint(tmp_path / "run" / "last.pt")
+
+
+def test_the_hot_loop_never_waits_for_the_gpu(write_config, tmp_path):
+    """bf16 steps with metrics on the device: no host sync until the epoch's summary."""
+    from cnnkit.config import load_config
+    from cnnkit.optim import build_optimizer, build_scheduler
+    from cnnkit.speed import prepare_model
+    from cnnkit.trainer import prepare
+
+    cfg = load_config(write_config(), ["train.device=cuda", "train.precision=bf16"])
+    model, data, task = prepare(cfg, CUDA)
+    speed = resolve_speed(CUDA, precision="bf16", channels_last=True, model=model)
+    prepare_model(model, speed)
+    optimizer = build_optimizer(model, cfg.train)
+    scheduler = build_scheduler(optimizer, cfg.train, steps_per_epoch=10)
+    loader = data.loader("train", batch_size=100, shuffle=True, seed=0, device=CUDA)
+    train_one_epoch(model, loader, optimizer, scheduler, task, epoch=0, speed=speed)  # warm
+
+    class Checked(Classification):
+        def summarize(self, totals):
+            torch.cuda.set_sync_debug_mode("default")  # the one sync the epoch is allowed
+            return super().summarize(totals)
+
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        train_one_epoch(model, loader, optimizer, scheduler, Checked(), epoch=1, speed=speed)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.slow
+def test_compile_on_cuda_trains(write_config, tmp_path):
+    result = train(write_config(), out_dir=tmp_path / "run", quiet=True,
+                   overrides=("train.epochs=1", "train.device=cuda", "train.compile=true"))
+    assert result.history[0]["val_acc"] > 0.3
