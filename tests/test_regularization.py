@@ -132,7 +132,7 @@ def scripted_val_acc(monkeypatch, values: list[float]) -> None:
     """The trainer's evaluate returns val_acc values[0], values[1], ... epoch by epoch."""
     scores = iter(values)
     monkeypatch.setattr(cnnkit.trainer, "evaluate",
-                        lambda model, loader, task: {"loss": 1.0, "acc": next(scores)})
+                        lambda model, loader, task, **_: {"loss": 1.0, "acc": next(scores)})
 
 
 def test_early_stopping_stops_at_the_right_epoch(write_config, tmp_path, monkeypatch, capsys):
