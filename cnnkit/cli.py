@@ -51,9 +51,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        shown = ("checkpoint", "split", "n", "accuracy", "loss")
+        shown = ("checkpoint", "split", "n", "accuracy", "loss", "weights")
         others = "".join(f", {k} {v:.4f}" for k, v in result.items() if k not in shown)
-        print(f"{result['checkpoint']} on {result['split']} ({result['n']} examples): "
+        weights = " (EMA weights)" if result.get("weights") == "ema" else ""
+        print(f"{result['checkpoint']}{weights} on {result['split']} ({result['n']} examples): "
               f"accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}{others}")
     return 0
 
