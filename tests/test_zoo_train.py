@@ -37,7 +37,7 @@ def family(name: str) -> str:
 def small_run_overrides(name: str, root) -> list[str]:
     size = SIZE[family(name)]
     sets = [f"data.root={root}", f"data.image_size={size}", f"model.input=[3,{size},{size}]",
-            "data.workers=0", "train.batch_size=4", "train.epochs=1", "train.lr=0.01",
+            "data.workers=0", "train.batch_size=4", "train.epochs=1", "train.lr=0.001",
             *HEAD[family(name)]]
     return [arg for item in sets for arg in ("--set", item)]
 
