@@ -11,13 +11,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
-from cnnkit.builder import Network, build_model
+from cnnkit.builder import Network
 from cnnkit.checkpoint import load_checkpoint
 from cnnkit.config import Config
-from cnnkit.ema import inference_weights
 from cnnkit.errors import CheckpointError, CnnkitError, DataError
-from cnnkit.evaluate import config_of_checkpoint
 from cnnkit.localization import decode
+from cnnkit.predict import load_model
 
 MIN_DRAWN = 256  # px: smaller images are enlarged (nearest neighbour) before drawing
 BOX_COLOUR, NOTHING_COLOUR = (255, 64, 64), (255, 200, 0)
@@ -39,13 +38,7 @@ def task_of(checkpoint: dict) -> str:
 
 def load_predictor(path: str | Path, checkpoint: dict | None = None) -> Predictor:
     checkpoint = load_checkpoint(path) if checkpoint is None else checkpoint
-    cfg = config_of_checkpoint(checkpoint, path)
-    model = build_model(cfg).eval()
-    try:
-        model.load_state_dict(inference_weights(checkpoint)[0])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit the model "
-                              f"({str(exc).splitlines()[0]})") from None
+    model, cfg, _ = load_model(path, device=torch.device("cpu"), checkpoint=checkpoint)
     mean, std = _normalization(checkpoint, cfg, path)
     channels = model.input_shape[0]
     return Predictor(model, list(checkpoint.get("classes", [])),
