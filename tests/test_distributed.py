@@ -57,16 +57,25 @@ def test_a_last_batch_smaller_than_the_world_is_left_out():
     assert len(loader(0, 1, n=17)) == 3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]  # held open together: n distinct ports
+    for s in sockets:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
 
-def _worker(rank: int, world: int, port: int, config: str, out: str, log_dir: str) -> None:
-    """One torchrun-like rank: the environment torchrun would set, then cnnkit's train()."""
+def _worker(rank: int, world: int, ports: tuple[int, int], config: str, out: str,
+            log_dir: str) -> None:
+    """One torchrun-like rank: the environment torchrun would set, then cnnkit's train().
+
+    Each train() call is one torchrun job, so each gets its own rendezvous port: on one port,
+    a rank that finished the first job early could join the second through rank 0's store of
+    the first job, still open while rank 0 writes its files, and wait there forever."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(ports[0]))
     torch.set_num_threads(1)
     written = []
     real_replace = os.replace
@@ -77,6 +86,7 @@ def _worker(rank: int, world: int, port: int, config: str, out: str, log_dir: st
 
     os.replace = spy
     train(config, out_dir=out, quiet=True, overrides=("train.epochs=1",))
+    os.environ["MASTER_PORT"] = str(ports[1])
     train(config, out_dir=out, quiet=True, resume=True, overrides=("train.epochs=2",))
     os.replace = real_replace
     Path(log_dir, f"rank{rank}.json").write_text(json.dumps(written))
@@ -89,15 +99,14 @@ def test_two_gloo_ranks_end_where_one_process_ends(write_config, tmp_path):
     path = write_config(config)
     torch.set_num_threads(1)
     single = train(path, out_dir=tmp_path / "one", quiet=True, overrides=("train.epochs=2",))
-    ranks = mp.start_processes(_worker, args=(2, _free_port(), str(path), str(tmp_path / "two"),
-                                              str(tmp_path)), nprocs=2, join=False,
-                               start_method="spawn")
-    deadline = time.monotonic() + 600  # a lost rendezvous fails the test instead of hanging
+    args = (2, tuple(_free_ports(2)), str(path), str(tmp_path / "two"), str(tmp_path))
+    ranks = mp.start_processes(_worker, args=args, nprocs=2, join=False, start_method="spawn")
+    deadline = time.monotonic() + 300  # a lost rendezvous fails the test instead of hanging
     while not ranks.join(timeout=5):
         if time.monotonic() > deadline:
             for process in ranks.processes:
                 process.kill()
-            pytest.fail("the 2-rank run did not finish in 600 s")
+            pytest.fail("the 2-rank run did not finish in 300 s")
     parallel = torch.load(tmp_path / "two" / "last.pt", weights_only=True)
     for name, value in single.model.state_dict().items():
         torch.testing.assert_close(parallel["model"][name], value, rtol=1e-4, atol=1e-5,
@@ -116,7 +125,7 @@ def test_torchrun_command_trains(write_config, tmp_path):
     path = write_config()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                           "--master_port", str(_free_port()), "-m", "cnnkit", "train",
+                           "--master_port", str(_free_ports(1)[0]), "-m", "cnnkit", "train",
                            str(path), "--out", str(tmp_path / "run"), "--set",
                            "train.epochs=1"], env=env, capture_output=True, text=True,
                           timeout=600)
