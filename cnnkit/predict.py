@@ -16,14 +16,12 @@ import torch
 from torch import nn
 from torchvision import transforms as T
 
-from cnnkit.builder import build_model
 from cnnkit.checkpoint import load_checkpoint
 from cnnkit.config import Config
 from cnnkit.data import mnist_sample
 from cnnkit.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, eval_transform, open_image
-from cnnkit.ema import inference_weights
-from cnnkit.errors import CheckpointError, CnnkitError, ConfigError
-from cnnkit.evaluate import config_of_checkpoint
+from cnnkit.errors import CnnkitError, ConfigError
+from cnnkit.evaluate import config_of_checkpoint, model_of_checkpoint
 from cnnkit.tasks import main_logits
 from cnnkit.trainer import resolve_device
 
@@ -78,17 +76,7 @@ def load_model(path: str | Path, *, device: torch.device, checkpoint: dict | Non
     """The checkpoint's model in eval mode on `device`, its config and its class names."""
     checkpoint = load_checkpoint(path) if checkpoint is None else checkpoint
     cfg = config_of_checkpoint(checkpoint, path)
-    # built on the meta device, then given the checkpoint's tensors: no time or memory is
-    # spent on an init they would overwrite (seconds for VGG's 143 M parameters)
-    with torch.device("meta"):
-        model = build_model(cfg)
-    try:
-        model.load_state_dict(inference_weights(checkpoint)[0], assign=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit the model "
-                              f"({str(exc).splitlines()[0]})") from None
-    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
-        raise CheckpointError(f"{path}: the model has tensors its checkpoint does not hold")
+    model = model_of_checkpoint(checkpoint, path, cfg)
     classes = checkpoint.get("classes") or [str(k) for k in range(model.output_shape[0])]
     return model.to(device).eval(), cfg, list(classes)
 

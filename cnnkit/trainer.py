@@ -88,13 +88,15 @@ def default_out_dir(cfg: Config) -> Path:
     return Path(cfg.out) if cfg.out else Path("runs") / Path(cfg.source).stem
 
 
-def prepare(cfg: Config, device: torch.device) -> tuple[Network, Data, Task]:
-    """Model and data for a config, checked against each other before any step."""
+def prepare(cfg: Config, device: torch.device, *, model: Network | None = None
+            ) -> tuple[Network, Data, Task]:
+    """Model and data for a config, checked against each other before any step; `model`, when
+    given, is the config's model already built (with a checkpoint's weights, say)."""
     data = build_data(cfg.data, source=cfg.source)
     task = build_task(cfg)
     check_splits(data.splits, num_classes=len(data.classes),
                  where=f"{cfg.source}: data ({cfg.data.name})", class_targets=task.class_targets)
-    model = build_model(cfg)
+    model = build_model(cfg) if model is None else model
     if model.input_shape[0] != data.input_shape[0]:
         raise ConfigError(f"{cfg.source}: model.input: the model's first layer takes "
                           f"{model.input_shape[0]} input channels, but {cfg.data.name}'s images "

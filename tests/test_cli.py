@@ -3,7 +3,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+from cnnkit.builder import build_model
+from cnnkit.evaluate import evaluate_checkpoint
+from cnnkit.trainer import train
 from tests.conftest import CONFIGS, ROOT
 
 
@@ -34,6 +38,19 @@ def test_train_eval_plot_end_to_end(cli, write_config, tmp_path):
     code, out, err = cli("plot", tmp_path / "run", tmp_path / "run", "--out",
                          tmp_path / "cmp.png")
     assert code == 0 and (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_eval_builds_on_meta_and_scores_what_training_scored(write_config, tmp_path,
+                                                              monkeypatch):
+    result = train(write_config(), out_dir=tmp_path / "run", quiet=True,
+                   overrides=("train.epochs=1",))
+    devices = []
+    monkeypatch.setattr("cnnkit.evaluate.build_model",
+                        lambda cfg: devices.append(torch.empty(0).device) or build_model(cfg))
+    scored = evaluate_checkpoint(tmp_path / "run" / "last.pt")
+    assert devices == [torch.device("meta")]  # no init spent on weights the checkpoint holds
+    assert scored["loss"] == pytest.approx(result.history[-1]["val_loss"], rel=1e-5)
+    assert scored["accuracy"] == result.history[-1]["val_acc"]
 
 
 @pytest.mark.parametrize(("args", "message"), [
