@@ -85,6 +85,13 @@ def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
     return lo, lo + base + (1 if rank < extra else 0)
 
 
+def batches_per_epoch(n: int, batch_size: int, world_size: int = 1) -> int:
+    """Global batches in an epoch of n examples: the full ones, and a last smaller one if it
+    gives every rank at least one example (ranks must step together)."""
+    full, rest = divmod(n, batch_size)
+    return full + (1 if rest >= world_size else 0)
+
+
 def loss_weight(local_n: int, global_n: int, world_size: int) -> float:
     """DDP averages gradients over ranks; weighting each rank's mean loss by its share of the
     global batch makes that average the gradient of the global batch's mean loss, also for a

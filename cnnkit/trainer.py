@@ -32,6 +32,7 @@ from cnnkit.data.checks import check_splits
 from cnnkit.distributed import (
     Cluster,
     all_sum,
+    batches_per_epoch,
     check_batch,
     local_device,
     loss_weight,
@@ -141,7 +142,9 @@ def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, re
                           channels_last=cfg.train.channels_last, model=model)
     prepare_model(model, speed)  # before the optimizer and the EMA copy see the parameters
     optimizer = build_optimizer(model, cfg.train)
-    steps_per_epoch = -(-len(data.splits["train"]) // cfg.train.batch_size)
+    # the train loader's length: under torchrun a last batch too small to split is left out
+    steps_per_epoch = batches_per_epoch(len(data.splits["train"]), cfg.train.batch_size,
+                                        cluster.world_size)
     scheduler = build_scheduler(optimizer, cfg.train, steps_per_epoch=steps_per_epoch)
     ema = build_ema(model, decay=cfg.train.ema_decay)
     # epoch: epochs completed; step, totals: batches done in the next one and their metric sums

@@ -14,7 +14,7 @@ import torch
 import torch.multiprocessing as mp
 
 from cnnkit.data.tensors import Split, TensorLoader, epoch_permutation
-from cnnkit.distributed import loss_weight, shard_bounds
+from cnnkit.distributed import batches_per_epoch, loss_weight, shard_bounds
 from cnnkit.trainer import train
 from tests.conftest import ROOT, SMALL_CONV
 
@@ -55,6 +55,13 @@ def test_a_last_batch_smaller_than_the_world_is_left_out():
     # 17 = 2 × 8 + 1: one example cannot be split over 2 ranks that must step together
     assert len(loader(0, 2, n=17)) == len(loader(1, 2, n=17)) == 2
     assert len(loader(0, 1, n=17)) == 3
+
+
+@pytest.mark.parametrize("n,batch", [(17, 8), (16, 8), (23, 8), (3, 8), (1, 4)])
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_the_schedules_epoch_length_is_the_loaders(n, batch, world):
+    # the trainer sizes its lr schedule with batches_per_epoch: it must count the steps taken
+    assert batches_per_epoch(n, batch, world) == len(loader(0, world, n=n, batch=batch))
 
 
 def _free_ports(n: int) -> list[int]:

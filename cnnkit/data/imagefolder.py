@@ -28,7 +28,7 @@ from torchvision import transforms as T
 from cnnkit.config import DataConfig
 from cnnkit.data.folder_index import SplitIndex, index_folder
 from cnnkit.data.tensors import epoch_permutation
-from cnnkit.distributed import shard_bounds
+from cnnkit.distributed import batches_per_epoch, shard_bounds
 from cnnkit.errors import ConfigError, DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # per RGB channel, [0, 1] scale
@@ -127,8 +127,7 @@ class _BatchKeys(Sampler):
         self.epoch, self.start = 0, 0
 
     def total(self) -> int:
-        full, rest = divmod(self.n, self.batch_size)
-        return full + (1 if rest >= self.world_size else 0)
+        return batches_per_epoch(self.n, self.batch_size, self.world_size)
 
     def __len__(self) -> int:
         return self.total() - self.start

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from cnnkit.augment import batch_seed
-from cnnkit.distributed import shard_bounds
+from cnnkit.distributed import batches_per_epoch, shard_bounds
 
 # augment(float images (B, C, H, W) on the 0..255 scale, seed=...) -> the same shape
 Augmenter = Callable[..., torch.Tensor]
@@ -65,8 +65,7 @@ class TensorLoader:
         self.shift = mean_t / std_t
 
     def __len__(self) -> int:
-        full, rest = divmod(len(self.split), self.batch_size)
-        return full + (1 if rest >= self.world_size else 0)
+        return batches_per_epoch(len(self.split), self.batch_size, self.world_size)
 
     def global_batch_size(self, i: int) -> int:
         """Examples in batch i over all ranks (this rank holds its part of them)."""
