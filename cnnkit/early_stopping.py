@@ -6,24 +6,42 @@ would have, with no counter to save.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from cnnkit.config import EarlyStoppingConfig
 from cnnkit.errors import ConfigError
 
 
+def improves(value: float, best: float | None, monitor: str, *, min_delta: float = 0.0) -> bool:
+    """Whether `value` of `monitor` (lower is better for a loss) beats `best` by more than
+    `min_delta`. The first value always does; NaN (a validation pass whose activations blew
+    up) never does, and any number beats a NaN best, so one bad epoch cannot freeze best.pt."""
+    if best is None:
+        return True
+    if math.isnan(value):
+        return False
+    if math.isnan(best):
+        return True
+    return value < best - min_delta if monitor.endswith("loss") else value > best + min_delta
+
+
+def best_index(history: list[dict[str, Any]], monitor: str, *,
+               min_delta: float = 0.0) -> int | None:
+    """Where `monitor` last beat its best by more than `min_delta` (None for no history)."""
+    at = None
+    for i, row in enumerate(history):
+        if improves(row[monitor], None if at is None else history[at][monitor], monitor,
+                    min_delta=min_delta):
+            at = i
+    return at
+
+
 def epochs_without_improvement(history: list[dict[str, Any]], monitor: str, *,
                                min_delta: float = 0.0) -> int:
     """Epochs since `monitor` last beat its best by more than `min_delta` (0 right after)."""
-    sign = -1.0 if monitor.endswith("loss") else 1.0  # larger is better after the sign
-    best, stale = None, 0
-    for row in history:
-        value = sign * row[monitor]
-        if best is None or value > best + min_delta:
-            best, stale = value, 0
-        else:
-            stale += 1
-    return stale
+    at = best_index(history, monitor, min_delta=min_delta)
+    return 0 if at is None else len(history) - 1 - at
 
 
 def should_stop(history: list[dict[str, Any]], monitor: str, cfg: EarlyStoppingConfig) -> bool:

@@ -39,7 +39,7 @@ from cnnkit.distributed import (
     on_main,
     wrap,
 )
-from cnnkit.early_stopping import should_stop
+from cnnkit.early_stopping import best_index, improves, should_stop
 from cnnkit.ema import EMA, build_ema
 from cnnkit.errors import CheckpointError, CnnkitError, ConfigError, TrainingStopped
 from cnnkit.freeze import freeze_for_training, unfreeze
@@ -237,7 +237,7 @@ def _fit(run: Run, plotter: CurvePlotter | None, *, stop: GracefulStop,
                "lr": run.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 4)}
         state["history"].append(row)
         state.update(epoch=epoch + 1, step=0, totals=None)
-        improved = _improved(row, state["best"], cfg.train.monitor)
+        improved = improves(row[cfg.train.monitor], state["best"], cfg.train.monitor)
         if improved:
             state["best"] = row[cfg.train.monitor]
         _save(run, best=improved)
@@ -470,16 +470,9 @@ def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}_{k}": v for k, v in metrics.items()}
 
 
-def _improved(row: dict, best: float | None, monitor: str) -> bool:
-    if best is None:
-        return True
-    return row[monitor] < best if monitor.endswith("loss") else row[monitor] > best
-
-
 def _stop_line(history: list[dict], cfg) -> str:
     monitor = cfg.monitor
-    pick = min if monitor.endswith("loss") else max
-    best = pick(history, key=lambda row: row[monitor])
+    best = history[best_index(history, monitor, min_delta=cfg.early_stopping.min_delta)]
     return (f"early stopping after epoch {history[-1]['epoch']}: {monitor} has not improved "
             f"for {cfg.early_stopping.patience} epochs (best {best[monitor]:.4f} at epoch "
             f"{best['epoch']})")

@@ -116,12 +116,18 @@ def test_without_ema_checkpoints_and_rows_are_unchanged(write_config, tmp_path):
                                        "val_acc", "lr", "seconds"]
 
 
+NAN = float("nan")
+
+
 @pytest.mark.parametrize(("values", "monitor", "min_delta", "stale"), [
     ([0.5, 0.7, 0.69, 0.71, 0.70, 0.70], "val_acc", 0.0, 2),
     ([0.5, 0.7, 0.69, 0.71, 0.70, 0.70], "val_acc", 0.05, 4),  # 0.71 is not 0.05 above 0.7
     ([1.0, 0.8, 0.9, 0.8, 0.79], "val_loss", 0.0, 0),
     ([1.0, 0.8, 0.9, 0.8], "val_loss", 0.0, 2),  # equal is not better
     ([], "val_acc", 0.0, 0),
+    ([NAN, 1.0, 0.9], "val_loss", 0.0, 0),  # a number beats a NaN best
+    ([1.0, NAN, NAN], "val_loss", 0.0, 2),  # NaN never improves
+    ([0.5, NAN, 0.6], "val_acc", 0.0, 0),
 ])
 def test_epochs_without_improvement(values, monitor, min_delta, stale):
     history = [{monitor: v} for v in values]
@@ -149,6 +155,19 @@ def test_early_stopping_stops_at_the_right_epoch(write_config, tmp_path, monkeyp
     scripted_val_acc(monkeypatch, [0.99])
     resumed = train(write_config(config), out_dir=tmp_path / "run", quiet=True, resume=True)
     assert len(resumed.history) == 7
+
+
+def test_a_nan_validation_loss_neither_becomes_nor_freezes_the_best(write_config, tmp_path,
+                                                                     monkeypatch):
+    # a first epoch whose eval activations blew up must not pin best.pt there for good
+    losses = iter([NAN, 0.8, NAN, 0.7, 0.9])
+    monkeypatch.setattr(cnnkit.trainer, "evaluate",
+                        lambda model, loader, task, **_: {"loss": next(losses), "acc": 0.5})
+    config = {**TINY, "train": {**TINY["train"], "epochs": 5, "monitor": "val_loss"}}
+    train(write_config(config), out_dir=tmp_path / "run", quiet=True)
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert best["epoch"] == 4
+    assert best["best"] == 0.7
 
 
 def test_early_stopping_is_off_by_default(write_config, tmp_path, monkeypatch):
