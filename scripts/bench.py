@@ -17,7 +17,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -56,6 +56,27 @@ def best_of(sides: dict[str, Callable[[int], float]], repeats: int) -> dict[str,
     return {name: min(t) for name, t in times.items()}
 
 
+def timed_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]],
+                device: torch.device) -> float:
+    """Seconds for one plain pass (forward, cross-entropy, backward, step) over `batches()`,
+    the batches made inside the timing: the loop the hand-written and classic sides share."""
+    start = time.perf_counter()
+    for x, y in batches():
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    loss.item()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def settings(speed) -> str:
+    """How a cnnkit side ran: `fp32, channels_last`."""
+    return f"{speed.precision}, {'channels_last' if speed.channels_last else 'NCHW'}"
+
+
 # ---------------------------------------------------------------- a: trainer vs hand loop
 
 def course_net(device: torch.device) -> torch.nn.Module:
@@ -79,7 +100,7 @@ def cnnkit_side(data, device, batch: int, *, precision: str, channels_last) -> C
         return train_one_epoch(model, loader, optimizer, scheduler, task, epoch=epoch,
                                speed=speed)[1]
 
-    run.settings = f"{speed.precision}, {'channels_last' if speed.channels_last else 'NCHW'}"
+    run.settings = settings(speed)
     return run
 
 
@@ -96,20 +117,11 @@ def hand_side(data, device, batch: int, *, channels_last: bool = False) -> Calla
     optimizer = torch.optim.Adam(model.parameters(), lr=0.005)
     n = len(labels)
 
-    def run(epoch: int) -> float:
-        start = time.perf_counter()
+    def batches(epoch: int):
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch)).to(device)
-        for i in range(0, n, batch):
-            index = perm[i:i + batch]
-            loss = F.cross_entropy(model(images[index]), labels[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        loss.item()
-        sync(device)
-        return time.perf_counter() - start
+        return ((images[index], labels[index]) for index in perm.split(batch))
 
-    return run
+    return lambda epoch: timed_epoch(model, optimizer, lambda: batches(epoch), device)
 
 
 # ---------------------------------------------------------------- b: the classic pipeline
@@ -138,19 +150,10 @@ def classic_side(data, device, batch: int) -> Callable:
     model = course_net(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.005)
 
-    def run(epoch: int) -> float:
-        start = time.perf_counter()
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        loss.item()
-        sync(device)
-        return time.perf_counter() - start
+    def batches():
+        return ((x.to(device), y.to(device)) for x, y in loader)
 
-    return run
+    return lambda epoch: timed_epoch(model, optimizer, batches, device)
 
 
 def section_a(data, device, repeats: int, rows: list) -> None:
@@ -222,7 +225,7 @@ def zoo_side(name: str, device, *, batch: int, size: int, steps: int, precision:
                                   epoch=epoch, speed=speed)[1]
         return n / seconds
 
-    run.settings = f"{speed.precision}, {'channels_last' if speed.channels_last else 'NCHW'}"
+    run.settings = settings(speed)
     return run
 
 
