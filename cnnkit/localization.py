@@ -175,7 +175,8 @@ class Localization:
         cls_right = (probs.argmax(dim=1) == _class_index(target, probs.shape[1])) & has
         iou = torch.where(has, box_iou(box, target[:, BOX]), 0.0)
         all_right = torch.where(has, found & cls_right & (iou >= 0.5), ~found)
-        n = torch.tensor(target.shape[0], dtype=torch.float64, device=target.device)
+        # a fill kernel on the device, not torch.tensor(n, device=...): no host sync per step
+        n = target.new_full((), target.shape[0], dtype=torch.float64)
         return torch.stack([loss.detach().double() * n, n, (found == has).sum().double(),
                             has.sum().double(), cls_right.sum().double(), iou.sum().double(),
                             all_right.sum().double()])
