@@ -19,13 +19,15 @@ from cnnkit.errors import CheckpointError
 RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "rng", "history", "config")
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Serialized in memory first: torch.save's zip writer turns a failed write (disk full,
-    file too large) into a RuntimeError, where a plain write gives the OSError that
-    `atomic_write` reports in one line."""
+def save_checkpoint(path: str | Path, state: dict[str, Any], *also: str | Path) -> None:
+    """Write `state` to `path`, then to each of `also`, serialized once. Serialized in memory
+    first: torch.save's zip writer turns a failed write (disk full, file too large) into a
+    RuntimeError, where a plain write gives the OSError that `atomic_write` reports in one
+    line."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+    for target in (path, *also):
+        atomic_write(target, lambda f: f.write(buffer.getbuffer()))
 
 
 def load_checkpoint(path: str | Path, *, for_resume: bool = False) -> dict[str, Any]:

@@ -451,9 +451,10 @@ def _save(run: Run, *, best: bool, metrics: bool = True) -> None:
         checkpoint["ema"] = run.ema.state_dict()  # {"decay", "updates", "model": state_dict}
     if run.speed.scaler is not None:
         checkpoint["scaler"] = run.speed.scaler.state_dict()  # fp16: the loss scale reached
-    if best:
-        save_checkpoint(out / "best.pt", checkpoint)
-    save_checkpoint(out / "last.pt", checkpoint)
+    if best:  # one serialization for both files
+        save_checkpoint(out / "best.pt", checkpoint, out / "last.pt")
+    else:
+        save_checkpoint(out / "last.pt", checkpoint)
     if metrics:
         atomic_write_text(out / "metrics.csv", _csv(state["history"]))
 

@@ -65,15 +65,31 @@ def test_stop_mid_epoch_then_resume_equals_a_straight_run(write_config, tmp_path
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in straight.history]
 
 
+def _saved(path, state, *also):
+    """(file name, epoch, step) for each file one save_checkpoint call writes."""
+    return [(Path(p).name, state["epoch"], state["step"]) for p in (path, *also)]
+
+
 def test_checkpoint_every_steps_saves_mid_epoch(write_config, tmp_path, monkeypatch):
     saves = []
     monkeypatch.setattr(cnnkit.trainer, "save_checkpoint",
-                        lambda p, s: saves.append((Path(p).name, s["epoch"], s["step"])))
+                        lambda *paths_and_state: saves.extend(_saved(*paths_and_state)))
     train(write_config(TINY), out_dir=tmp_path / "run", quiet=True,
           overrides=("train.checkpoint_every_steps=4",))
     # global steps 4, 8 (= epoch 2, step 2), 12 is the end of epoch 2: the epoch's own save
     assert [s for s in saves if s[0] == "last.pt"] == [
         ("last.pt", 0, 4), ("last.pt", 1, 0), ("last.pt", 1, 2), ("last.pt", 2, 0)]
+
+
+def test_an_improving_epoch_serializes_once_for_best_and_last(write_config, tmp_path,
+                                                              monkeypatch):
+    calls, real = [], torch.save
+    monkeypatch.setattr(torch, "save", lambda *a, **k: calls.append(1) or real(*a, **k))
+    train(write_config(TINY), out_dir=tmp_path / "run", quiet=True,
+          overrides=("train.epochs=1",))
+    assert len(calls) == 1  # the first epoch always improves: best.pt and last.pt
+    assert (tmp_path / "run" / "best.pt").read_bytes() == \
+        (tmp_path / "run" / "last.pt").read_bytes()
 
 
 def nan_loss_at(monkeypatch, call: int, value: float = float("nan")) -> None:
