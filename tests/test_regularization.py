@@ -1,6 +1,8 @@
 """EMA, early stopping, label smoothing, weight decay, and BatchNorm/Dropout in the layer
 language."""
 
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -134,16 +136,20 @@ def test_epochs_without_improvement(values, monitor, min_delta, stale):
     assert epochs_without_improvement(history, monitor, min_delta=min_delta) == stale
 
 
-def scripted_val_acc(monkeypatch, values: list[float]) -> None:
-    """The trainer's evaluate returns val_acc values[0], values[1], ... epoch by epoch."""
-    scores = iter(values)
+def scripted_eval(monkeypatch, *, acc: list[float] | None = None,
+                  loss: list[float] | None = None) -> None:
+    """The trainer's evaluate returns acc[0], acc[1], ... and loss[0], ... epoch by epoch
+    (0.5 and 1.0 where a list is not given)."""
+    accs = iter(acc) if acc is not None else itertools.repeat(0.5)
+    losses = iter(loss) if loss is not None else itertools.repeat(1.0)
     monkeypatch.setattr(cnnkit.trainer, "evaluate",
-                        lambda model, loader, task, **_: {"loss": 1.0, "acc": next(scores)})
+                        lambda model, loader, task, **_: {"loss": next(losses),
+                                                          "acc": next(accs)})
 
 
 def test_early_stopping_stops_at_the_right_epoch(write_config, tmp_path, monkeypatch, capsys):
     """Best at epoch 4; patience 3: epochs 5, 6, 7 bring nothing, so epoch 7 is the last."""
-    scripted_val_acc(monkeypatch, [0.5, 0.7, 0.69, 0.71, 0.70, 0.70, 0.70, 0.99, 0.99, 0.99])
+    scripted_eval(monkeypatch, acc=[0.5, 0.7, 0.69, 0.71, 0.70, 0.70, 0.70, 0.99, 0.99, 0.99])
     config = {**TINY, "train": {**TINY["train"], "epochs": 10,
                                 "early_stopping": {"patience": 3}}}
     result = train(write_config(config), out_dir=tmp_path / "run")
@@ -152,7 +158,7 @@ def test_early_stopping_stops_at_the_right_epoch(write_config, tmp_path, monkeyp
            "at epoch 4)" in capsys.readouterr().out
     assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == 4
     # a resumed stopped run stays stopped: the decision comes from the saved history
-    scripted_val_acc(monkeypatch, [0.99])
+    scripted_eval(monkeypatch, acc=[0.99])
     resumed = train(write_config(config), out_dir=tmp_path / "run", quiet=True, resume=True)
     assert len(resumed.history) == 7
 
@@ -160,9 +166,7 @@ def test_early_stopping_stops_at_the_right_epoch(write_config, tmp_path, monkeyp
 def test_a_nan_validation_loss_neither_becomes_nor_freezes_the_best(write_config, tmp_path,
                                                                      monkeypatch):
     # a first epoch whose eval activations blew up must not pin best.pt there for good
-    losses = iter([NAN, 0.8, NAN, 0.7, 0.9])
-    monkeypatch.setattr(cnnkit.trainer, "evaluate",
-                        lambda model, loader, task, **_: {"loss": next(losses), "acc": 0.5})
+    scripted_eval(monkeypatch, loss=[NAN, 0.8, NAN, 0.7, 0.9])
     config = {**TINY, "train": {**TINY["train"], "epochs": 5, "monitor": "val_loss"}}
     train(write_config(config), out_dir=tmp_path / "run", quiet=True)
     best = load_checkpoint(tmp_path / "run" / "best.pt")
@@ -171,7 +175,7 @@ def test_a_nan_validation_loss_neither_becomes_nor_freezes_the_best(write_config
 
 
 def test_early_stopping_is_off_by_default(write_config, tmp_path, monkeypatch):
-    scripted_val_acc(monkeypatch, [0.5] * 4)
+    scripted_eval(monkeypatch, acc=[0.5] * 4)
     result = train(write_config(TINY), out_dir=tmp_path / "run", quiet=True,
                    overrides=("train.epochs=4",))
     assert len(result.history) == 4
