@@ -230,3 +230,20 @@ def test_resume_continues_exactly(root, tmp_path, write_config):
     train(config, out_dir=tmp_path / "b", quiet=True, overrides=("train.epochs=1",))
     resumed = train(config, out_dir=tmp_path / "b", quiet=True, resume=True).model.state_dict()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_data_classes_and_train_per_class_pick_class_folders(tmp_path):
+    root = write_class_folders(tmp_path / "d", classes=("cat", "dog", "owl"),
+                               counts={"train": 4, "val": 2})
+    data = build_data(folder(root, classes=["owl", "cat"], train_per_class=3))
+    assert data.classes == ["owl", "cat"]  # owl is label 0 now
+    train, val = data.splits["train"].index, data.splits["val"].index
+    assert sorted(train.labels) == [0, 0, 0, 1, 1, 1]
+    assert all(f.startswith(("owl/", "cat/")) for f in train.files + val.files)
+    assert [f.split("/")[0] for f in val.files] == ["cat", "cat", "owl", "owl"]
+    assert val.labels == [1, 1, 0, 0]
+    x, y = next(data.loader("train", batch_size=6, shuffle=False, seed=0,
+                            device=CPU).batches(0))
+    assert x.shape == (6, 3, 32, 32) and sorted(y.tolist()) == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(DataError, match="class owl has only 4 training examples, 5 asked"):
+        build_data(folder(root, classes=["owl"], train_per_class=5))

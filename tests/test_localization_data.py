@@ -170,3 +170,12 @@ def test_csv_errors_for_the_files(tmp_path):
         build_data(DataConfig(name="localization-csv"))
     with pytest.raises(ConfigError, match="data.localization.channels: expected 1 or 3"):
         build_data(_csv_config(root, channels=2))
+
+
+@pytest.mark.parametrize("key", ["classes", "train_per_class"])
+def test_class_selection_is_refused_for_box_targets(key):
+    cfg = DataConfig(name="mnist-localization", train_size=10, val_size=10,
+                     **{key: [3] if key == "classes" else 1})
+    with pytest.raises(ConfigError, match=f"data.{key}: needs one class label per image, and "
+                                          "mnist-localization's targets are not class labels"):
+        build_data(cfg)

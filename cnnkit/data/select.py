@@ -1,7 +1,8 @@
 """Subsets of a dataset by config: some of its classes (`data.classes`) and a few labelled
 training examples per class (`data.train_per_class`), for small-data and transfer experiments.
 
-Both act on the built splits, so they work for every dataset whose splits are `Split`s.
+Both act on the built splits: in-memory `Split`s and class folders' `FolderSplit`s (file
+lists), for every dataset with one class label per image.
 """
 
 from __future__ import annotations
@@ -12,15 +13,22 @@ from typing import TYPE_CHECKING
 import torch
 
 from cnnkit.config import DataConfig
+from cnnkit.data.folder_index import SplitIndex
 from cnnkit.data.tensors import Split
 from cnnkit.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from cnnkit.data import Data
+    from cnnkit.data.imagefolder import FolderSplit
 
 
 def select(data: Data, cfg: DataConfig, *, source: str = "<config>") -> Data:
     """`data` with only `cfg.classes` (relabelled 0..K-1) and `cfg.train_per_class` kept."""
+    for key in ("classes", "train_per_class"):
+        if getattr(cfg, key) is not None and any(_labels(split).dim() != 1
+                                                 for split in data.splits.values()):
+            raise ConfigError(f"{source}: data.{key}: needs one class label per image, and "
+                              f"{cfg.name}'s targets are not class labels")
     if cfg.classes is not None:
         data = select_classes(data, [str(c) for c in cfg.classes], source=source)
     if cfg.train_per_class is not None:
@@ -40,11 +48,25 @@ def select_classes(data: Data, names: list[str], *, source: str = "<config>") ->
     return dataclasses.replace(data, splits=splits, classes=names)
 
 
-def _relabel(split: Split, old: torch.Tensor) -> Split:
+def _relabel(split: Split | FolderSplit, old: torch.Tensor) -> Split | FolderSplit:
     # (N, K) match table: row i says which kept class, if any, example i belongs to
-    hits = split.labels.unsqueeze(1) == old.unsqueeze(0)
+    hits = _labels(split).unsqueeze(1) == old.unsqueeze(0)
     keep = hits.any(dim=1)
-    return Split(split.images[keep], hits[keep].int().argmax(dim=1))
+    return _subset(split, torch.nonzero(keep).flatten(), hits[keep].int().argmax(dim=1))
+
+
+def _labels(split: Split | FolderSplit) -> torch.Tensor:
+    return split.labels if isinstance(split, Split) else torch.tensor(split.index.labels,
+                                                                      dtype=torch.long)
+
+
+def _subset(split: Split | FolderSplit, index: torch.Tensor, labels: torch.Tensor
+            ) -> Split | FolderSplit:
+    """Examples `index` of `split`, labelled `labels`."""
+    if isinstance(split, Split):
+        return Split(split.images[index], labels)
+    files = [split.index.files[i] for i in index.tolist()]
+    return dataclasses.replace(split, index=SplitIndex(files, labels.tolist()))
 
 
 def limit_per_class(data: Data, per_class: int, *, source: str = "<config>") -> Data:
@@ -54,14 +76,15 @@ def limit_per_class(data: Data, per_class: int, *, source: str = "<config>") -> 
         raise ConfigError(f"{source}: data.train_per_class: expected at least 1, "
                           f"found {per_class}")
     train = data.splits["train"]
+    labels = _labels(train)
     generator = torch.Generator().manual_seed(0)
     chosen = []
     for label, name in enumerate(data.classes):
-        members = torch.nonzero(train.labels == label).flatten()
+        members = torch.nonzero(labels == label).flatten()
         if len(members) < per_class:
             raise DataError(f"{source}: data.train_per_class: class {name} has only "
                             f"{len(members)} training examples, {per_class} asked for")
         chosen.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
     index = torch.sort(torch.cat(chosen)).values
-    splits = {**data.splits, "train": Split(train.images[index], train.labels[index])}
+    splits = {**data.splits, "train": _subset(train, index, labels[index])}
     return dataclasses.replace(data, splits=splits)
