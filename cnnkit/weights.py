@@ -28,7 +28,7 @@ from cnnkit.builder import is_layer
 from cnnkit.checkpoint import read_weights_only
 from cnnkit.config import Config
 from cnnkit.errors import CheckpointError, ConfigError
-from cnnkit.freeze import check_prefixes
+from cnnkit.freeze import check_prefixes, under
 from cnnkit.layers import REGISTRY
 
 if TYPE_CHECKING:
@@ -266,7 +266,7 @@ def match(model: nn.Module, pretrained: Pretrained, *, head: list[str],
     renamed = pretrained.classes is not None and classes is not None \
         and list(pretrained.classes) != list(classes)
     for key, tensor in ours.items():
-        in_head = any(key == h or key.startswith(h + ".") for h in head)
+        in_head = any(under(key, h) for h in head)
         if key not in theirs:
             report.missing.append(key)
         elif in_head and (theirs[key].shape != tensor.shape or renamed):
@@ -340,9 +340,8 @@ def load_pretrained(model: nn.Module, cfg: Config, *, classes: list[str] | None 
                     ) -> LoadReport:
     """Load `cfg.model.weights` into `model` (a fresh head where the classes differ)."""
     pretrained = read_weights(cfg.model.weights, source=cfg.source)
-    head = [str(h) for h in cfg.model.head] if cfg.model.head is not None else head_paths(model)
-    if cfg.model.head is not None:
-        check_prefixes(model, head, key="model.head", source=cfg.source)
+    head = check_prefixes(model, cfg.model.head, key="model.head", source=cfg.source) \
+        if cfg.model.head is not None else head_paths(model)
     report = match(model, pretrained, head=head, classes=classes,
                    ignore=dropped_aux_heads(cfg), partial=cfg.model.partial_load)
     load_matched(model, pretrained, report, source=cfg.source)
