@@ -30,6 +30,7 @@ from cnnkit.builder import build_model
 from cnnkit.config import DataConfig, load_config
 from cnnkit.data import build_data
 from cnnkit.data.tensors import Split, TensorLoader
+from cnnkit.distributed import batches_per_epoch
 from cnnkit.optim import build_scheduler
 from cnnkit.speed import prepare_model, resolve_speed
 from cnnkit.tasks import Classification
@@ -168,7 +169,7 @@ def section_a(data, device, repeats: int, rows: list) -> None:
         }
         defaults = sides["cnnkit, defaults"].settings
         t = best_of(sides, repeats)
-        steps = -(-len(data.splits["train"]) // batch)
+        steps = batches_per_epoch(len(data.splits["train"]), batch)
         rows.append(("a", f"course conv net, batch {batch}, {steps} steps",
                      "cnnkit / hand loop, same settings (fp32 NCHW)",
                      t["cnnkit, fp32 NCHW"], t["hand loop, fp32 NCHW"],
@@ -191,7 +192,7 @@ def section_b(data, device, repeats: int, rows: list) -> None:
                                        channels_last="auto")}
         t = best_of(sides, repeats)
         goal = "≥ 10" if device.type == "cuda" else ("≥ 2.5" if batch == 64 else "≥ 8")
-        steps = -(-len(data.splits["train"]) // batch)
+        steps = batches_per_epoch(len(data.splits["train"]), batch)
         rows.append(("b", f"course conv net, batch {batch}, {steps} steps",
                      f"classic pipeline / cnnkit defaults ({sides['cnnkit'].settings})",
                      t["classic"], t["cnnkit"], t["classic"] / t["cnnkit"], goal))
@@ -202,7 +203,7 @@ def section_b(data, device, repeats: int, rows: list) -> None:
 def zoo_side(name: str, device, *, batch: int, size: int, steps: int, precision: str,
              channels_last, model: torch.nn.Module | None = None) -> Callable:
     """`steps` SGD training steps of a zoo config (or a given model) on synthetic images,
-    through cnnkit's train_one_epoch; returns images/s."""
+    through cnnkit's train_one_epoch; returns the seconds they took."""
     if model is None:
         cfg = load_config(ROOT / "configs" / f"{name}.yaml",
                           [f"model.input=[3, {size}, {size}]"])
@@ -221,9 +222,8 @@ def zoo_side(name: str, device, *, batch: int, size: int, steps: int, precision:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
     def run(epoch: int) -> float:
-        seconds = train_one_epoch(model, loader, optimizer, scheduler, Classification(),
-                                  epoch=epoch, speed=speed)[1]
-        return n / seconds
+        return train_one_epoch(model, loader, optimizer, scheduler, Classification(),
+                               epoch=epoch, speed=speed)[1]
 
     run.settings = settings(speed)
     return run
@@ -245,9 +245,7 @@ def section_c(device, repeats: int, rows: list, *, quick: bool) -> None:
             sides["timm bf16 channels_last"] = zoo_side(
                 name, device, batch=batch, size=size, steps=steps, precision="bf16",
                 channels_last=True, model=timm_model)
-        # images/s: the best round is the highest; best_of keeps minima, so negate
-        rates = {k: -v for k, v in best_of({k: (lambda e, f=f: -f(e)) for k, f in
-                                            sides.items()}, repeats).items()}
+        rates = {k: batch * steps / t for k, t in best_of(sides, repeats).items()}  # images/s
         first, second = list(variants)
         where = f"{name}, {size}×{size}, batch {batch}, {steps} steps"
         rows.append(("c", where, f"{first} vs {second} (images/s)", rates[first],
