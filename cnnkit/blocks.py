@@ -11,6 +11,7 @@ Nothing is registered globally: `BLOCKS` is the dict that cnnkit.layers merges.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import torch
@@ -35,12 +36,13 @@ def _downsample(inplanes: int, out_planes: int, stride: int) -> nn.Sequential | 
     return nn.Sequential(conv1x1(inplanes, out_planes, stride), nn.BatchNorm2d(out_planes))
 
 
-def _init_resnet(block: nn.Module) -> None:
-    """torchvision's ResNet init: He normal (fan_out) convs, BatchNorm weight 1 and bias 0."""
-    for m in block.modules():
+def init_resnet(modules: Iterable[nn.Module]) -> None:
+    """torchvision's ResNet init: He normal (fan_out) convs, BatchNorm (and GroupNorm) weight 1
+    and bias 0. The blocks run it on their own modules, `model.init: resnet` on the rest."""
+    for m in modules:
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
@@ -74,7 +76,7 @@ class BasicBlock(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        _init_resnet(self)
+        init_resnet(self.modules())
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -110,7 +112,7 @@ class Bottleneck(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        _init_resnet(self)
+        init_resnet(self.modules())
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -121,13 +123,14 @@ class Bottleneck(nn.Module):
         return self.relu(out)
 
 
-def _init_googlenet(module: nn.Module) -> None:
+def init_googlenet(modules: Iterable[nn.Module]) -> None:
     """torchvision's GoogLeNet init: weights ~ N(0, 0.01) truncated to [-2, 2]; BN 1 and 0.
+    The blocks run it on their own modules, `model.init: googlenet` on the rest.
 
     The bounds are absolute, not in units of std, so at std 0.01 nothing is ever truncated;
     kept as torchvision has it. Conv and Linear biases keep PyTorch's default init.
     """
-    for m in module.modules():
+    for m in modules:
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.trunc_normal_(m.weight, mean=0.0, std=0.01, a=-2, b=2)
         elif isinstance(m, nn.BatchNorm2d):
@@ -146,7 +149,7 @@ class BasicConv2d(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        _init_googlenet(self)
+        init_googlenet(self.modules())
 
     def forward(self, x: Tensor) -> Tensor:
         return F.relu(self.bn(self.conv(x)), inplace=True)
@@ -206,7 +209,7 @@ class InceptionAux(AuxHead):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        _init_googlenet(self)
+        init_googlenet(self.modules())
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv(F.adaptive_avg_pool2d(x, (4, 4)))  # (B, 128, 4, 4)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 from torch import nn
 
-from cnnkit.blocks import BLOCKS
+from cnnkit.blocks import BLOCKS, init_googlenet, init_resnet
 
 _BLOCK_TYPES = tuple(BLOCKS.values())
 
@@ -43,23 +43,13 @@ def vgg(model: nn.Module) -> None:
 
 def resnet(model: nn.Module) -> None:
     """torchvision's ResNet: He normal (fan_out) convs, BN 1 and 0; Linear keeps its default."""
-    for m in plain_modules(model):
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    init_resnet(plain_modules(model))
 
 
 def googlenet(model: nn.Module) -> None:
     """torchvision's GoogLeNet: conv and Linear weights ~ N(0, 0.01) truncated at ±2 (absolute
     bounds, so never reached), BN 1 and 0; biases keep PyTorch's default."""
-    for m in plain_modules(model):
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.trunc_normal_(m.weight, mean=0.0, std=0.01, a=-2, b=2)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    init_googlenet(plain_modules(model))
 
 
 # `default` is no loop: every layer keeps the init its constructor gave it
