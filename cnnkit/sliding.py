@@ -12,6 +12,7 @@ from __future__ import annotations
 from torch import nn
 
 from cnnkit.conv import output_size
+from cnnkit.receptive import layer_geometry
 
 _AXES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -43,9 +44,7 @@ the padded input has 2 (n_x=2, padding=(0, 0))
 
 
 def _axis_output(module: nn.Module, axis: int, n_x: int, name: str) -> int:
-    kernel = _pick(module.kernel_size, axis)
-    stride = kernel if module.stride is None else _pick(module.stride, axis)  # LPPool: None
-    dilation = _pick(getattr(module, "dilation", 1), axis)
+    kernel, stride, dilation = layer_geometry(module, axis=axis)
     padding = getattr(module, "padding", 0)
     padding = padding if isinstance(padding, str) else _pick(padding, axis)
     ceil = getattr(module, "ceil_mode", False)
