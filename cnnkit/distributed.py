@@ -54,6 +54,12 @@ class Cluster:
             dist.init_process_group(backend=backend_for(device))
         return cls(rank, local_rank, world_size, owns)
 
+    def device_for(self, device: torch.device) -> torch.device:
+        """Under torchrun, `cuda` means this process's GPU: cuda:LOCAL_RANK."""
+        if device.type == "cuda" and self.active:
+            return torch.device("cuda", self.local_rank)
+        return device
+
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
@@ -68,13 +74,6 @@ def check_batch(batch_size: int, cluster: Cluster) -> None:
 
 def backend_for(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
-
-
-def local_device(device: torch.device) -> torch.device:
-    """Under torchrun, `cuda` means this process's GPU: cuda:LOCAL_RANK."""
-    if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return device
 
 
 def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:

@@ -34,7 +34,6 @@ from cnnkit.distributed import (
     all_sum,
     batches_per_epoch,
     check_batch,
-    local_device,
     loss_weight,
     on_main,
     wrap,
@@ -120,7 +119,7 @@ def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
     device = resolve_device(cfg.train.device)
     cluster = Cluster.from_env(device)  # one process unless started by torchrun
     try:
-        return _train(cfg, out, local_device(device), cluster, resume=resume,
+        return _train(cfg, out, cluster.device_for(device), cluster, resume=resume,
                       quiet=quiet or not cluster.is_main)
     finally:
         cluster.close()
