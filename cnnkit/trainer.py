@@ -153,9 +153,7 @@ def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, re
         started = checkpoint["epoch"] + (1 if checkpoint.get("step") else 0)
         if cfg.train.unfreeze_at is not None and started >= cfg.train.unfreeze_at:
             unfreeze(model, optimizer, scheduler, cfg.train, source=cfg.source)
-        state = _restore(checkpoint, model, optimizer, scheduler, ema=ema)
-        if speed.scaler is not None and "scaler" in checkpoint:
-            speed.scaler.load_state_dict(checkpoint["scaler"])
+        state = _restore(checkpoint, model, optimizer, scheduler, ema=ema, scaler=speed.scaler)
     run = Run(cfg, out, model, data, task, optimizer, scheduler, ema, state, speed, cluster,
               quiet=quiet)
     plotter = None
@@ -408,7 +406,9 @@ def _flat_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
-def _restore(checkpoint: dict, model, optimizer, scheduler, *, ema: EMA | None = None) -> dict:
+def _restore(checkpoint: dict, model, optimizer, scheduler, *, ema: EMA | None = None,
+             scaler: torch.amp.GradScaler | None = None) -> dict:
+    """Everything _save wrote back into the run's objects; the loop state as a dict."""
     model.load_state_dict(checkpoint["model"])
     if ema is not None:
         if "ema" not in checkpoint:
@@ -417,6 +417,8 @@ def _restore(checkpoint: dict, model, optimizer, scheduler, *, ema: EMA | None =
         ema.load_state_dict(checkpoint["ema"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
+    if scaler is not None and "scaler" in checkpoint:  # fp16: the loss scale reached
+        scaler.load_state_dict(checkpoint["scaler"])
     set_rng_state(checkpoint["rng"])
     return {"epoch": checkpoint["epoch"], "step": checkpoint.get("step", 0),
             "totals": checkpoint.get("totals"), "history": list(checkpoint["history"]),
