@@ -10,7 +10,7 @@ import torch
 import torchvision.models as tvm
 
 from cnnkit.builder import build_model
-from cnnkit.config import load_config
+from cnnkit.config import config_from_dict, load_config
 from cnnkit.data import DATASETS, Data, build_data
 from cnnkit.data.tensors import Split
 from cnnkit.errors import CheckpointError, ConfigError, DataError
@@ -122,13 +122,16 @@ def test_frozen_batchnorm_stays_in_eval_mode(tmp_path):
     assert not model.layer1[0].bn1.training
 
 
-def _pretrain_digits(write_config, tmp_path) -> str:
+@pytest.fixture(scope="module")
+def pretrained_digits(tmp_path_factory) -> str:
+    """best.pt of one epoch on digits 0 to 4, shared by the tests that transfer from it."""
+    out = tmp_path_factory.mktemp("pre")
     config = {**SMALL_CONV, "model": {**SMALL_CONV["model"], "layers": [
         *SMALL_CONV["model"]["layers"][:-1], ["Linear", 5]]},
-        "data": {**SMALL_CONV["data"], "classes": [0, 1, 2, 3, 4]}}
-    train(write_config(config, "pre.yaml"), out_dir=tmp_path / "pre", quiet=True,
-          overrides=("train.epochs=1",))
-    return str(tmp_path / "pre" / "best.pt")
+        "data": {**SMALL_CONV["data"], "classes": [0, 1, 2, 3, 4]},
+        "train": {**SMALL_CONV["train"], "epochs": 1}}
+    train(config_from_dict(config, source="pre.yaml"), out_dir=out, quiet=True)
+    return str(out / "best.pt")
 
 
 def _digits_config(weights: str | None, **train_keys) -> dict:
@@ -138,8 +141,9 @@ def _digits_config(weights: str | None, **train_keys) -> dict:
         "train": {"batch_size": 50, "epochs": 2, "freeze": [0, 3], **train_keys}}
 
 
-def test_a_cnnkit_checkpoint_transfers_to_other_classes(write_config, tmp_path, capsys):
-    weights = _pretrain_digits(write_config, tmp_path)
+def test_a_cnnkit_checkpoint_transfers_to_other_classes(write_config, tmp_path, capsys,
+                                                         pretrained_digits):
+    weights = pretrained_digits
     source = torch.load(weights, weights_only=True)
     result = train(write_config(_digits_config(weights), "digits.yaml"), out_dir=tmp_path / "t")
     printed = capsys.readouterr().out
@@ -154,8 +158,8 @@ def test_a_cnnkit_checkpoint_transfers_to_other_classes(write_config, tmp_path, 
     assert result.history[-1]["val_acc"] > 0.4  # 5 classes: chance is 0.2
 
 
-def test_unfreeze_at_an_epoch_and_resume_across_it(write_config, tmp_path):
-    weights = _pretrain_digits(write_config, tmp_path)
+def test_unfreeze_at_an_epoch_and_resume_across_it(write_config, tmp_path, pretrained_digits):
+    weights = pretrained_digits
     source = torch.load(weights, weights_only=True)["model"]
     path = write_config(_digits_config(weights, unfreeze_at=2), "digits.yaml")
     first = train(path, out_dir=tmp_path / "t", quiet=True, overrides=("train.epochs=1",))
