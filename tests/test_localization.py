@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import yaml
 
 from cnnkit.builder import build_model
 from cnnkit.config import load_config
@@ -16,7 +17,7 @@ from cnnkit.localization import (
     squared_loss,
 )
 from cnnkit.tasks import build_task
-from tests.conftest import SMALL_CONV
+from tests.conftest import CONFIGS, SMALL_CONV
 
 
 def sigmoid(v):
@@ -199,20 +200,14 @@ def test_a_classifier_output_is_refused_for_localization(write_config, tmp_path)
         train(cfg, out_dir=tmp_path / "run", quiet=True)
 
 
-def test_head_on_a_zoo_backbone(tmp_path):
+def test_head_on_a_zoo_backbone(write_config):
     """ResNet-18 from its zoo config, with `fc` swapped for the head: the same state_dict
     keys up to the head, so torchvision's backbone weights still load."""
-    import yaml
-
-    from tests.conftest import CONFIGS
-
     raw = yaml.safe_load((CONFIGS / "resnet18.yaml").read_text())
     raw["model"]["input"] = [3, 64, 64]
     raw["model"]["layers"]["fc"] = ["LocalizationHead", 3]
     raw["task"] = {"name": "localization"}
-    path = tmp_path / "resnet18_localization.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))  # the mapping's order is the model's
-    model = build_model(path).eval()
+    model = build_model(write_config(raw, "resnet18_localization.yaml")).eval()
     assert model.output_shape == (8,)
     assert "layer4.1.conv2.weight" in model.state_dict()
     assert {k for k in model.state_dict() if k.startswith("fc.")} == {
