@@ -30,7 +30,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cnnkit.config import config_from_dict  # noqa: E402
+from cnnkit.config import apply_override, config_from_dict  # noqa: E402
 from cnnkit.trainer import train  # noqa: E402
 
 
@@ -47,32 +47,27 @@ def _swap_layer(name: str, replacement: list) -> Callable[[dict], None]:
     return edit
 
 
-def _set(path: str, value) -> Callable[[dict], None]:
-    def edit(raw: dict) -> None:
-        node = raw
-        *parents, last = path.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return edit
+def _set(item: str) -> Callable[[dict], None]:
+    """The edit `--set item` makes: `_set("train.weight_decay=0.0")`."""
+    return lambda raw: apply_override(raw, item)
 
 
 # name -> (what the row says, the edit that removes one ingredient)
 VARIANTS: dict[str, tuple[str, Callable[[dict], None]]] = {
     "recipe": ("the recipe", lambda raw: None),
-    "no-augment": ("− augmentation", _set("data.augment", {})),
+    "no-augment": ("− augmentation", _set("data.augment={}")),
     "no-batchnorm": ("− BatchNorm", _swap_layer("BatchNorm2d", ["Identity"])),
-    "no-schedule": ("− one-cycle (constant lr)", _set("train.schedule", {})),
-    "no-smoothing": ("− label smoothing", _set("train.label_smoothing", 0.0)),
-    "no-weight-decay": ("− weight decay", _set("train.weight_decay", 0.0)),
+    "no-schedule": ("− one-cycle (constant lr)", _set("train.schedule={}")),
+    "no-smoothing": ("− label smoothing", _set("train.label_smoothing=0.0")),
+    "no-weight-decay": ("− weight decay", _set("train.weight_decay=0.0")),
     "no-dropout": ("− dropout", _swap_layer("Dropout", ["Identity"])),
-    "no-ema": ("− EMA", _set("train.ema_decay", 0.0)),
+    "no-ema": ("− EMA", _set("train.ema_decay=0.0")),
 }
 
 
 def run_once(raw: dict, *, source: str, seed: int, out: Path) -> dict:
     raw = copy.deepcopy(raw)
-    raw.setdefault("train", {})["seed"] = seed
+    apply_override(raw, f"train.seed={seed}")
     cfg = config_from_dict(raw, source=source)
     wall, cpu = time.perf_counter(), time.process_time()
     result = train(cfg, out_dir=out, quiet=True)
@@ -111,8 +106,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from cnnkit.config import apply_override
-
     raw = yaml.safe_load(Path(args.config).read_text())
     for item in args.set:
         apply_override(raw, item, source=args.config)
