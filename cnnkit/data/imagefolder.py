@@ -27,12 +27,11 @@ from torchvision import transforms as T
 
 from cnnkit.config import DataConfig
 from cnnkit.data.folder_index import SplitIndex, index_folder
+from cnnkit.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.data.tensors import epoch_permutation
 from cnnkit.distributed import batches_per_epoch, shard_bounds
 from cnnkit.errors import ConfigError, DataError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # per RGB channel, [0, 1] scale
-IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_FRACTION = 0.875  # evaluation: the short side is resized to size / 0.875 (256 for 224)
 
 

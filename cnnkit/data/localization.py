@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from cnnkit.config import DataConfig, LocalizationDataConfig
 from cnnkit.data import mnist_sample
+from cnnkit.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.data.tensors import Split
 from cnnkit.errors import ConfigError, DataError
 
@@ -29,7 +30,6 @@ DIGIT_SPLIT = (4000, 1000)  # MNIST sample digits behind the train and val canva
 CANVASES = (10000, 2000)  # default canvases per split (data.train_size, data.val_size)
 INK = 64  # a pixel (0..255) at or above this is ink: the box is the ink's, not the 28×28 frame's
 HEADER = ["path", "x", "y", "w", "h", "label"]
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 def mnist_canvases(cfg: DataConfig) -> dict[str, Split]:
@@ -132,8 +132,8 @@ def csv_normalization(channels: int) -> tuple[tuple[float, ...], tuple[float, ..
     """ImageNet's mean and std (their channel average for grayscale), so zoo backbones with
     pretrained weights see what they were trained on."""
     if channels == 3:
-        return IMAGENET
-    return (float(np.mean(IMAGENET[0])),), (float(np.mean(IMAGENET[1])),)
+        return IMAGENET_MEAN, IMAGENET_STD
+    return (float(np.mean(IMAGENET_MEAN)),), (float(np.mean(IMAGENET_STD)),)
 
 
 def read_csv_dataset(cfg: DataConfig) -> tuple[dict[str, Split], list[str]]:
