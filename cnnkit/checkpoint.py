@@ -48,7 +48,7 @@ def load_checkpoint(path: str | Path, *, for_resume: bool = False) -> dict[str, 
 
 def read_weights_only(path: Path) -> Any:
     """`torch.load(weights_only=True)` on CPU; any failure is one CheckpointError naming the
-    path (shared with cnnkit.weights, which reads torchvision-format files)."""
+    path (shared with cnnkit.models.weights, which reads torchvision-format files)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

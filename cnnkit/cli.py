@@ -15,7 +15,7 @@ from cnnkit.errors import CnnkitError, TrainingStopped
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from cnnkit.trainer import train
+    from cnnkit.training.trainer import train
 
     try:
         train(args.config, out_dir=args.out, resume=args.resume, quiet=args.quiet,
@@ -31,10 +31,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
-    from cnnkit.builder import build_model
     from cnnkit.config import load_config
-    from cnnkit.freeze import freeze_for_training
-    from cnnkit.summary import format_summary, summarize
+    from cnnkit.inspect.summary import format_summary, summarize
+    from cnnkit.models.builder import build_model
+    from cnnkit.models.freeze import freeze_for_training
 
     cfg = load_config(args.config, tuple(args.set))
     model = build_model(cfg)
@@ -45,7 +45,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from cnnkit.evaluate import evaluate_checkpoint
+    from cnnkit.infer.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, split=args.split, overrides=tuple(args.set))
     if args.json:
@@ -61,8 +61,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from cnnkit.checkpoint import load_checkpoint
-    from cnnkit.locate import format_prediction, predict_localization, task_of
-    from cnnkit.predict import format_predictions, predict_images
+    from cnnkit.infer.locate import format_prediction, predict_localization, task_of
+    from cnnkit.infer.predict import format_predictions, predict_images
 
     checkpoint = load_checkpoint(args.checkpoint)
     if task_of(checkpoint) == "localization":
@@ -80,7 +80,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from cnnkit.plotting import plot_runs, read_metrics
+    from cnnkit.training.curves import plot_runs, read_metrics
 
     runs = {Path(d).name: read_metrics(d) for d in args.run_dirs}
     missing = [name for name, rows in runs.items() if args.metric not in rows[0]]
@@ -93,7 +93,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_visualize(args: argparse.Namespace) -> int:
-    from cnnkit.visualize import visualize
+    from cnnkit.inspect.visualize import visualize
 
     paths = visualize(args.checkpoint, args.kind, out=args.out, layer=getattr(args, "layer", None),
                       image=getattr(args, "image", None))

@@ -25,7 +25,7 @@ class ModelConfig:
     input: list[int]  # C, H, W of one example, declared once; shapes are propagated from it
     layers: Any  # the layer language (docs/DESIGN.md); checked by the builder
     weights: str | None = None  # a .pth/.pt/.safetensors file, a cnnkit checkpoint, or
-    # torchvision:<WeightsEnum>, e.g. torchvision:ResNet18_Weights.IMAGENET1K_V1 (cnnkit.weights)
+    # torchvision:<WeightsEnum>, e.g. torchvision:ResNet18_Weights.IMAGENET1K_V1 (models/weights.py)
     head: list[str | int] | None = None  # module paths made fresh when the classes differ
     # from the weights'; None: the last layer with weights (and each auxiliary head's)
     partial_load: bool = False  # skip (and list) keys that do not fit instead of refusing

@@ -26,15 +26,15 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from cnnkit.builder import build_model
 from cnnkit.config import DataConfig, load_config
 from cnnkit.data import build_data
+from cnnkit.data.shards import batches_per_epoch
 from cnnkit.data.tensors import Split, TensorLoader
-from cnnkit.distributed import batches_per_epoch
-from cnnkit.optim import build_scheduler
-from cnnkit.speed import prepare_model, resolve_speed
+from cnnkit.models.builder import build_model
 from cnnkit.tasks import Classification
-from cnnkit.trainer import resolve_device, train_one_epoch
+from cnnkit.training.optim import build_scheduler
+from cnnkit.training.speed import prepare_model, resolve_speed
+from cnnkit.training.trainer import resolve_device, train_one_epoch
 
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cnnkit.config import apply_override, config_from_dict  # noqa: E402
-from cnnkit.trainer import train  # noqa: E402
+from cnnkit.training.trainer import train  # noqa: E402
 
 
 def _swap_layer(name: str, replacement: list) -> Callable[[dict], None]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cnnkit.trainer import train
+from cnnkit.training.trainer import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 RUNS = {"transfer": (), "scratch": ("model.weights=null", "train.freeze=[]")}

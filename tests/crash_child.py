@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 import cnnkit.checkpoint
-import cnnkit.trainer
+import cnnkit.training.trainer
 from cnnkit.cli import main
 
 HOOKS = Path(os.environ.get("CNNKIT_HOOKS", "."))
@@ -33,7 +33,7 @@ def pause() -> None:
 
 
 def pause_in_optimizer_step(n: int) -> None:
-    build = cnnkit.trainer.build_optimizer
+    build = cnnkit.training.trainer.build_optimizer
     steps = [0]
 
     def after_step(optimizer, args, kwargs) -> None:
@@ -46,7 +46,7 @@ def pause_in_optimizer_step(n: int) -> None:
         optimizer.register_step_post_hook(after_step)
         return optimizer
 
-    cnnkit.trainer.build_optimizer = build_and_hook
+    cnnkit.training.trainer.build_optimizer = build_and_hook
 
 
 def pause_in_save(n: int) -> None:
@@ -78,7 +78,7 @@ def use_onecycle() -> None:
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr,
                                                    total_steps=cfg.epochs * steps_per_epoch)
 
-    cnnkit.trainer.build_scheduler = build
+    cnnkit.training.trainer.build_scheduler = build
 
 
 if __name__ == "__main__":

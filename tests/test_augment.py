@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from cnnkit.augment import Augment, batch_seed, build_augment, cutout, random_crop
 from cnnkit.config import AugmentConfig, load_config
+from cnnkit.data.augment import Augment, batch_seed, build_augment, cutout, random_crop
 from cnnkit.data.tensors import Split, TensorLoader
 from cnnkit.errors import ConfigError
 

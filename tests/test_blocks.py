@@ -1,4 +1,4 @@
-"""cnnkit.blocks against torchvision: same state_dict keys, strict loading, same outputs.
+"""cnnkit.models.blocks against torchvision: same state_dict keys, strict loading, same outputs.
 
 torchvision's blocks get random BatchNorm statistics before their weights are copied, so the
 eval-mode comparison also checks that each BatchNorm sits where torchvision's does.
@@ -19,7 +19,7 @@ from torchvision.models.googlenet import BasicConv2d as TVBasicConv2d
 from torchvision.models.googlenet import Inception as TVInception
 from torchvision.models.googlenet import InceptionAux as TVInceptionAux
 
-from cnnkit.blocks import (
+from cnnkit.models.blocks import (
     BLOCKS,
     AuxHead,
     BasicBlock,
@@ -29,7 +29,7 @@ from cnnkit.blocks import (
     InceptionAux,
     InputTransform,
 )
-from cnnkit.layers import REGISTRY
+from cnnkit.models.layers import REGISTRY
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 ZOO = ["alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn",
@@ -206,4 +206,4 @@ def test_config_uses_known_layers(path):
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     names = _layer_names(raw["model"]["layers"])
     unknown = sorted({n for n in names if not _known(n)})
-    assert not unknown, f"{path.name}: not in torch.nn or cnnkit.layers.REGISTRY: {unknown}"
+    assert not unknown, f"{path.name}: not in torch.nn or cnnkit.models.layers.REGISTRY: {unknown}"

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from cnnkit.builder import build_model
 from cnnkit.config import load_config
 from cnnkit.errors import ConfigError, ShapeError
-from cnnkit.summary import summarize
+from cnnkit.inspect.summary import summarize
+from cnnkit.models.builder import build_model
 from tests.conftest import CONFIGS, SMALL_CONV
 
 ALL_CONFIGS = sorted(CONFIGS.glob("*.yaml"))

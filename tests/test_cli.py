@@ -5,9 +5,9 @@ import sys
 import pytest
 import torch
 
-from cnnkit.builder import build_model
-from cnnkit.evaluate import evaluate_checkpoint
-from cnnkit.trainer import train
+from cnnkit.infer.evaluate import evaluate_checkpoint
+from cnnkit.models.builder import build_model
+from cnnkit.training.trainer import train
 from tests.conftest import CONFIGS, ROOT
 
 
@@ -45,7 +45,7 @@ def test_eval_builds_on_meta_and_scores_what_training_scored(write_config, tmp_p
     result = train(write_config(), out_dir=tmp_path / "run", quiet=True,
                    overrides=("train.epochs=1",))
     devices = []
-    monkeypatch.setattr("cnnkit.evaluate.build_model",
+    monkeypatch.setattr("cnnkit.infer.model.build_model",
                         lambda cfg: devices.append(torch.empty(0).device) or build_model(cfg))
     scored = evaluate_checkpoint(tmp_path / "run" / "last.pt")
     assert devices == [torch.device("meta")]  # no init spent on weights the checkpoint holds

@@ -12,9 +12,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnnkit.builder import build_model
 from cnnkit.config import Config, ConfigError, config_from_dict, load_config
 from cnnkit.errors import CnnkitError
+from cnnkit.models.builder import build_model
 from tests.conftest import SMALL_CONV
 
 SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,

@@ -1,4 +1,4 @@
-"""cnnkit.conv against numpy.convolve and torch.nn.functional.conv1d/conv2d (float64)."""
+"""cnnkit.geometry.conv against numpy.convolve and torch.nn.functional.conv1d/conv2d (float64)."""
 
 import doctest
 
@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import cnnkit.conv
-from cnnkit.conv import (
+import cnnkit.geometry.conv
+from cnnkit.geometry.conv import (
     conv1d,
     correlate1d,
     correlate2d,
@@ -53,7 +53,7 @@ def _torch_conv1d(x: np.ndarray, h: np.ndarray, g: dict) -> np.ndarray:
 
 
 def test_doctests_pass():
-    result = doctest.testmod(cnnkit.conv, optionflags=doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testmod(cnnkit.geometry.conv, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
     assert result.attempted > 20
 

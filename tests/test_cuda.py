@@ -6,9 +6,10 @@ import torch
 from cnnkit.checkpoint import load_checkpoint
 from cnnkit.config import DataConfig
 from cnnkit.data import build_data
-from cnnkit.speed import resolve_speed
 from cnnkit.tasks import Classification
-from cnnkit.trainer import train, train_one_epoch
+from cnnkit.training.loop import train_one_epoch
+from cnnkit.training.speed import resolve_speed
+from cnnkit.training.trainer import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")
@@ -46,9 +47,9 @@ def test_fp16_saves_the_scaler(write_config, tmp_path):
 def test_the_hot_loop_never_waits_for_the_gpu(write_config, tmp_path):
     """bf16 steps with metrics on the device: no host sync until the epoch's summary."""
     from cnnkit.config import load_config
-    from cnnkit.optim import build_optimizer, build_scheduler
-    from cnnkit.speed import prepare_model
-    from cnnkit.trainer import prepare
+    from cnnkit.training.optim import build_optimizer, build_scheduler
+    from cnnkit.training.speed import prepare_model
+    from cnnkit.training.trainer import prepare
 
     cfg = load_config(write_config(), ["train.device=cuda", "train.precision=bf16"])
     model, data, task = prepare(cfg, CUDA)

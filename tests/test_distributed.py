@@ -13,9 +13,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from cnnkit.data.shards import batches_per_epoch, shard_bounds
 from cnnkit.data.tensors import Split, TensorLoader, epoch_permutation
-from cnnkit.distributed import batches_per_epoch, loss_weight, shard_bounds
-from cnnkit.trainer import train
+from cnnkit.training.distributed import loss_weight
+from cnnkit.training.trainer import train
 from tests.conftest import ROOT, SMALL_CONV
 
 CPU = torch.device("cpu")
@@ -161,8 +162,8 @@ def test_sharded_batches_equal_reference_slicing_with_real_normalization():
 
 
 def test_a_global_batch_smaller_than_the_world_is_refused():
-    from cnnkit.distributed import Cluster, check_batch
     from cnnkit.errors import ConfigError
+    from cnnkit.training.distributed import Cluster, check_batch
 
     with pytest.raises(ConfigError, match="train.batch_size: 2 is the global batch and cannot "
                                           "be split over 4 processes"):

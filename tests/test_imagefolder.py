@@ -218,7 +218,7 @@ def test_cli_names_the_bad_file_in_one_line(cli, root, tmp_path, write_config):
 def test_resume_continues_exactly(root, tmp_path, write_config):
     """Two epochs straight equal one epoch and a resumed second one (worker processes crop,
     and dropout draws from the restored RNG)."""
-    from cnnkit.trainer import train
+    from cnnkit.training.trainer import train
 
     config = write_config({
         "model": {"input": [3, 16, 16], "layers": [["Conv2d", 3, 4, 3], ["ReLU"], ["Flatten"],

@@ -6,17 +6,17 @@ import pytest
 import torch
 import yaml
 
-from cnnkit.builder import build_model
 from cnnkit.config import load_config
 from cnnkit.errors import ConfigError
-from cnnkit.localization import (
+from cnnkit.models.builder import build_model
+from cnnkit.tasks import build_task
+from cnnkit.tasks.localization import (
     Localization,
     bce_ce_loss,
     box_iou,
     giou_loss,
     squared_loss,
 )
-from cnnkit.tasks import build_task
 from tests.conftest import CONFIGS, SMALL_CONV
 
 
@@ -192,7 +192,7 @@ def test_unknown_task_lists_the_valid_ones(write_config):
 
 
 def test_a_classifier_output_is_refused_for_localization(write_config, tmp_path):
-    from cnnkit.trainer import train
+    from cnnkit.training.trainer import train
 
     cfg = _localization_config(write_config, [["Flatten"], ["Linear", 10]])
     with pytest.raises(ConfigError, match=r"localization needs 5 \+ 10 outputs.*"

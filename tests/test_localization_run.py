@@ -8,13 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnkit.builder import build_model
 from cnnkit.checkpoint import save_checkpoint
 from cnnkit.config import config_to_dict, load_config
 from cnnkit.data import build_data
-from cnnkit.localization import box_iou
-from cnnkit.locate import BOX_COLOUR
-from cnnkit.trainer import train
+from cnnkit.infer.locate import BOX_COLOUR
+from cnnkit.models.builder import build_model
+from cnnkit.tasks.localization import box_iou
+from cnnkit.training.trainer import train
 
 TINY = {
     "model": {"input": [1, 32, 32], "layers": [
@@ -158,9 +158,9 @@ def test_predict_errors(tmp_path, write_config, cli):
 
 
 def test_curves_and_epoch_line_follow_the_task_metrics(tmp_path):
-    from cnnkit.localization import Localization
-    from cnnkit.plotting import metric_names, plot_curves
-    from cnnkit.trainer import _epoch_line
+    from cnnkit.tasks.localization import Localization
+    from cnnkit.training.curves import metric_names, plot_curves
+    from cnnkit.training.trainer import _epoch_line
 
     metrics = Localization.metrics
     history = [{"epoch": e, **{f"{s}_{m}": 0.1 * e for s in ("train", "val") for m in metrics},

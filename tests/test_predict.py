@@ -11,7 +11,8 @@ from PIL import Image
 from cnnkit.config import config_from_dict
 from cnnkit.data import build_data
 from cnnkit.data.mnist_sample import read_sample
-from cnnkit.predict import load_model, predict_images, preprocessing
+from cnnkit.infer.model import load_model
+from cnnkit.infer.predict import predict_images, preprocessing
 from tests.conftest import SMALL_CONV
 from tests.imagefiles import write_class_folders
 
@@ -21,7 +22,7 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
     """A conv net trained one epoch on mnist-sample, and 20 of the sample's digits as PNGs."""
-    from cnnkit.trainer import train
+    from cnnkit.training.trainer import train
 
     base = tmp_path_factory.mktemp("predict")
     config = config_from_dict({**SMALL_CONV, "train": {**SMALL_CONV["train"], "epochs": 1}})

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-import cnnkit.receptive
-from cnnkit.receptive import GLOBAL, Field, Geometry, layer_geometry, receptive_fields
+import cnnkit.geometry.receptive
+from cnnkit.geometry.receptive import GLOBAL, Field, Geometry, layer_geometry, receptive_fields
 
 GLOBAL_FIELD = Field(None, None)
 
@@ -39,7 +39,7 @@ def _without_relu(modules, fields):
 
 
 def test_doctests_pass():
-    result = doctest.testmod(cnnkit.receptive, optionflags=doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testmod(cnnkit.geometry.receptive, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
     assert result.attempted > 5
 

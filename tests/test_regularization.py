@@ -8,17 +8,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import cnnkit.trainer
-from cnnkit.builder import build_model
+import cnnkit.training.trainer
 from cnnkit.checkpoint import load_checkpoint
 from cnnkit.config import EarlyStoppingConfig, TrainConfig, load_config
-from cnnkit.early_stopping import epochs_without_improvement, should_stop
-from cnnkit.ema import EMA, build_ema, inference_weights
 from cnnkit.errors import ConfigError
-from cnnkit.evaluate import evaluate_checkpoint
-from cnnkit.optim import build_optimizer
+from cnnkit.infer.evaluate import evaluate_checkpoint
+from cnnkit.models.builder import build_model
 from cnnkit.tasks import Classification
-from cnnkit.trainer import train
+from cnnkit.training.early_stopping import epochs_without_improvement, should_stop
+from cnnkit.training.ema import EMA, build_ema, inference_weights
+from cnnkit.training.optim import build_optimizer
+from cnnkit.training.trainer import train
 from tests.conftest import CONFIGS, SMALL_CONV
 
 TINY = {**SMALL_CONV, "data": {"name": "mnist-sample", "train_size": 200, "val_size": 50}}
@@ -142,7 +142,7 @@ def scripted_eval(monkeypatch, *, acc: list[float] | None = None,
     (0.5 and 1.0 where a list is not given)."""
     accs = iter(acc) if acc is not None else itertools.repeat(0.5)
     losses = iter(loss) if loss is not None else itertools.repeat(1.0)
-    monkeypatch.setattr(cnnkit.trainer, "evaluate",
+    monkeypatch.setattr(cnnkit.training.trainer, "evaluate",
                         lambda model, loader, task, **_: {"loss": next(losses),
                                                           "acc": next(accs)})
 

@@ -11,16 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 
-import cnnkit.trainer
+import cnnkit.training.run
+import cnnkit.training.trainer
 from cnnkit.atomic import remove_stale_temps
 from cnnkit.checkpoint import load_checkpoint, save_checkpoint
 from cnnkit.config import load_config
 from cnnkit.data import DATASETS, DIGITS, Data
 from cnnkit.data.tensors import Split
 from cnnkit.errors import CheckpointError, ConfigError, DataError, DivergenceError, TrainingStopped
-from cnnkit.guards import FiniteWatch, clip_gradients
 from cnnkit.tasks import Classification
-from cnnkit.trainer import train
+from cnnkit.training.guards import FiniteWatch, clip_gradients
+from cnnkit.training.trainer import train
 from tests.conftest import ROOT, SMALL_CONV
 
 TINY = {**SMALL_CONV, "model": {**SMALL_CONV["model"], "layers": [
@@ -31,7 +32,7 @@ TINY = {**SMALL_CONV, "model": {**SMALL_CONV["model"], "layers": [
 
 def signal_self_at(monkeypatch, step: int, signum: int = signal.SIGTERM) -> None:
     """Send `signum` to this process inside optimizer step `step` (1-based)."""
-    build, count = cnnkit.trainer.build_optimizer, [0]
+    build, count = cnnkit.training.trainer.build_optimizer, [0]
 
     def hook(optimizer, args, kwargs):
         count[0] += 1
@@ -43,7 +44,7 @@ def signal_self_at(monkeypatch, step: int, signum: int = signal.SIGTERM) -> None
         optimizer.register_step_post_hook(hook)
         return optimizer
 
-    monkeypatch.setattr(cnnkit.trainer, "build_optimizer", build_and_hook)
+    monkeypatch.setattr(cnnkit.training.trainer, "build_optimizer", build_and_hook)
 
 
 def test_stop_mid_epoch_then_resume_equals_a_straight_run(write_config, tmp_path, monkeypatch):
@@ -72,7 +73,7 @@ def _saved(path, state, *also):
 
 def test_checkpoint_every_steps_saves_mid_epoch(write_config, tmp_path, monkeypatch):
     saves = []
-    monkeypatch.setattr(cnnkit.trainer, "save_checkpoint",
+    monkeypatch.setattr(cnnkit.training.run, "save_checkpoint",
                         lambda *paths_and_state: saves.extend(_saved(*paths_and_state)))
     train(write_config(TINY), out_dir=tmp_path / "run", quiet=True,
           overrides=("train.checkpoint_every_steps=4",))
@@ -212,7 +213,7 @@ def test_bad_data_is_one_error_before_the_first_step_on_every_device(
         write_config, tmp_path, monkeypatch, case):
     splits, message = BAD_DATA[case]
     monkeypatch.setitem(DATASETS, "broken", lambda cfg: Data(splits, DIGITS, (0.5,), (0.5,)))
-    monkeypatch.setattr(cnnkit.trainer, "build_optimizer", pytest.fail)  # never reached
+    monkeypatch.setattr(cnnkit.training.trainer, "build_optimizer", pytest.fail)  # never reached
     errors = set()
     for device in DEVICES:
         config = {**TINY, "data": {"name": "broken"}, "train": {**TINY["train"],

@@ -7,7 +7,7 @@ import torch
 
 from cnnkit.config import ScheduleConfig, TrainConfig
 from cnnkit.errors import ConfigError
-from cnnkit.optim import build_scheduler
+from cnnkit.training.optim import build_scheduler
 
 LR = 0.1
 SPE = 10  # steps per epoch

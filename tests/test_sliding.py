@@ -1,4 +1,4 @@
-"""The output-size formula (cnnkit.conv.output_size) as the builder uses it: equal to torch's
+"""The output-size formula (geometry.conv.output_size) as the builder uses it: equal to torch's
 shapes for every conv and pooling layer of every config, and in the too-small-input error."""
 
 import doctest
@@ -9,15 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-import cnnkit.sliding
-from cnnkit.builder import build_model
+import cnnkit.geometry.sliding
 from cnnkit.errors import ShapeError
-from cnnkit.sliding import window_output
+from cnnkit.geometry.sliding import window_output
+from cnnkit.models.builder import build_model
 from tests.conftest import CONFIGS
 
 
 def test_doctests_pass():
-    assert doctest.testmod(cnnkit.sliding).failed == 0
+    assert doctest.testmod(cnnkit.geometry.sliding).failed == 0
 
 
 BIG = ("resnet101", "resnet152")  # a few seconds each to build, even on the meta device

@@ -5,12 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from cnnkit import speed as speed_mod
 from cnnkit.checkpoint import load_checkpoint
 from cnnkit.config import load_config
 from cnnkit.errors import ConfigError
-from cnnkit.speed import SpeedWarning, compile_model, resolve_speed
-from cnnkit.trainer import train
+from cnnkit.training import speed as speed_mod
+from cnnkit.training.speed import SpeedWarning, compile_model, resolve_speed
+from cnnkit.training.trainer import train
 
 CPU = torch.device("cpu")
 CONV = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.LazyLinear(10))

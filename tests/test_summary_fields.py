@@ -10,8 +10,8 @@ import json
 import pytest
 import torch
 
-from cnnkit.builder import build_model
-from cnnkit.summary import format_summary, summarize
+from cnnkit.inspect.summary import format_summary, summarize
+from cnnkit.models.builder import build_model
 from tests.conftest import CONFIGS
 
 G = "global"

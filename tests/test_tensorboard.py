@@ -6,15 +6,15 @@ import sys
 
 import pytest
 
-import cnnkit.tensorboard_log
+import cnnkit.training.tensorboard
 from cnnkit.errors import ConfigError
-from cnnkit.trainer import train
+from cnnkit.training.trainer import train
 
 TINY = ("data.train_size=200", "data.val_size=100")  # two batches of 100: seconds, not tens
 
 
 def test_doctests_pass():
-    assert doctest.testmod(cnnkit.tensorboard_log).failed == 0
+    assert doctest.testmod(cnnkit.training.tensorboard).failed == 0
 
 
 def test_missing_package_is_one_line(monkeypatch, write_config, tmp_path, cli):

@@ -3,7 +3,7 @@ import torch
 
 from cnnkit.checkpoint import load_checkpoint
 from cnnkit.errors import CnnkitError, ConfigError
-from cnnkit.trainer import train
+from cnnkit.training.trainer import train
 from tests.conftest import SMALL_CONV
 
 

@@ -9,15 +9,13 @@ import pytest
 import torch
 import torchvision.models as tvm
 
-from cnnkit.builder import build_model
 from cnnkit.config import config_from_dict, load_config
 from cnnkit.data import DATASETS, Data, build_data
 from cnnkit.data.tensors import Split
 from cnnkit.errors import CheckpointError, ConfigError, DataError
-from cnnkit.freeze import freeze_for_training
-from cnnkit.optim import build_optimizer
-from cnnkit.trainer import seed_everything, train
-from cnnkit.weights import (
+from cnnkit.models.builder import build_model
+from cnnkit.models.freeze import freeze_for_training
+from cnnkit.models.weights import (
     Pretrained,
     dropped_aux_heads,
     head_paths,
@@ -26,6 +24,8 @@ from cnnkit.weights import (
     strip_prefixes,
     with_pretrained_defaults,
 )
+from cnnkit.training.optim import build_optimizer
+from cnnkit.training.trainer import seed_everything, train
 from tests.conftest import CONFIGS, SMALL_CONV
 
 RESNET_FROZEN = ["conv1", "bn1", "layer1", "layer2", "layer3"]

@@ -8,13 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnkit.builder import build_model
 from cnnkit.checkpoint import save_checkpoint
 from cnnkit.config import config_from_dict, config_to_dict
 from cnnkit.data import DIGITS
 from cnnkit.data.mnist_sample import MEAN, STD, read_sample
 from cnnkit.data.tensors import Split, TensorLoader
-from cnnkit.visualize import DPI, figure_size, read_image, saliency_map
+from cnnkit.inspect.visualize import DPI, figure_size, read_image, saliency_map
+from cnnkit.models.builder import build_model
 from tests.conftest import SMALL_CONV
 
 RGB_CONV = {
@@ -111,7 +111,7 @@ def test_saliency_picture(cli, checkpoint, digit, tmp_path):
 
 
 def test_feature_maps_are_the_conv_outputs_before_an_inplace_relu():
-    from cnnkit.visualize import feature_maps
+    from cnnkit.inspect.visualize import feature_maps
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(inplace=True),
@@ -135,7 +135,7 @@ def test_saliency_is_the_input_gradient_of_the_top_score():
 
 
 def test_image_prepared_as_the_dataset_prepares_digits(checkpoint, digit, tmp_path):
-    from cnnkit.visualize import load_network
+    from cnnkit.inspect.visualize import load_network
 
     _, cfg, _ = load_network(checkpoint)
     images, labels = read_sample()
@@ -152,7 +152,7 @@ def test_image_prepared_as_the_dataset_prepares_digits(checkpoint, digit, tmp_pa
 
 def test_image_uses_the_configs_normalization(tmp_path):
     checkpoint = _checkpoint(tmp_path, RGB_CONV)
-    from cnnkit.visualize import load_network
+    from cnnkit.inspect.visualize import load_network
 
     _, cfg, _ = load_network(checkpoint)
     path = tmp_path / "gray.png"

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from cnnkit.builder import build_model
 from cnnkit.config import config_from_dict, load_config
 from cnnkit.errors import ConfigError
-from cnnkit.init import INITS
+from cnnkit.models.builder import build_model
+from cnnkit.models.init import INITS
 from tests.conftest import CONFIGS
 
 ZOO = sorted(p.stem for p in CONFIGS.glob("*.yaml")

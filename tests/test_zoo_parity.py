@@ -14,8 +14,8 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from cnnkit.builder import NetworkOutput, build_model
 from cnnkit.config import load_config
+from cnnkit.models.builder import NetworkOutput, build_model
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

@@ -28,8 +28,8 @@ from torchvision import transforms as T
 from cnnkit.config import DataConfig
 from cnnkit.data.folder_index import SplitIndex, index_folder
 from cnnkit.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from cnnkit.data.shards import batches_per_epoch, shard_bounds
 from cnnkit.data.tensors import epoch_permutation
-from cnnkit.distributed import batches_per_epoch, shard_bounds
 from cnnkit.errors import ConfigError, DataError
 
 CROP_FRACTION = 0.875  # evaluation: the short side is resized to size / 0.875 (256 for 224)

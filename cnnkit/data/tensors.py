@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from cnnkit.augment import batch_seed
-from cnnkit.distributed import batches_per_epoch, shard_bounds
+from cnnkit.data.augment import batch_seed
+from cnnkit.data.shards import batches_per_epoch, shard_bounds
 
 # augment(float images (B, C, H, W) on the 0..255 scale, seed=...) -> the same shape
 Augmenter = Callable[..., torch.Tensor]
@@ -45,7 +45,7 @@ class TensorLoader:
     """Batches of (normalized float images, labels) from a Split that lives on `device`.
 
     With `world_size` > 1 (data-parallel training) `batch_size` is the global batch: this
-    rank gets its contiguous part of each one (cnnkit.distributed.shard_bounds), and a last
+    rank gets its contiguous part of each one (cnnkit.data.shards.shard_bounds), and a last
     batch with fewer examples than ranks is left out so every rank takes the same steps."""
 
     def __init__(self, split: Split, *, batch_size: int, shuffle: bool, seed: int,

@@ -1,18 +1,18 @@
-"""Scoring a saved checkpoint on a split of its dataset, or of other data via overrides."""
+"""A checkpoint turned back into what made it: its config, its model with the checkpoint's
+weights, its class names. evaluate, predict, locate and visualize all come through here."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
+from torch import nn
 
-from cnnkit.builder import Network, build_model
 from cnnkit.checkpoint import load_checkpoint
 from cnnkit.config import Config, apply_override, config_from_dict
-from cnnkit.ema import inference_weights
 from cnnkit.errors import CheckpointError
-from cnnkit.trainer import evaluate, prepare, resolve_device
+from cnnkit.models.builder import Network, build_model
+from cnnkit.training.ema import inference_weights
 
 
 def config_of_checkpoint(checkpoint: dict, path: str | Path, overrides: tuple[str, ...] = ()
@@ -41,16 +41,11 @@ def model_of_checkpoint(checkpoint: dict, path: str | Path, cfg: Config) -> Netw
     return model.eval()
 
 
-def evaluate_checkpoint(path: str | Path, *, split: str = "val", overrides: tuple[str, ...] = ()
-                        ) -> dict[str, Any]:
-    checkpoint = load_checkpoint(path)
-    cfg = config_of_checkpoint(checkpoint, path, overrides)
-    device = resolve_device(cfg.train.device)
-    model, data, task = prepare(cfg, device, model=model_of_checkpoint(checkpoint, path, cfg))
-    kind = inference_weights(checkpoint)[1]
-    loader = data.loader(split, batch_size=cfg.train.batch_size, shuffle=False, seed=0,
-                         device=device)
-    metrics = evaluate(model, loader, task)
-    others = {k: v for k, v in metrics.items() if k not in ("acc", "loss")}  # the task's own
-    return {"checkpoint": str(path), "split": split, "n": len(data.splits[split]),
-            "accuracy": metrics["acc"], "loss": metrics["loss"], "weights": kind, **others}
+def load_model(path: str | Path, *, device: torch.device, checkpoint: dict | None = None
+               ) -> tuple[nn.Module, Config, list[str]]:
+    """The checkpoint's model in eval mode on `device`, its config and its class names."""
+    checkpoint = load_checkpoint(path) if checkpoint is None else checkpoint
+    cfg = config_of_checkpoint(checkpoint, path)
+    model = model_of_checkpoint(checkpoint, path, cfg)
+    classes = checkpoint.get("classes") or [str(k) for k in range(model.output_shape[0])]
+    return model.to(device).eval(), cfg, list(classes)

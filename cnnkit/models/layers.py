@@ -11,9 +11,9 @@ import difflib
 
 from torch import nn
 
-from cnnkit.blocks import BLOCKS
 from cnnkit.errors import ConfigError
-from cnnkit.localization import BLOCKS as LOCALIZATION_BLOCKS
+from cnnkit.models.blocks import BLOCKS
+from cnnkit.models.heads import BLOCKS as LOCALIZATION_BLOCKS
 
 _CONTAINERS = {nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.ParameterList, nn.ParameterDict}
 

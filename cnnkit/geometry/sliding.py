@@ -1,5 +1,5 @@
 """Output sizes of sliding-window layers (convolution, pooling) by the course's formula,
-``cnnkit.conv.output_size``, one spatial axis at a time.
+``cnnkit.geometry.conv.output_size``, one spatial axis at a time.
 
 The builder infers every layer's output shape by running it on the meta device, which covers
 any module; for these layers it also asks this formula, so that an input too small for a
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from cnnkit.conv import output_size
-from cnnkit.receptive import layer_geometry
+from cnnkit.geometry.conv import output_size
+from cnnkit.geometry.receptive import layer_geometry
 
 _AXES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)

@@ -1,5 +1,5 @@
 """`cnnkit summary`: every layer with its state_dict path, type, output shape and parameters,
-and its receptive field and jump in input pixels (cnnkit.receptive)."""
+and its receptive field and jump in input pixels (cnnkit.geometry.receptive)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 from torch import nn
 
-from cnnkit.blocks import AuxHead
-from cnnkit.builder import Network, format_shape
-from cnnkit.receptive import GLOBAL, Field, path_fields
+from cnnkit.geometry.receptive import GLOBAL, Field, path_fields
+from cnnkit.models.blocks import AuxHead
+from cnnkit.models.builder import Network, format_shape
 
 # the layers a paper counts in a network's depth: VGG19's 19, ResNet-50's 50 (+4 shortcuts)
 WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)

@@ -6,7 +6,7 @@ tests/test_blocks.py loads each torchvision block's state_dict and compares outp
 Each block initializes itself as torchvision's model would (`reset_parameters`), so a model
 built from YAML starts training where torchvision's does.
 
-Nothing is registered globally: `BLOCKS` is the dict that cnnkit.layers merges.
+Nothing is registered globally: `BLOCKS` is the dict that cnnkit.models.layers merges.
 """
 
 from __future__ import annotations

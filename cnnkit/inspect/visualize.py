@@ -18,14 +18,15 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from cnnkit.builder import Network
 from cnnkit.config import Config
 from cnnkit.errors import CnnkitError
-from cnnkit.plotting import save_figure
-from cnnkit.predict import load_model, preprocessing
+from cnnkit.infer.model import load_model
+from cnnkit.infer.predict import preprocessing
+from cnnkit.models.builder import Network
 from cnnkit.tasks import main_logits
+from cnnkit.training.curves import save_figure
 
-DPI = 100  # as cnnkit.plotting.save_figure writes
+DPI = 100  # as cnnkit.training.curves.save_figure writes
 TILE_IN = 0.6  # inches per grid tile: 60 px at DPI
 MARGIN_IN = (1.6, 0.8)  # (width, height) around the grid: colour bar, title, padding
 MAX_TILES = 32  # filters (down) and input channels (across) in a per-channel filter grid

@@ -11,12 +11,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
-from cnnkit.builder import Network
 from cnnkit.checkpoint import load_checkpoint
 from cnnkit.config import Config
 from cnnkit.errors import CheckpointError, CnnkitError, DataError
-from cnnkit.localization import decode
-from cnnkit.predict import load_model
+from cnnkit.infer.model import load_model
+from cnnkit.models.builder import Network
+from cnnkit.tasks.localization import decode
 
 MIN_DRAWN = 256  # px: smaller images are enlarged (nearest neighbour) before drawing
 BOX_COLOUR, NOTHING_COLOUR = (255, 64, 64), (255, 200, 0)

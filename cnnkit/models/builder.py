@@ -15,12 +15,12 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from cnnkit.blocks import AuxHead
 from cnnkit.config import Config, load_config
 from cnnkit.errors import ConfigError, ShapeError
-from cnnkit.init import apply_init
-from cnnkit.layers import INFERRED, REPEAT, lookup
-from cnnkit.sliding import window_output
+from cnnkit.geometry.sliding import window_output
+from cnnkit.models.blocks import AuxHead
+from cnnkit.models.init import apply_init
+from cnnkit.models.layers import INFERRED, REPEAT, lookup
 
 Shape = tuple[int, ...]  # one example: (C, H, W) or (F,)
 
@@ -49,7 +49,7 @@ class Network(nn.Sequential):
         self.input_shape = input_shape  # one example, as declared in model.input
         self.output_shape = output_shape  # one example, e.g. (10,) for ten logits
         self.layers_info = layers  # every layer of the config, in order, with its output shape
-        self.frozen_norms: list[nn.Module] = []  # set by cnnkit.freeze: kept in eval mode
+        self.frozen_norms: list[nn.Module] = []  # set by cnnkit.models.freeze: kept in eval mode
 
     def train(self, mode: bool = True) -> Network:
         """As nn.Module.train, except that frozen norm layers keep their running statistics."""

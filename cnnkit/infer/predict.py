@@ -16,14 +16,13 @@ import torch
 from torch import nn
 from torchvision import transforms as T
 
-from cnnkit.checkpoint import load_checkpoint
 from cnnkit.config import Config
 from cnnkit.data import mnist_sample
 from cnnkit.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, eval_transform, open_image
 from cnnkit.errors import CnnkitError, ConfigError
-from cnnkit.evaluate import config_of_checkpoint, model_of_checkpoint
+from cnnkit.infer.model import load_model
 from cnnkit.tasks import main_logits
-from cnnkit.trainer import resolve_device
+from cnnkit.training.trainer import resolve_device
 
 Preprocess = Callable[[Path], torch.Tensor]  # image file -> uint8 (C, H, W)
 CHUNK = 64  # images per forward pass, to bound memory on long lists
@@ -69,16 +68,6 @@ def classify(model: nn.Module, x: torch.Tensor, classes: list[str], *, top: int
     values, indices = probs.topk(min(top, probs.shape[1]), dim=1)
     return [[{"class": classes[i], "probability": p} for p, i in zip(vs, ix)]
             for vs, ix in zip(values.tolist(), indices.tolist())]
-
-
-def load_model(path: str | Path, *, device: torch.device, checkpoint: dict | None = None
-               ) -> tuple[nn.Module, Config, list[str]]:
-    """The checkpoint's model in eval mode on `device`, its config and its class names."""
-    checkpoint = load_checkpoint(path) if checkpoint is None else checkpoint
-    cfg = config_of_checkpoint(checkpoint, path)
-    model = model_of_checkpoint(checkpoint, path, cfg)
-    classes = checkpoint.get("classes") or [str(k) for k in range(model.output_shape[0])]
-    return model.to(device).eval(), cfg, list(classes)
 
 
 def predict_images(path: str | Path, images: Sequence[str | Path], *, top: int = 5,

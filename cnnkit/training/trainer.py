@@ -6,12 +6,8 @@ and the task at `model(x)`, `loader.batches(epoch)` and `task.loss/stats/summari
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import random
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,37 +15,34 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from cnnkit import __version__
-from cnnkit.atomic import atomic_write_text, remove_stale_temps
-from cnnkit.augment import build_augment
-from cnnkit.builder import Network, build_model
-from cnnkit.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from cnnkit.config import Config, config_to_dict, dump_config, load_config
+from cnnkit.atomic import atomic_write_text
+from cnnkit.config import Config, dump_config, load_config
 from cnnkit.data import Data, build_data
+from cnnkit.data.augment import build_augment
 from cnnkit.data.checks import check_splits
-from cnnkit.distributed import (
+from cnnkit.data.shards import batches_per_epoch
+from cnnkit.errors import ConfigError, TrainingStopped
+from cnnkit.models.builder import Network, build_model
+from cnnkit.models.freeze import freeze_for_training, unfreeze
+from cnnkit.models.weights import load_pretrained, with_pretrained_defaults
+from cnnkit.tasks import Task, build_task
+from cnnkit.training.curves import CurvePlotter
+from cnnkit.training.distributed import (
     Cluster,
-    all_sum,
-    batches_per_epoch,
     check_batch,
-    loss_weight,
     on_main,
     wrap,
 )
-from cnnkit.early_stopping import best_index, improves, should_stop
-from cnnkit.ema import EMA, build_ema
-from cnnkit.errors import CheckpointError, CnnkitError, ConfigError, TrainingStopped
-from cnnkit.freeze import freeze_for_training, unfreeze
-from cnnkit.guards import FiniteWatch, check_every_for, check_train_options, clip_gradients
-from cnnkit.optim import build_optimizer, build_scheduler
-from cnnkit.plotting import CurvePlotter
-from cnnkit.speed import Speed, compile_model, prepare_model, resolve_speed
-from cnnkit.stopping import GracefulStop
-from cnnkit.tasks import Task, build_task, main_logits
-from cnnkit.tensorboard_log import TensorBoardLogger
-from cnnkit.weights import load_pretrained, with_pretrained_defaults
+from cnnkit.training.early_stopping import best_index, improves, should_stop
+from cnnkit.training.ema import build_ema
+from cnnkit.training.guards import check_train_options
+from cnnkit.training.loop import evaluate, train_one_epoch
+from cnnkit.training.optim import build_optimizer, build_scheduler
+from cnnkit.training.run import Run, metrics_csv, open_run_dir, restore, save
+from cnnkit.training.signals import GracefulStop
+from cnnkit.training.speed import Speed, compile_model, prepare_model, resolve_speed
+from cnnkit.training.tensorboard import TensorBoardLogger
 
 
 @dataclass
@@ -128,7 +121,7 @@ def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
 def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, resume: bool,
            quiet: bool) -> RunResult:
     check_batch(cfg.train.batch_size, cluster)
-    checkpoint = on_main(lambda: _open_run_dir(out, cfg, resume=resume), cluster)
+    checkpoint = on_main(lambda: open_run_dir(out, cfg, resume=resume), cluster)
     loggers = [TensorBoardLogger(out, first_epoch=checkpoint["epoch"] if checkpoint else 0,
                                  source=cfg.source)] \
         if cfg.train.tensorboard and cluster.is_main else []
@@ -153,7 +146,7 @@ def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, re
         started = checkpoint["epoch"] + (1 if checkpoint.get("step") else 0)
         if cfg.train.unfreeze_at is not None and started >= cfg.train.unfreeze_at:
             unfreeze(model, optimizer, scheduler, cfg.train, source=cfg.source)
-        state = _restore(checkpoint, model, optimizer, scheduler, ema=ema, scaler=speed.scaler)
+        state = restore(checkpoint, model, optimizer, scheduler, ema=ema, scaler=speed.scaler)
     run = Run(cfg, out, model, data, task, optimizer, scheduler, ema, state, speed, cluster,
               quiet=quiet)
     plotter = None
@@ -161,7 +154,7 @@ def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, re
         atomic_write_text(out / "config.yaml", dump_config(cfg))
         atomic_write_text(out / "classes.json", json.dumps(list(data.classes)))  # index -> name
         if state["history"]:  # last.pt is the truth; a kill may have come before metrics.csv
-            atomic_write_text(out / "metrics.csv", _csv(state["history"]))
+            atomic_write_text(out / "metrics.csv", metrics_csv(state["history"]))
         plotter = CurvePlotter(out / "curves.png", title=Path(cfg.source).stem)
     try:
         with GracefulStop() as stop:
@@ -174,24 +167,6 @@ def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, re
     if not quiet:
         print(f"run saved in {out}/ (metrics.csv, curves.png, last.pt, best.pt)", flush=True)
     return RunResult(out, model, state["history"], ema.module if ema else None)
-
-
-@dataclass
-class Run:
-    """What one training run holds, for the loop and the savers."""
-
-    cfg: Config
-    out: Path
-    model: Network
-    data: Data
-    task: Task
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    ema: EMA | None
-    state: dict  # epoch, step, totals, history, best
-    speed: Speed
-    cluster: Cluster
-    quiet: bool = False
 
 
 def _fit(run: Run, plotter: CurvePlotter | None, *, stop: GracefulStop,
@@ -237,7 +212,7 @@ def _fit(run: Run, plotter: CurvePlotter | None, *, stop: GracefulStop,
         improved = improves(row[cfg.train.monitor], state["best"], cfg.train.monitor)
         if improved:
             state["best"] = row[cfg.train.monitor]
-        _save(run, best=improved)
+        save(run, best=improved)
         if plotter is not None:
             plotter.update(state["history"])
         for logger in loggers:
@@ -265,70 +240,6 @@ def _step_model(cfg: Config, model: nn.Module, loader, task: Task, speed: Speed,
     return compile_model(net, trial)
 
 
-def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, scheduler,
-                    task: Task, *, epoch: int, quiet: bool = True,
-                    log_every: int = 20, start: int = 0, totals: torch.Tensor | None = None,
-                    grad_clip: float | None = None, hook: _StepHook | None = None,
-                    ema: EMA | None = None, speed: Speed | None = None,
-                    cluster: Cluster | None = None) -> tuple[dict[str, float], float]:
-    """One pass over the training split, from batch `start` with the metric sums `totals` of
-    the batches before it (mid-epoch resume). Metrics add up on the device; the host reads
-    them once per `log_every` steps for the progress bar and once at the end."""
-    device = next(model.parameters()).device
-    speed = speed or Speed.plain(device)
-    cluster = cluster or Cluster()
-    model.train()
-    watch = FiniteWatch(device, epoch=epoch, check_every=check_every_for(device, log_every))
-    bar = tqdm(total=len(loader), initial=start, desc=f"epoch {epoch + 1}", leave=False,
-               unit="batch", disable=quiet or not sys.stderr.isatty())
-    begin = time.perf_counter()
-    for step, (x, y) in enumerate(loader.batches(epoch, start=start), start=start):
-        with speed.autocast():
-            output = model(speed.inputs(x))
-            loss = task.loss(output, y)
-        watch.observe(loss, step)  # before the update: on the CPU a NaN never reaches weights
-        optimizer.zero_grad(set_to_none=True)
-        if cluster.active:  # DDP averages over ranks; weigh by shard size (host arithmetic)
-            loss_to_step = loss * loss_weight(y.shape[0], loader.global_batch_size(step),
-                                              cluster.world_size)
-        else:
-            loss_to_step = loss
-        speed.backward_step(loss_to_step, optimizer,
-                            before_step=lambda: clip_gradients(model.parameters(), grad_clip))
-        scheduler.step()
-        if ema is not None:
-            ema.update(model)
-        batch = task.stats(main_logits(output).detach(), y, loss)
-        totals = batch if totals is None else totals + batch
-        bar.update(1)
-        if not bar.disable and (step + 1) % log_every == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        if hook is not None and hook.due(epoch, step + 1, len(loader)):
-            watch.check()  # never save weights that a NaN has reached
-            hook.save(step + 1, totals)
-    watch.check()
-    if totals is None:
-        raise CnnkitError(f"epoch {epoch + 1}: the training split gave no batches")
-    metrics = task.summarize(all_sum(totals, cluster))  # syncs the device: honest time below
-    seconds = time.perf_counter() - begin
-    bar.close()
-    return metrics, seconds
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader, task: Task, *, speed: Speed | None = None,
-             cluster: Cluster | None = None) -> dict[str, float]:
-    speed = speed or Speed.plain(next(model.parameters()).device)
-    model.eval()
-    totals = None
-    for x, y in loader.batches(0):
-        with speed.autocast():
-            logits = main_logits(model(speed.inputs(x)))
-            batch = task.stats(logits, y, task.loss(logits, y, training=False))
-        totals = batch if totals is None else totals + batch
-    return task.summarize(all_sum(totals, cluster or Cluster()))
-
-
 class _StepHook:
     """Between steps: save last.pt every `train.checkpoint_every_steps` steps, and save and
     stop when a signal asked for it."""
@@ -346,7 +257,7 @@ class _StepHook:
 
     def save(self, done: int, totals: torch.Tensor) -> None:
         self.state.update(step=done, totals=totals.detach().cpu())
-        _save(self.run, best=False, metrics=False)
+        save(self.run, best=False, metrics=False)
         if self.stop.requested:
             raise self.stopped()
 
@@ -366,106 +277,6 @@ def _load_weights(out: Path, cfg: Config, model: nn.Module, data: Data, *, quiet
         atomic_write_text(out / "load_report.txt", report.format(full=True) + "\n")
     if not quiet:
         print(report.format(), flush=True)
-
-
-def _open_run_dir(out: Path, cfg: Config, *, resume: bool) -> dict | None:
-    if resume:
-        checkpoint = load_checkpoint(out / "last.pt", for_resume=True)
-        _check_same_run(checkpoint["config"], cfg, out / "last.pt")
-        remove_stale_temps(out)
-        return checkpoint
-    if (out / "last.pt").exists() or (out / "metrics.csv").exists():
-        raise CnnkitError(f"{out}: already holds a run; pass --resume to continue it, "
-                          f"or --out DIR to train elsewhere")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CnnkitError(f"{out}: cannot create the run directory ({exc.strerror})") from None
-    return None
-
-
-# keys that do not change what is learned, so a resumed run may set them anew
-RESUME_MAY_CHANGE = ("train.epochs", "train.log_every", "train.tensorboard",
-                     "train.checkpoint_every_steps", "train.device", "data.workers")
-
-
-def _check_same_run(saved: dict, cfg: Config, path: Path) -> None:
-    """Resume continues the same run: only keys that do not change what is learned may."""
-    now = config_to_dict(cfg)
-    differ = [key for key in _flat_diff(saved, now) if key not in RESUME_MAY_CHANGE]
-    if differ:
-        raise ConfigError(f"{path}: the config differs from the run's at {', '.join(differ)}; "
-                          f"resume continues the same run (only {', '.join(RESUME_MAY_CHANGE)} "
-                          f"may change)")
-
-
-def _flat_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        keys = list(dict.fromkeys([*a, *b]))
-        return [d for k in keys for d in _flat_diff(a.get(k), b.get(k), f"{prefix}{k}.")]
-    return [] if a == b else [prefix.rstrip(".")]
-
-
-def _restore(checkpoint: dict, model, optimizer, scheduler, *, ema: EMA | None = None,
-             scaler: torch.amp.GradScaler | None = None) -> dict:
-    """Everything _save wrote back into the run's objects; the loop state as a dict."""
-    model.load_state_dict(checkpoint["model"])
-    if ema is not None:
-        if "ema" not in checkpoint:
-            raise CheckpointError("last.pt: holds no weight average (ema) to resume, though "
-                                  "train.ema_decay is on")
-        ema.load_state_dict(checkpoint["ema"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    scheduler.load_state_dict(checkpoint["scheduler"])
-    if scaler is not None and "scaler" in checkpoint:  # fp16: the loss scale reached
-        scaler.load_state_dict(checkpoint["scaler"])
-    set_rng_state(checkpoint["rng"])
-    return {"epoch": checkpoint["epoch"], "step": checkpoint.get("step", 0),
-            "totals": checkpoint.get("totals"), "history": list(checkpoint["history"]),
-            "best": checkpoint.get("best")}
-
-
-def _save(run: Run, *, best: bool, metrics: bool = True) -> None:
-    """best.pt, then last.pt, then metrics.csv: a kill between two of them leaves last.pt at
-    most one save behind best.pt, and resume rewrites metrics.csv from last.pt. Under
-    torchrun only rank 0 writes."""
-    if not run.cluster.is_main:
-        return
-    state, out = run.state, run.out
-    checkpoint = {
-        "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
-        "epoch": state["epoch"],
-        "step": state["step"],  # batches of the next epoch already done (mid-epoch saves)
-        "totals": state["totals"],  # their metric sums (task.stats), None at an epoch's end
-        "rng": rng_state(),
-        "history": state["history"],
-        "best": state["best"],
-        "config": config_to_dict(run.cfg),
-        "classes": list(run.data.classes),
-        "mean": list(run.data.mean),  # the input normalization, for predicting on new images
-        "std": list(run.data.std),
-        "cnnkit_version": __version__,
-    }
-    if run.ema is not None:
-        checkpoint["ema"] = run.ema.state_dict()  # {"decay", "updates", "model": state_dict}
-    if run.speed.scaler is not None:
-        checkpoint["scaler"] = run.speed.scaler.state_dict()  # fp16: the loss scale reached
-    if best:  # one serialization for both files
-        save_checkpoint(out / "best.pt", checkpoint, out / "last.pt")
-    else:
-        save_checkpoint(out / "last.pt", checkpoint)
-    if metrics:
-        atomic_write_text(out / "metrics.csv", _csv(state["history"]))
-
-
-def _csv(history: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(history[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    return buffer.getvalue()
 
 
 def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:

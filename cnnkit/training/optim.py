@@ -7,7 +7,7 @@ from torch import nn
 
 from cnnkit.config import TrainConfig
 from cnnkit.errors import ConfigError
-from cnnkit.freeze import param_groups
+from cnnkit.models.freeze import param_groups
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -29,7 +29,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, *, steps
     """A per-step schedule (cnnkit/schedules.py): optimizer step k runs at train.lr × f(k).
 
     f is a pure function of k, so the scheduler's state is its step count alone."""
-    from cnnkit.schedules import lr_factor
+    from cnnkit.training.schedules import lr_factor
 
     factor = lr_factor(cfg.schedule, lr=cfg.lr, steps_per_epoch=steps_per_epoch,
                        total_steps=cfg.epochs * steps_per_epoch)

@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from cnnkit.blocks import AuxHead
-from cnnkit.builder import is_layer
 from cnnkit.checkpoint import read_weights_only
 from cnnkit.config import Config
 from cnnkit.errors import CheckpointError, ConfigError
-from cnnkit.freeze import check_prefixes, under
-from cnnkit.layers import REGISTRY
+from cnnkit.models.blocks import AuxHead
+from cnnkit.models.builder import is_layer
+from cnnkit.models.freeze import check_prefixes, under
+from cnnkit.models.layers import REGISTRY
 
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum

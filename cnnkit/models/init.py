@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 from torch import nn
 
-from cnnkit.blocks import BLOCKS, init_googlenet, init_resnet
+from cnnkit.models.blocks import BLOCKS, init_googlenet, init_resnet
 
 _BLOCK_TYPES = tuple(BLOCKS.values())
 

@@ -1,0 +1,63 @@
+"""What is learned: a task is its loss and its metrics, accumulated on the device (no host
+syncs). `build_task` gives the one a config names."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Protocol
+
+import torch
+
+from cnnkit.config import Config
+from cnnkit.errors import ConfigError
+from cnnkit.models.builder import NetworkOutput
+from cnnkit.tasks.classification import Classification
+
+
+class Task(Protocol):
+    """What the trainer asks of a task. `metrics` names what `summarize` returns; the trainer
+    writes each as train_NAME and val_NAME in metrics.csv, and the curves plot each."""
+
+    metrics: tuple[str, ...]
+    class_targets: bool  # targets are one class index per example (checked before training)
+
+    def check(self, output_shape: tuple[int, ...], num_classes: int, *, source: str) -> None: ...
+
+    def loss(self, output: torch.Tensor | NetworkOutput, target: torch.Tensor, *,
+             training: bool = True) -> torch.Tensor:
+        """training=False: the plain loss, without training-only terms (label smoothing)."""
+
+    def stats(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor
+              ) -> torch.Tensor: ...
+
+    def summarize(self, totals: torch.Tensor) -> dict[str, float]: ...
+
+
+def main_logits(output: torch.Tensor | NetworkOutput) -> torch.Tensor:
+    return output.logits if isinstance(output, NetworkOutput) else output
+
+
+def _classification(cfg: Config) -> Classification:
+    return Classification(aux_weight=cfg.model.aux_weight,
+                          label_smoothing=cfg.train.label_smoothing)
+
+
+def _localization(cfg: Config) -> Task:
+    from cnnkit.tasks.localization import Localization
+
+    t = cfg.task
+    return Localization(loss=t.loss, box_loss=t.box_loss, threshold=t.threshold,
+                        weights=(t.obj_weight, t.box_weight, t.cls_weight))
+
+
+TASKS = dict(classification=_classification, localization=_localization)
+
+
+def build_task(cfg: Config) -> Task:
+    """The task `task.name` names, with its options from the `task` section."""
+    if cfg.task.name not in TASKS:
+        close = difflib.get_close_matches(cfg.task.name, list(TASKS), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"{cfg.source}: task.name: unknown task '{cfg.task.name}'{hint} "
+                          f"(valid: {', '.join(TASKS)})")
+    return TASKS[cfg.task.name](cfg)

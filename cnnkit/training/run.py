@@ -1,0 +1,145 @@
+"""One training run: what it holds, and its directory on disk (opening, resuming, saving).
+
+A run directory holds config.yaml, classes.json, metrics.csv, curves.png, last.pt and best.pt;
+last.pt is the truth a resume starts from.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnnkit import __version__
+from cnnkit.atomic import atomic_write_text, remove_stale_temps
+from cnnkit.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from cnnkit.config import Config, config_to_dict
+from cnnkit.data import Data
+from cnnkit.errors import CheckpointError, CnnkitError, ConfigError
+from cnnkit.models.builder import Network
+from cnnkit.tasks import Task
+from cnnkit.training.distributed import Cluster
+from cnnkit.training.ema import EMA
+from cnnkit.training.speed import Speed
+
+
+@dataclass
+class Run:
+    """What one training run holds, for the loop and the savers."""
+
+    cfg: Config
+    out: Path
+    model: Network
+    data: Data
+    task: Task
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    ema: EMA | None
+    state: dict  # epoch, step, totals, history, best
+    speed: Speed
+    cluster: Cluster
+    quiet: bool = False
+
+
+def open_run_dir(out: Path, cfg: Config, *, resume: bool) -> dict | None:
+    if resume:
+        checkpoint = load_checkpoint(out / "last.pt", for_resume=True)
+        check_same_run(checkpoint["config"], cfg, out / "last.pt")
+        remove_stale_temps(out)
+        return checkpoint
+    if (out / "last.pt").exists() or (out / "metrics.csv").exists():
+        raise CnnkitError(f"{out}: already holds a run; pass --resume to continue it, "
+                          f"or --out DIR to train elsewhere")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CnnkitError(f"{out}: cannot create the run directory ({exc.strerror})") from None
+    return None
+
+
+# keys that do not change what is learned, so a resumed run may set them anew
+RESUME_MAY_CHANGE = ("train.epochs", "train.log_every", "train.tensorboard",
+                     "train.checkpoint_every_steps", "train.device", "data.workers")
+
+
+def check_same_run(saved: dict, cfg: Config, path: Path) -> None:
+    """Resume continues the same run: only keys that do not change what is learned may."""
+    now = config_to_dict(cfg)
+    differ = [key for key in _flat_diff(saved, now) if key not in RESUME_MAY_CHANGE]
+    if differ:
+        raise ConfigError(f"{path}: the config differs from the run's at {', '.join(differ)}; "
+                          f"resume continues the same run (only {', '.join(RESUME_MAY_CHANGE)} "
+                          f"may change)")
+
+
+def _flat_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = list(dict.fromkeys([*a, *b]))
+        return [d for k in keys for d in _flat_diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def restore(checkpoint: dict, model, optimizer, scheduler, *, ema: EMA | None = None,
+             scaler: torch.amp.GradScaler | None = None) -> dict:
+    """Everything save wrote back into the run's objects; the loop state as a dict."""
+    model.load_state_dict(checkpoint["model"])
+    if ema is not None:
+        if "ema" not in checkpoint:
+            raise CheckpointError("last.pt: holds no weight average (ema) to resume, though "
+                                  "train.ema_decay is on")
+        ema.load_state_dict(checkpoint["ema"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    if scaler is not None and "scaler" in checkpoint:  # fp16: the loss scale reached
+        scaler.load_state_dict(checkpoint["scaler"])
+    set_rng_state(checkpoint["rng"])
+    return {"epoch": checkpoint["epoch"], "step": checkpoint.get("step", 0),
+            "totals": checkpoint.get("totals"), "history": list(checkpoint["history"]),
+            "best": checkpoint.get("best")}
+
+
+def save(run: Run, *, best: bool, metrics: bool = True) -> None:
+    """best.pt, then last.pt, then metrics.csv: a kill between two of them leaves last.pt at
+    most one save behind best.pt, and resume rewrites metrics.csv from last.pt. Under
+    torchrun only rank 0 writes."""
+    if not run.cluster.is_main:
+        return
+    state, out = run.state, run.out
+    checkpoint = {
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "epoch": state["epoch"],
+        "step": state["step"],  # batches of the next epoch already done (mid-epoch saves)
+        "totals": state["totals"],  # their metric sums (task.stats), None at an epoch's end
+        "rng": rng_state(),
+        "history": state["history"],
+        "best": state["best"],
+        "config": config_to_dict(run.cfg),
+        "classes": list(run.data.classes),
+        "mean": list(run.data.mean),  # the input normalization, for predicting on new images
+        "std": list(run.data.std),
+        "cnnkit_version": __version__,
+    }
+    if run.ema is not None:
+        checkpoint["ema"] = run.ema.state_dict()  # {"decay", "updates", "model": state_dict}
+    if run.speed.scaler is not None:
+        checkpoint["scaler"] = run.speed.scaler.state_dict()  # fp16: the loss scale reached
+    if best:  # one serialization for both files
+        save_checkpoint(out / "best.pt", checkpoint, out / "last.pt")
+    else:
+        save_checkpoint(out / "last.pt", checkpoint)
+    if metrics:
+        atomic_write_text(out / "metrics.csv", metrics_csv(state["history"]))
+
+
+def metrics_csv(history: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(history[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    return buffer.getvalue()
