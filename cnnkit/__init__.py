@@ -1,9 +1,51 @@
-"""cnnkit: convolutional networks from YAML configs, trained, checkpointed and made visible."""
+"""cnnkit: convolutional networks from YAML configs, trained, checkpointed and made visible.
 
-__version__ = "0.1.0"
+The package face is light: `import cnnkit` and `cnnkit --help` import neither torch nor
+matplotlib. The public names below are imported on first use (PEP 562), and `__version__` is
+read from the installed metadata on first use too (importlib.metadata alone costs ~70 ms:
+`python -X importtime -c "import importlib.metadata as m; m.version('cnnkit')"`).
+"""
 
-from cnnkit.config import load_config  # noqa: E402
-from cnnkit.models.builder import build_model  # noqa: E402
-from cnnkit.training.trainer import train  # noqa: E402
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cnnkit.config import load_config
+    from cnnkit.models.builder import build_model
+    from cnnkit.training.trainer import train
 
 __all__ = ["__version__", "build_model", "load_config", "train"]
+
+# public name -> the module that defines it; `train` is the function, not a subpackage
+# (the loop's package is `cnnkit.training` so that it never shadows this name)
+_LAZY = {
+    "build_model": "cnnkit.models.builder",
+    "load_config": "cnnkit.config",
+    "train": "cnnkit.training.trainer",
+}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cnnkit")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        value = _version()
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    else:
+        raise AttributeError(f"module 'cnnkit' has no attribute {name!r}")
+    globals()[name] = value  # later lookups find it without coming back here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,7 +1,12 @@
 """The `cnnkit` command: argument parsing only; the work is done by library functions.
 
 Every error from the user's input prints one line on stderr and exits 2 (a traceback only
-with --debug)."""
+with --debug); a malformed command line gets argparse's usage line and error, also exit 2.
+`main(argv)` returns the exit code rather than exiting, so tests run commands in-process.
+
+This module imports nothing heavy at its top: torch, matplotlib and tqdm are imported by the
+command that needs them, so `cnnkit --help` and `cnnkit --version` stay fast
+(`python -X importtime -m cnnkit --help` shows what is imported)."""
 
 from __future__ import annotations
 
@@ -66,14 +71,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     checkpoint = load_checkpoint(args.checkpoint)
     if task_of(checkpoint) == "localization":
-        results = predict_localization(args.checkpoint, args.images, out_dir=args.out,
-                                       checkpoint=checkpoint)
+        top = 1 if args.top is None else args.top  # the box's class, unless more are asked for
+        results = predict_localization(args.checkpoint, args.images, out_dir=args.out, top=top,
+                                       device=args.device, checkpoint=checkpoint)
         print(json.dumps(results) if args.json else "\n".join(map(format_prediction, results)))
         return 0
     if args.out is not None:
         raise CnnkitError(f"--out: draws boxes of localization checkpoints; "
                           f"{args.checkpoint} is a classifier")
-    results = predict_images(args.checkpoint, args.images, top=args.top, device=args.device,
+    top = 5 if args.top is None else args.top
+    results = predict_images(args.checkpoint, args.images, top=top, device=args.device,
                              checkpoint=checkpoint)
     print(json.dumps(results) if args.json else format_predictions(results))
     return 0
@@ -102,14 +109,31 @@ def _cmd_visualize(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Version(argparse.Action):
+    """--version: the installed package's version, read from its metadata only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from cnnkit import __version__
+
+        print(f"cnnkit {__version__}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    # SUPPRESS: a subcommand that does not see --debug leaves the attribute alone, so
+    # `cnnkit --debug train x` keeps it (a False default there would overwrite it)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks")
     overrides = argparse.ArgumentParser(add_help=False)
     overrides.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                            help="override a config value (repeatable), e.g. train.lr=0.001")
     parser = argparse.ArgumentParser(prog="cnnkit", parents=[common],
                                      description="Train and inspect CNNs described in YAML.")
+    parser.add_argument("--version", action=_Version, help="print cnnkit's version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", parents=[common, overrides], help="train a config")
@@ -133,11 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", parents=[common], help="classes (or boxes) of image files")
     p.add_argument("checkpoint")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--top", type=int, default=5, help="classes to show per image (default 5)")
+    p.add_argument("--top", type=int, metavar="K",
+                   help="the K most probable classes per image (default 5; for a localization "
+                        "checkpoint 1, the class of its box)")
     p.add_argument("--out", metavar="DIR",
                    help="localization: write each image with its predicted box drawn")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--device", default="auto",
+                   help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("plot", parents=[common], help="overlay the curves of several runs")
@@ -165,11 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run `cnnkit ARGV` (sys.argv[1:] when None) and return its exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, or a usage error argparse has printed
+        return int(exit_.code or 0)  # argparse exits with 0 or 2
     try:
         return args.func(args)
     except CnnkitError as exc:
-        if args.debug:
+        if getattr(args, "debug", False):
             raise
         print(f"cnnkit: error: {exc}", file=sys.stderr)
         return 2

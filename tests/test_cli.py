@@ -76,6 +76,17 @@ def test_corrupt_checkpoint_is_one_line(cli, tmp_path):
 def test_debug_shows_the_traceback(cli):
     with pytest.raises(Exception, match="config file not found"):
         cli("train", "nope.yaml", "--debug")
+    with pytest.raises(Exception, match="config file not found"):  # before the subcommand too
+        cli("--debug", "train", "nope.yaml")
+
+
+def test_help_and_usage_errors_return_their_code_in_process(cli):
+    code, out, _ = cli("--help")
+    assert code == 0 and out.startswith("usage: cnnkit") and "--version" in out
+    code, out, err = cli("train")
+    assert code == 2 and out == "" and err.endswith("required: config\n")
+    code, _, err = cli("trian", "x.yaml")
+    assert code == 2 and "invalid choice: 'trian'" in err
 
 
 def test_python_dash_m_and_console_script():

@@ -8,11 +8,14 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnkit.config import config_from_dict
+from cnnkit.checkpoint import save_checkpoint
+from cnnkit.config import config_from_dict, config_to_dict
 from cnnkit.data import build_data
 from cnnkit.data.mnist_sample import read_sample
+from cnnkit.infer.locate import load_predictor
 from cnnkit.infer.model import load_model
 from cnnkit.infer.predict import predict_images, preprocessing
+from cnnkit.models.builder import build_model
 from tests.conftest import SMALL_CONV
 from tests.imagefiles import write_class_folders
 
@@ -97,3 +100,57 @@ def test_bad_top_and_checkpoint(cli, digits_run, tmp_path):
     assert code == 2 and "--top: expected 1 or more classes, found 0" in err
     code, _, err = cli("predict", tmp_path / "none.pt", paths[0])
     assert code == 2 and "none.pt: checkpoint not found" in err
+
+
+@pytest.fixture
+def locator(tmp_path):
+    """A localization checkpoint whose head ignores the image: an object (p_c 0.95) of class
+    a, b or c with probabilities 0.6, 0.3, 0.1; and a grey 8×8 image."""
+    cfg = config_from_dict({
+        "model": {"input": [1, 8, 8], "layers": [["Flatten"], ["LocalizationHead", 3]]},
+        "task": {"name": "localization"}})
+    model = build_model(cfg)
+    head = model[1]
+    with torch.no_grad():
+        for linear in (head.objectness, head.box, head.classes):
+            linear.weight.zero_()
+        head.objectness.bias.fill_(3.0)
+        head.box.bias.zero_()
+        head.classes.bias.copy_(torch.tensor([0.6, 0.3, 0.1]).log())
+    path = tmp_path / "loc.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "config": config_to_dict(cfg),
+                           "classes": ["a", "b", "c"], "mean": [0.5], "std": [0.5]})
+    Image.new("L", (8, 8), 128).save(tmp_path / "grey.png")
+    return path, tmp_path / "grey.png"
+
+
+def test_localization_honours_top(cli, locator):
+    checkpoint, image = locator
+    code, out, err = cli("predict", checkpoint, image, "--json")
+    assert code == 0, err
+    (result,) = json.loads(out)
+    assert result["top"] == [{"class": "a", "probability": 0.6}]  # by default the box's class
+    assert (result["class"], result["confidence"]) == ("a", 0.6)
+    code, out, _ = cli("predict", checkpoint, image, "--json", "--top", "2")
+    assert [c["class"] for c in json.loads(out)[0]["top"]] == ["a", "b"]
+    code, out, _ = cli("predict", checkpoint, image, "--top", "9")
+    assert code == 0 and f"{image}: a (0.60), b (0.30), c (0.10) at x 4.0 y 4.0" in out
+    code, _, err = cli("predict", checkpoint, image, "--top", "0")
+    assert code == 2 and "--top: expected 1 or more classes, found 0" in err
+
+
+def test_localization_honours_device(cli, locator):
+    checkpoint, image = locator
+    code, _, err = cli("predict", checkpoint, image, "--device", "tpu")
+    assert code == 2 and "expected auto, cpu, cuda, cuda:N or mps, found 'tpu'" in err
+    assert cli("predict", checkpoint, image, "--device", "cpu")[0] == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_localization_runs_on_cuda(cli, locator):
+    checkpoint, image = locator
+    predictor = load_predictor(checkpoint, device=torch.device("cuda"))
+    assert {p.device.type for p in predictor.model.parameters()} == {"cuda"}
+    on_gpu = cli("predict", checkpoint, image, "--json", "--top", "3", "--device", "cuda")
+    on_cpu = cli("predict", checkpoint, image, "--json", "--top", "3", "--device", "cpu")
+    assert on_gpu[0] == 0 and json.loads(on_gpu[1]) == json.loads(on_cpu[1])

@@ -21,8 +21,6 @@ import numpy as np
 from cnnkit.errors import DataError
 
 UINT8 = 0x08
-MAGIC_IMAGES = 0x00000803  # uint8, 3 dims: (N, H, W)
-MAGIC_LABELS = 0x00000801  # uint8, 1 dim: (N,)
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _TYPE_NAMES = {

@@ -1,5 +1,8 @@
 """Predict with a localization checkpoint: the numbers per image, and the image drawn with its
-box, class and confidence (or "nothing" when p_c is below the task's threshold)."""
+box, class and confidence (or "nothing" when p_c is below the task's threshold).
+
+As for a classifier, `top` asks for the k most probable classes of each image's object (the
+drawn box is labelled with the first), and the model runs on the device asked for."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from cnnkit.errors import CheckpointError, CnnkitError, DataError
 from cnnkit.infer.model import load_model
 from cnnkit.models.builder import Network
 from cnnkit.tasks.localization import decode
+from cnnkit.training.trainer import resolve_device
 
 MIN_DRAWN = 256  # px: smaller images are enlarged (nearest neighbour) before drawing
 BOX_COLOUR, NOTHING_COLOUR = (255, 64, 64), (255, 200, 0)
@@ -26,9 +30,10 @@ BOX_COLOUR, NOTHING_COLOUR = (255, 64, 64), (255, 200, 0)
 class Predictor:
     model: Network
     classes: list[str]
-    mean: torch.Tensor  # (1, C, 1, 1), [0, 1] scale
+    mean: torch.Tensor  # (1, C, 1, 1), [0, 1] scale, on the model's device
     std: torch.Tensor
     threshold: float  # p_c at or above which an object is declared
+    device: torch.device
 
 
 def task_of(checkpoint: dict) -> str:
@@ -36,15 +41,18 @@ def task_of(checkpoint: dict) -> str:
     return checkpoint.get("config", {}).get("task", {}).get("name", "classification")
 
 
-def load_predictor(path: str | Path, checkpoint: dict | None = None) -> Predictor:
+def load_predictor(path: str | Path, checkpoint: dict | None = None, *,
+                   device: torch.device | None = None) -> Predictor:
+    """The checkpoint's model on `device` (the CPU when None), ready for `predict_one`."""
     checkpoint = load_checkpoint(path) if checkpoint is None else checkpoint
-    model, cfg, _ = load_model(path, device=torch.device("cpu"), checkpoint=checkpoint)
+    device = torch.device("cpu") if device is None else device
+    model, cfg, _ = load_model(path, device=device, checkpoint=checkpoint)
     mean, std = _normalization(checkpoint, cfg, path)
     channels = model.input_shape[0]
-    return Predictor(model, list(checkpoint.get("classes", [])),
-                     torch.tensor(mean).view(1, -1, 1, 1).expand(1, channels, 1, 1),
-                     torch.tensor(std).view(1, -1, 1, 1).expand(1, channels, 1, 1),
-                     cfg.task.threshold)
+    as_input = [torch.tensor(v, device=device).view(1, -1, 1, 1).expand(1, channels, 1, 1)
+                for v in (mean, std)]
+    return Predictor(model, list(checkpoint.get("classes", [])), *as_input,
+                     cfg.task.threshold, device)
 
 
 def _normalization(checkpoint: dict, cfg: Config, path: str | Path
@@ -58,18 +66,21 @@ def _normalization(checkpoint: dict, cfg: Config, path: str | Path
 
 
 def predict_localization(path: str | Path, images: list[str | Path], *,
-                         out_dir: str | Path | None = None,
+                         out_dir: str | Path | None = None, top: int = 1, device: str = "auto",
                          checkpoint: dict | None = None) -> list[dict[str, Any]]:
-    """One dict per image: object (bool), p_object, class, confidence, box (fractions),
-    box_pixels (in the image as read) and, with `out_dir`, the drawn PNG's path."""
-    predictor = load_predictor(path, checkpoint)
+    """One dict per image: object (bool), p_object, class, confidence, top (the `top` most
+    probable classes, [{"class", "probability"}, ...]), box (fractions), box_pixels (in the
+    image as read) and, with `out_dir`, the drawn PNG's path."""
+    if top < 1:
+        raise CnnkitError(f"--top: expected 1 or more classes, found {top}")
+    predictor = load_predictor(path, checkpoint, device=resolve_device(device))
     if out_dir is not None:
         out_dir = Path(out_dir)
         _make_dir(out_dir)
     results, used = [], set()
     for image_path in images:
         image = read_image(image_path)
-        result = predict_one(predictor, image)
+        result = predict_one(predictor, image, top=top)
         result = {"image": str(image_path), **result}
         if out_dir is not None:
             target = _unique(out_dir, Path(image_path).stem, used)
@@ -92,19 +103,25 @@ def read_image(path: str | Path) -> Image.Image:
 
 
 @torch.no_grad()
-def predict_one(predictor: Predictor, image: Image.Image) -> dict[str, Any]:
+def predict_one(predictor: Predictor, image: Image.Image, *, top: int = 1) -> dict[str, Any]:
     channels, height, width = predictor.model.input_shape
     pixels = image.convert("L" if channels == 1 else "RGB").resize((width, height))
     array = np.asarray(pixels, dtype=np.float32).reshape(height, width, channels) / 255.0
-    x = (torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0) - predictor.mean) / predictor.std
-    p, box, probs = (t[0] for t in decode(predictor.model(x)))
-    k = int(probs.argmax())
+    x = torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).to(predictor.device)  # (1, C, H, W)
+    x = (x - predictor.mean) / predictor.std
+    p, box, probs = (t[0].float().cpu() for t in decode(predictor.model(x)))
+    values, indices = probs.topk(min(top, probs.numel()))
+    best = [{"class": _class_name(predictor, k), "probability": round(v, 4)}
+            for v, k in zip(values.tolist(), indices.tolist())]
     fractions = [round(float(v), 4) for v in box]
     scale = (image.width, image.height, image.width, image.height)
     return {"object": bool(p >= predictor.threshold), "p_object": round(float(p), 4),
-            "class": predictor.classes[k] if k < len(predictor.classes) else str(k),
-            "confidence": round(float(probs[k]), 4), "box": fractions,
-            "box_pixels": [round(f * s, 1) for f, s in zip(fractions, scale)]}
+            "class": best[0]["class"], "confidence": best[0]["probability"], "top": best,
+            "box": fractions, "box_pixels": [round(f * s, 1) for f, s in zip(fractions, scale)]}
+
+
+def _class_name(predictor: Predictor, k: int) -> str:
+    return predictor.classes[k] if k < len(predictor.classes) else str(k)
 
 
 def draw_prediction(image: Image.Image, result: dict[str, Any]) -> Image.Image:
@@ -164,10 +181,12 @@ def _unique(out_dir: Path, stem: str, used: set[str]) -> Path:
 
 
 def format_prediction(result: dict[str, Any]) -> str:
-    """One line: `img.png: 7 (0.98) at x 12.0 y 30.0 w 20.0 h 25.0 px, p_c 0.99`."""
+    """One line: `img.png: 7 (0.98) at x 12.0 y 30.0 w 20.0 h 25.0 px, p_c 0.99`, with
+    `7 (0.98), 1 (0.01)` for the classes when more than one is asked for."""
     if not result["object"]:
         return f"{result['image']}: nothing (p_c {result['p_object']:.2f})"
     x, y, w, h = result["box_pixels"]
     drawn = f" -> {result['out']}" if "out" in result else ""
-    return (f"{result['image']}: {result['class']} ({result['confidence']:.2f}) at "
-            f"x {x} y {y} w {w} h {h} px, p_c {result['p_object']:.2f}{drawn}")
+    classes = ", ".join(f"{c['class']} ({c['probability']:.2f})" for c in result["top"])
+    return (f"{result['image']}: {classes} at x {x} y {y} w {w} h {h} px, "
+            f"p_c {result['p_object']:.2f}{drawn}")

@@ -18,17 +18,18 @@ from torchvision import transforms as T
 
 from cnnkit.config import Config
 from cnnkit.data import mnist_sample
-from cnnkit.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, eval_transform, open_image
+from cnnkit.data.imagefolder import eval_transform, open_image
+from cnnkit.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.errors import CnnkitError, ConfigError
 from cnnkit.infer.model import load_model
 from cnnkit.tasks import main_logits
 from cnnkit.training.trainer import resolve_device
 
-Preprocess = Callable[[Path], torch.Tensor]  # image file -> uint8 (C, H, W)
+ImageReader = Callable[[Path], torch.Tensor]  # image file -> uint8 (C, H, W)
 CHUNK = 64  # images per forward pass, to bound memory on long lists
 
 
-def _digits(cfg: Config) -> tuple[Preprocess, tuple[float, ...], tuple[float, ...]]:
+def _digits(cfg: Config) -> tuple[ImageReader, tuple[float, ...], tuple[float, ...]]:
     """MNIST-style models: grayscale resized to the model's input, MNIST's normalization.
     MNIST digits are white on black; a photographed black-on-white digit needs inverting."""
     channels, height, width = cfg.model.input
@@ -37,7 +38,7 @@ def _digits(cfg: Config) -> tuple[Preprocess, tuple[float, ...], tuple[float, ..
     return (lambda path: resize(open_image(path, mode))), mnist_sample.MEAN, mnist_sample.STD
 
 
-def _folder(cfg: Config) -> tuple[Preprocess, tuple[float, ...], tuple[float, ...]]:
+def _folder(cfg: Config) -> tuple[ImageReader, tuple[float, ...], tuple[float, ...]]:
     """Class-folder models: the evaluation transforms (Resize + CenterCrop), ImageNet's stats."""
     transform = eval_transform(cfg.data.image_size)
     return (lambda path: transform(open_image(path, "RGB"))), IMAGENET_MEAN, IMAGENET_STD
@@ -46,7 +47,7 @@ def _folder(cfg: Config) -> tuple[Preprocess, tuple[float, ...], tuple[float, ..
 PREPROCESS = {"mnist-sample": _digits, "mnist": _digits, "imagefolder": _folder}
 
 
-def preprocessing(cfg: Config) -> tuple[Preprocess, torch.Tensor, torch.Tensor]:
+def preprocessing(cfg: Config) -> tuple[ImageReader, torch.Tensor, torch.Tensor]:
     """(file -> uint8 tensor, mean, std as (1, C, 1, 1)), as the config's dataset evaluates."""
     if cfg.data.name not in PREPROCESS:
         raise ConfigError(f"{cfg.source}: data.name: predict knows the preprocessing of "
