@@ -1,8 +1,9 @@
 """Configs: one YAML file plus `--set` overrides in, one checked, resolved `Config` out.
 
-The schema is the dataclasses below; their type hints drive the checks. Every problem is a
-`ConfigError` whose one-line message names the file, the full key path, what was expected and
-what was found, with a close match where there is one.
+The schema is the dataclasses of `cnnkit.schema`: their type hints drive the coercion here,
+then `schema.validate` checks ranges and cross-key rules. Every problem is a `ConfigError`
+whose one-line message names the file, the full key path, what was expected and what was
+found, with a close match where there is one.
 """
 
 from __future__ import annotations
@@ -11,157 +12,31 @@ import dataclasses
 import difflib
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
 
 from cnnkit.errors import ConfigError
+from cnnkit.schema import (
+    AugmentConfig,
+    Config,
+    DataConfig,
+    EarlyStoppingConfig,
+    LocalizationDataConfig,
+    LrGroup,
+    ModelConfig,
+    ScheduleConfig,
+    TaskConfig,
+    TrainConfig,
+    validate,
+)
 
-
-@dataclass
-class ModelConfig:
-    input: list[int]  # C, H, W of one example, declared once; shapes are propagated from it
-    layers: Any  # the layer language (docs/DESIGN.md); checked by the builder
-    weights: str | None = None  # a .pth/.pt/.safetensors file, a cnnkit checkpoint, or
-    # torchvision:<WeightsEnum>, e.g. torchvision:ResNet18_Weights.IMAGENET1K_V1 (models/weights.py)
-    head: list[str | int] | None = None  # module paths made fresh when the classes differ
-    # from the weights'; None: the last layer with weights (and each auxiliary head's)
-    partial_load: bool = False  # skip (and list) keys that do not fit instead of refusing
-    aux_heads: bool = True  # keep auxiliary heads (GoogLeNet's aux1, aux2) where layers have them
-    aux_weight: float = 0.3  # each auxiliary loss's weight in training, as in the GoogLeNet paper
-    # model-wide weight init after building, as torchvision's model classes do (cnnkit/init.py);
-    # default: each layer keeps its own (PyTorch's for plain layers, torchvision's for blocks)
-    init: Literal["default", "resnet", "vgg", "googlenet"] = "default"
-
-
-@dataclass
-class LocalizationDataConfig:
-    """mnist-localization canvases and localization-csv images (cnnkit/data/localization.py)."""
-
-    size: int = 64  # canvases and csv images are size × size pixels
-    digit_size: list[int] = field(default_factory=lambda: [20, 44])  # px, side of the pasted
-    # 28×28 MNIST frame, drawn uniformly from [min, max]
-    empty: float = 0.2  # share of canvases with no digit (the seed's "nothing")
-    noise: float = 0.0  # std of Gaussian background noise, on the [0, 1] pixel scale
-    seed: int = 0  # canvases are a function of this seed (not train.seed): the dataset is fixed
-    channels: int = 3  # localization-csv: 1 (grayscale) or 3 (RGB)
-
-
-@dataclass
-class AugmentConfig:
-    """Batched augmentation of training batches on the device (cnnkit/augment.py); all off."""
-
-    translate: float = 0.0  # largest shift, a fraction of height and width (0.1: ±2.8 px at 28)
-    rotate: float = 0.0  # largest rotation either way, degrees
-    scale: float = 0.0  # largest zoom change: the factor is drawn from [1 - scale, 1 + scale]
-    crop_padding: int = 0  # pixels of zero padding on each side before a random crop to size
-    hflip: bool = False  # mirror half the images left-right (wrong for digits)
-    cutout: int = 0  # side of one square erased to the dataset mean, pixels; 0: off
-
-
-@dataclass
-class DataConfig:
-    name: str = "mnist-sample"
-    root: str | None = None  # folder of on-disk datasets (mnist, imagefolder)
-    train_size: int | None = None  # carved from the training files, stratified by class;
-    val_size: int | None = None  # None: the dataset's default (mnist-sample: 4,000 and 1,000)
-    mean: list[float] | None = None  # per channel, on the [0, 1] scale; None: dataset default
-    std: list[float] | None = None
-    download: bool = False  # fetch through torchvision when the files are missing
-    image_size: int = 224  # imagefolder: side of the square crop fed to the model, in pixels
-    workers: int = 4  # imagefolder: DataLoader worker processes decoding images (0: in-process)
-    skip_bad: bool = False  # imagefolder: skip files that cannot be decoded (one warning)
-    classes: list[int | str] | None = None  # keep only these classes (by name, e.g. digits
-    # [5, 6, 7]), relabelled 0..K-1 in this order; None: all
-    train_per_class: int | None = None  # keep this many training examples of each class
-    # (a fixed random subset); None: all
-    localization: LocalizationDataConfig = field(default_factory=LocalizationDataConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)  # training split only
-
-
-@dataclass
-class LrGroup:
-    modules: list[str | int]  # module-path prefixes, e.g. [features] or [conv1, bn1, layer1]
-    lr: float  # their learning rate; parameters in no group use train.lr
-
-
-@dataclass
-class ScheduleConfig:
-    """The learning rate per optimizer step, as a factor of train.lr (cnnkit/optim.py)."""
-
-    name: Literal["constant", "step", "multistep", "cosine", "onecycle"] = "constant"
-    warmup_epochs: float = 0.0  # linear ramp to train.lr over this many epochs; 0: none
-    step_size: float = 1.0  # step: epochs between two multiplications by gamma
-    milestones: list[float] = field(default_factory=list)  # multistep: epochs where lr *= gamma
-    gamma: float = 0.1  # step, multistep: the factor applied at each decay
-    min_lr: float = 0.0  # cosine: the learning rate the curve ends at
-    pct_start: float = 0.3  # onecycle: fraction of all steps spent rising to train.lr
-    div_factor: float = 25.0  # onecycle: starts at train.lr / div_factor
-    final_div_factor: float = 1.0e4  # onecycle: ends at train.lr / div_factor / final_div_factor
-
-
-@dataclass
-class EarlyStoppingConfig:
-    patience: int = 0  # epochs without improvement of train.monitor before stopping; 0: off
-    min_delta: float = 0.0  # smallest change of train.monitor that counts as an improvement
-
-
-@dataclass
-class TrainConfig:
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = 0.005
-    batch_size: int = 1000
-    epochs: int = 10
-    weight_decay: float = 0.0
-    momentum: float = 0.9  # sgd only
-    nesterov: bool = False  # sgd only
-    seed: int = 0
-    device: str = "auto"  # auto: cuda, then mps, then cpu
-    monitor: Literal["val_acc", "val_loss"] = "val_acc"  # decides best.pt
-    log_every: int = 20  # steps between progress-bar updates (the only host syncs)
-    checkpoint_every_steps: int | None = None  # also save last.pt every N steps mid-epoch
-    grad_clip: float | None = None  # max L2 norm of all gradients together; None: no clipping
-    tensorboard: bool = False  # per-epoch metrics to OUT/tensorboard/ (needs tensorboard)
-    freeze: list[str | int] = field(default_factory=list)  # module-path prefixes left out
-    # of the optimizer (their BatchNorm statistics stay fixed too), e.g. [features]
-    lr_groups: list[LrGroup] = field(default_factory=list)  # per-prefix learning rates; the
-    # longest matching prefix wins
-    unfreeze_at: int | None = None  # epoch (1-based) from which train.freeze is lifted
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    label_smoothing: float = 0.0  # probability mass spread evenly over all classes, training loss
-    ema_decay: float = 0.0  # weight kept per optimizer step by the weight average; 0: no EMA
-    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-    # autocast dtype; auto: bf16 on CUDA (fp16 + loss scaling where bf16 is missing), fp32 on CPU
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    # NHWC weights and batches for conv nets; auto: on for conv nets on CUDA and CPU
-    channels_last: Literal["auto"] | bool = "auto"
-    compile: bool = False  # torch.compile the model; falls back to eager with a warning
-
-
-@dataclass
-class TaskConfig:
-    """What is learned (cnnkit/tasks.py TASKS); the other keys are localization's."""
-
-    name: str = "classification"  # classification or localization
-    loss: Literal["squared", "bce-ce"] = "squared"  # squared: the seed's squared error on p_c,
-    # box and class probabilities; bce-ce: BCE on p_c, CE on classes, box_loss on the box
-    box_loss: Literal["mse", "smooth_l1", "giou"] = "mse"  # bce-ce's box term
-    obj_weight: float = 1.0  # weight of the objectness term (1, 1, 1: the seed's formula)
-    box_weight: float = 1.0  # weight of the box term
-    cls_weight: float = 1.0  # weight of the class term
-    threshold: float = 0.5  # p_c at or above which an object is declared (metrics, predict)
-
-
-@dataclass
-class Config:
-    model: ModelConfig
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    task: TaskConfig = field(default_factory=TaskConfig)
-    out: str | None = None  # run directory; None: runs/<config file stem>
-    source: str = field(default="<config>", compare=False)  # where it came from, for errors
+# the schema's names are imported from here by most of the package
+__all__ = ["AugmentConfig", "Config", "ConfigError", "DataConfig", "EarlyStoppingConfig",
+           "LocalizationDataConfig", "LrGroup", "ModelConfig", "ScheduleConfig", "TaskConfig",
+           "TrainConfig", "apply_override", "config_from_dict", "config_to_dict", "dump_config",
+           "load_config", "validate"]
 
 
 SECTIONS = ("model", "data", "train", "task", "out")
@@ -177,13 +52,14 @@ def load_config(path: str | Path, overrides: typing.Iterable[str] = ()) -> Confi
 
 
 def config_from_dict(raw: Any, *, source: str = "<config>") -> Config:
-    """Check a plain dict (e.g. one stored in a checkpoint) against the schema."""
+    """Check a plain dict (e.g. one stored in a checkpoint) against the schema: types, then
+    ranges and cross-key rules (`schema.validate`)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping with sections {list(SECTIONS)}, "
                           f"found {_describe(raw)}")
     cfg = _build_dataclass(Config, raw, "", source, skip={"source"})
     cfg.source = source
-    return cfg
+    return validate(cfg)
 
 
 def config_to_dict(cfg: Config) -> dict:
@@ -352,7 +228,10 @@ def _coerce_scalar(value: Any, hint: type, path: str, source: str) -> Any:
 def _as_float(value: Any) -> Any:
     """Ints are floats; so are strings like '1e-3', which YAML 1.1 leaves as strings."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # beyond a double: left an int, refused as not a number
+            return value
     if isinstance(value, str):
         try:
             return float(value)

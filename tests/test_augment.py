@@ -143,11 +143,11 @@ def test_all_off_means_no_augmenter_and_defaults_are_off(write_config):
     ("cutout", 40, "data.augment.cutout: expected a side in pixels from 0 to 28, found 40"),
     ("crop_padding", -1, "data.augment.crop_padding: expected pixels >= 0, found -1"),
 ])
-def test_bad_values_are_one_line_errors(key, value, expected):
+def test_bad_values_are_one_line_errors(write_config, key, value, expected):
+    path = write_config()  # model.input [1, 28, 28]
     with pytest.raises(ConfigError) as info:
-        build_augment(AugmentConfig(**{key: value}), mean=(0.1,), image_size=(28, 28),
-                      source="x.yaml")
-    assert str(info.value) == f"x.yaml: {expected}"
+        load_config(path, [f"data.augment.{key}={value}"])
+    assert str(info.value) == f"{path}: {expected}"
 
 
 def test_unknown_augment_key_is_named(write_config):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import tempfile
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnnkit.config import Config, ConfigError, config_from_dict, load_config
+from cnnkit.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
 from cnnkit.errors import CnnkitError
 from cnnkit.models.builder import build_model
 from tests.conftest import SMALL_CONV
@@ -78,13 +79,24 @@ def test_any_yaml_structure(document):
     _load_text(yaml.safe_dump(document))
 
 
+def _numbers(node) -> list:
+    if isinstance(node, dict):
+        return [n for key, v in node.items() if key != "layers" for n in _numbers(v)]
+    if isinstance(node, list):
+        return [n for v in node for n in _numbers(v)]
+    return [node] if isinstance(node, float) else []
+
+
 @SETTINGS
 @given(st.sampled_from(KEY_PATHS), VALUES)
 def test_a_valid_config_with_one_value_replaced(path, value):
+    """Either one line naming the file, or a config whose every number is finite."""
     try:
-        config_from_dict(_set(SMALL_CONV, path, value))
-    except ConfigError:
-        pass
+        cfg = config_from_dict(_set(SMALL_CONV, path, value), source="fuzz.yaml")
+    except ConfigError as exc:
+        assert str(exc).startswith("fuzz.yaml: ") and "\n" not in str(exc)
+        return
+    assert all(math.isfinite(n) for n in _numbers(config_to_dict(cfg)))
 
 
 @SETTINGS

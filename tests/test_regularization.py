@@ -10,12 +10,19 @@ from torch import nn
 
 import cnnkit.training.trainer
 from cnnkit.checkpoint import load_checkpoint
-from cnnkit.config import EarlyStoppingConfig, TrainConfig, load_config
+from cnnkit.config import (
+    Config,
+    EarlyStoppingConfig,
+    ModelConfig,
+    TrainConfig,
+    load_config,
+    validate,
+)
 from cnnkit.errors import ConfigError
 from cnnkit.infer.evaluate import evaluate_checkpoint
 from cnnkit.models.builder import build_model
 from cnnkit.tasks import Classification
-from cnnkit.training.early_stopping import epochs_without_improvement, should_stop
+from cnnkit.training.early_stopping import epochs_without_improvement
 from cnnkit.training.ema import EMA, build_ema, inference_weights
 from cnnkit.training.optim import build_optimizer
 from cnnkit.training.trainer import train
@@ -77,7 +84,7 @@ def test_ema_follows_the_documented_formula():
     assert not ema.module[0].weight.requires_grad and not ema.module.training
     assert build_ema(model, decay=0.0) is None
     with pytest.raises(ConfigError, match="train.ema_decay: expected a fraction in"):
-        EMA(model, decay=1.0)
+        validate(Config(ModelConfig(input=[1], layers=[]), train=TrainConfig(ema_decay=1.0)))
 
 
 def test_ema_is_evaluated_saved_and_restored(write_config, tmp_path):
@@ -180,8 +187,9 @@ def test_early_stopping_is_off_by_default(write_config, tmp_path, monkeypatch):
                    overrides=("train.epochs=4",))
     assert len(result.history) == 4
     assert TrainConfig().early_stopping == EarlyStoppingConfig(patience=0)
-    with pytest.raises(ConfigError, match="train.early_stopping: expected patience"):
-        should_stop([], "val_acc", EarlyStoppingConfig(patience=-1))
+    with pytest.raises(ConfigError, match="train.early_stopping.patience: expected an integer"):
+        validate(Config(ModelConfig(input=[1], layers=[]),
+                        train=TrainConfig(early_stopping=EarlyStoppingConfig(patience=-1))))
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from cnnkit.config import ScheduleConfig, TrainConfig
+from cnnkit.config import Config, ModelConfig, ScheduleConfig, TrainConfig, validate
 from cnnkit.errors import ConfigError
 from cnnkit.training.optim import build_scheduler
 
@@ -110,6 +110,10 @@ def test_scheduler_state_resumes_at_the_same_step():
                                                      "fraction in (0, 1), found 1.5"),
 ])
 def test_bad_schedules_are_one_line_errors(schedule, expected):
+    cfg = Config(ModelConfig(input=[1, 28, 28], layers=[]), source="x.yaml",
+                 train=TrainConfig(lr=LR, optimizer="sgd", schedule=schedule))
     with pytest.raises(ConfigError) as info:
-        lrs(schedule, steps=1)
-    assert expected in str(info.value) and "\n" not in str(info.value)
+        validate(cfg)
+    message = str(info.value)
+    assert message.startswith("x.yaml: train.schedule.") and expected in message
+    assert "\n" not in message

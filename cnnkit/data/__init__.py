@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -57,7 +58,7 @@ def _mnist(cfg: DataConfig) -> Data:
     images, labels = load_mnist(cfg.root, "train", download=cfg.download)
     val_size = 5000 if cfg.val_size is None else cfg.val_size
     train_size = len(labels) - val_size if cfg.train_size is None else cfg.train_size
-    if train_size < 1 or val_size < 1 or train_size + val_size > len(labels):
+    if train_size < 1 or train_size + val_size > len(labels):  # sizes >= 1, >= 0: schema
         raise DataError(f"data.train_size + data.val_size: the MNIST training files hold "
                         f"{len(labels)} digits; found train_size {train_size}, val_size {val_size}")
     train, val = mnist_sample.stratified_split(labels, (train_size, val_size))
@@ -100,6 +101,9 @@ def build_data(cfg: DataConfig, *, source: str = "<config>") -> Data | FolderDat
         raise ConfigError(f"{source}: data.name: unknown dataset '{cfg.name}'{hint} "
                           f"(valid: {', '.join(DATASETS)})")
     data = select(DATASETS[cfg.name](cfg), cfg, source=source)
+    if cfg.val_size == 0:  # no validation split at all, rather than an empty one
+        data = dataclasses.replace(data, splits={k: v for k, v in data.splits.items()
+                                                 if k != "val"})
     return _with_normalization(data, cfg, source)
 
 
@@ -113,7 +117,5 @@ def _with_normalization(data: Data | FolderData, cfg: DataConfig, source: str
         if len(value) not in (1, channels):
             raise ConfigError(f"{source}: data.{key}: expected 1 or {channels} values (one per "
                               f"channel), found {len(value)}")
-        setattr(data, key, tuple(value) * (channels // len(value)))
-    if min(data.std) <= 0:
-        raise ConfigError(f"{source}: data.std: expected positive values, found {list(data.std)}")
+        setattr(data, key, tuple(value) * (channels // len(value)))  # finite, std > 0: schema
     return data

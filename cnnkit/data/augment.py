@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 
 from cnnkit.config import AugmentConfig
-from cnnkit.errors import ConfigError
 
 _SALT = 0x5DEECE66D  # keeps these seeds apart from the epoch permutation's
 
@@ -53,10 +52,12 @@ class Augment:
         return images
 
 
-def build_augment(cfg: AugmentConfig, *, mean: tuple[float, ...], image_size: tuple[int, int],
-                  source: str = "<config>") -> Augment | None:
-    """The training batches' augmentation, or None when every transform is off."""
-    _check(cfg, image_size, source)
+def build_augment(cfg: AugmentConfig, *, mean: tuple[float, ...],
+                  image_size: tuple[int, int] | None = None, source: str | None = None
+                  ) -> Augment | None:
+    """The training batches' augmentation, or None when every transform is off. Its ranges
+    (cutout against model.input's sides included) are checked by `schema.validate`;
+    `image_size` and `source` are accepted for the callers that still pass them."""
     enabled = (cfg.translate, cfg.rotate, cfg.scale, cfg.crop_padding, cfg.hflip, cfg.cutout)
     return Augment(cfg, mean=mean) if any(enabled) else None
 
@@ -110,17 +111,3 @@ def cutout(images: torch.Tensor, size: int, generator: torch.Generator, *,
     x = torch.arange(w, device=device).view(1, 1, 1, w) - (cx - size // 2)
     inside = (y >= 0) & (y < size) & (x >= 0) & (x < size)  # (B, 1, H, W)
     return torch.where(inside, fill.to(device, images.dtype), images)
-
-
-def _check(cfg: AugmentConfig, image_size: tuple[int, int], source: str) -> None:
-    problems = [
-        (not 0 <= cfg.translate <= 1, "translate", "a fraction in [0, 1]", cfg.translate),
-        (not 0 <= cfg.rotate <= 180, "rotate", "degrees in [0, 180]", cfg.rotate),
-        (not 0 <= cfg.scale < 1, "scale", "a fraction in [0, 1)", cfg.scale),
-        (cfg.crop_padding < 0, "crop_padding", "pixels >= 0", cfg.crop_padding),
-        (not 0 <= cfg.cutout <= max(image_size), "cutout",
-         f"a side in pixels from 0 to {max(image_size)}", cfg.cutout),
-    ]
-    for bad, key, expected, found in problems:
-        if bad:
-            raise ConfigError(f"{source}: data.augment.{key}: expected {expected}, found {found}")

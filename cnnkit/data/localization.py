@@ -37,10 +37,7 @@ def mnist_canvases(cfg: DataConfig) -> dict[str, Split]:
     loc = cfg.localization
     _check_canvas_config(loc)
     counts = (CANVASES[0] if cfg.train_size is None else cfg.train_size,
-              CANVASES[1] if cfg.val_size is None else cfg.val_size)
-    if min(counts) < 1:
-        raise ConfigError(f"data.train_size, data.val_size: expected canvas counts >= 1, "
-                          f"found {counts[0]} and {counts[1]}")
+              CANVASES[1] if cfg.val_size is None else cfg.val_size)  # ranges: the schema's
     images, labels = mnist_sample.read_sample()
     splits = {}
     for k, (name, digits, count) in enumerate(zip(("train", "val"), digit_sets(), counts)):

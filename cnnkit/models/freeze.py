@@ -63,11 +63,7 @@ def freeze(model: nn.Module, prefixes: Iterable[str | int], *, source: str | Non
 
 def freeze_for_training(model: nn.Module, cfg: TrainConfig, *, source: str | None = None
                         ) -> list[str]:
-    """Apply train.freeze, after checking that train.unfreeze_at has something to lift."""
-    if cfg.unfreeze_at is not None and (cfg.unfreeze_at < 1 or not cfg.freeze):
-        raise ConfigError(f"{_at(source)}train.unfreeze_at: expected an epoch >= 1 with a "
-                          f"non-empty train.freeze, found {cfg.unfreeze_at} with freeze "
-                          f"{list(cfg.freeze)}")
+    """Apply train.freeze (that train.unfreeze_at has something to lift is the schema's rule)."""
     return freeze(model, cfg.freeze, source=source)
 
 
@@ -85,17 +81,12 @@ def param_groups(model: nn.Module, cfg: TrainConfig, *, trainable: bool = True,
 
 def _lr_rules(model: nn.Module, cfg: TrainConfig, *, source: str | None
               ) -> list[tuple[str, float]]:
-    """(prefix, lr) pairs, longest prefix first so the most specific one wins."""
+    """(prefix, lr) pairs, longest prefix first so the most specific one wins. The schema
+    checks each lr and that no prefix is in two groups; only the model knows the paths."""
     rules: dict[str, float] = {}
     for i, group in enumerate(cfg.lr_groups):
-        key = f"train.lr_groups.{i}"
-        if group.lr <= 0:
-            raise ConfigError(f"{_at(source)}{key}.lr: expected a positive learning rate, "
-                              f"found {group.lr}")
-        for prefix in check_prefixes(model, group.modules, key=f"{key}.modules", source=source):
-            if prefix in rules:
-                raise ConfigError(f"{_at(source)}{key}.modules: '{prefix}' is already in an "
-                                  f"earlier group")
+        key = f"train.lr_groups.{i}.modules"
+        for prefix in check_prefixes(model, group.modules, key=key, source=source):
             rules[prefix] = group.lr
     return sorted(rules.items(), key=lambda rule: -len(rule[0]))
 

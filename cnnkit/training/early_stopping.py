@@ -10,7 +10,6 @@ import math
 from typing import Any
 
 from cnnkit.config import EarlyStoppingConfig
-from cnnkit.errors import ConfigError
 
 
 def improves(value: float, best: float | None, monitor: str, *, min_delta: float = 0.0) -> bool:
@@ -45,9 +44,6 @@ def epochs_without_improvement(history: list[dict[str, Any]], monitor: str, *,
 
 
 def should_stop(history: list[dict[str, Any]], monitor: str, cfg: EarlyStoppingConfig) -> bool:
-    if cfg.patience < 0 or cfg.min_delta < 0:
-        raise ConfigError(f"train.early_stopping: expected patience and min_delta >= 0, found "
-                          f"{cfg.patience} and {cfg.min_delta}")
     if not cfg.patience:
         return False
     return epochs_without_improvement(history, monitor, min_delta=cfg.min_delta) >= cfg.patience

@@ -16,14 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit.errors import ConfigError
-
 
 class EMA:
     def __init__(self, model: nn.Module, *, decay: float):
-        if not 0 < decay < 1:
-            raise ConfigError(f"train.ema_decay: expected a fraction in (0, 1), or 0 for no "
-                              f"average; found {decay}")
         self.decay = decay
         self.updates = 0
         self.module = copy.deepcopy(model).eval().requires_grad_(False)

@@ -8,13 +8,11 @@ sync, and the loop calls it before every save, at the end of an epoch, and every
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import torch
 
-from cnnkit.config import TrainConfig
-from cnnkit.errors import ConfigError, DivergenceError
+from cnnkit.errors import DivergenceError
 
 
 class FiniteWatch:
@@ -53,26 +51,3 @@ def clip_gradients(parameters: Iterable[torch.nn.Parameter], max_norm: float | N
     """Scale all gradients together so their L2 norm is at most `max_norm` (None: no-op)."""
     if max_norm is not None:
         torch.nn.utils.clip_grad_norm_(parameters, max_norm)
-
-
-def check_train_options(cfg: TrainConfig, *, source: str) -> None:
-    """The reliability keys of the `train` section, checked before anything is built."""
-    every = cfg.checkpoint_every_steps
-    if every is not None and every < 1:
-        raise ConfigError(f"{source}: train.checkpoint_every_steps: expected a positive number "
-                          f"of steps or null, found {every}")
-    clip = cfg.grad_clip
-    if clip is not None and not clip > 0:  # also refuses nan
-        raise ConfigError(f"{source}: train.grad_clip: expected a positive max norm or null, "
-                          f"found {clip}")
-    for key in ("batch_size", "log_every"):
-        if getattr(cfg, key) < 1:
-            raise ConfigError(f"{source}: train.{key}: expected a positive integer, "
-                              f"found {getattr(cfg, key)}")
-    if cfg.epochs < 0:
-        raise ConfigError(f"{source}: train.epochs: expected 0 or more, found {cfg.epochs}")
-    for key in ("lr", "weight_decay", "momentum"):
-        value = getattr(cfg, key)
-        if not math.isfinite(value) or value < 0:
-            raise ConfigError(f"{source}: train.{key}: expected a finite number >= 0, "
-                              f"found {value}")

@@ -6,20 +6,15 @@ import torch
 from torch import nn
 
 from cnnkit.config import TrainConfig
-from cnnkit.errors import ConfigError
 from cnnkit.models.freeze import param_groups
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = param_groups(model, cfg)  # trainable parameters only, by train.lr_groups
-    if cfg.lr <= 0:
-        raise ConfigError(f"train.lr: expected a positive learning rate, found {cfg.lr}")
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.nesterov and cfg.momentum <= 0:
-        raise ConfigError(f"train.nesterov: needs train.momentum > 0, found {cfg.momentum}")
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                            weight_decay=cfg.weight_decay)
 

@@ -20,21 +20,16 @@ import math
 from collections.abc import Callable
 
 from cnnkit.config import ScheduleConfig
-from cnnkit.errors import ConfigError
 
 Factor = Callable[[int], float]
 
 
 def lr_factor(cfg: ScheduleConfig, *, lr: float, steps_per_epoch: int, total_steps: int
               ) -> Factor:
-    """f(k) for the schedule `cfg` names, checked against the run's length."""
-    _check(cfg, lr=lr)
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
-    if cfg.name == "onecycle":
-        if warmup:
-            raise ConfigError("train.schedule.warmup_epochs: onecycle has its own warmup "
-                              f"(pct_start); found warmup_epochs {cfg.warmup_epochs}")
+    """f(k) for the schedule `cfg` names (its ranges checked by `schema.validate`)."""
+    if cfg.name == "onecycle":  # the schema refuses a separate warmup for it
         return _onecycle(cfg, total_steps)
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
     main = SCHEDULES[cfg.name](cfg, lr=lr, steps_per_epoch=steps_per_epoch,
                                total_steps=total_steps, warmup=warmup)
     if not warmup:
@@ -91,25 +86,3 @@ def _cos_between(a: float, b: float, t: float) -> float:
 
 
 SCHEDULES = dict(constant=_constant, step=_step, multistep=_multistep, cosine=_cosine)
-
-
-def _check(cfg: ScheduleConfig, *, lr: float) -> None:
-    problems = [
-        (cfg.warmup_epochs < 0, "warmup_epochs", "a number >= 0", cfg.warmup_epochs),
-        (cfg.name == "step" and cfg.step_size <= 0, "step_size", "a positive number of epochs",
-         cfg.step_size),
-        (cfg.name == "multistep" and not cfg.milestones, "milestones",
-         "a non-empty list of epochs", cfg.milestones),
-        (cfg.name in ("step", "multistep") and not 0 < cfg.gamma <= 1, "gamma",
-         "a factor in (0, 1]", cfg.gamma),
-        (cfg.name == "cosine" and not 0 <= cfg.min_lr <= lr, "min_lr",
-         f"a learning rate in [0, train.lr = {lr}]", cfg.min_lr),
-        (cfg.name == "onecycle" and not 0 < cfg.pct_start < 1, "pct_start",
-         "a fraction in (0, 1)", cfg.pct_start),
-        (cfg.name == "onecycle" and min(cfg.div_factor, cfg.final_div_factor) < 1,
-         "div_factor and final_div_factor", "factors >= 1",
-         [cfg.div_factor, cfg.final_div_factor]),
-    ]
-    for bad, key, expected, found in problems:
-        if bad:
-            raise ConfigError(f"train.schedule.{key}: expected {expected}, found {found}")

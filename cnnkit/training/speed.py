@@ -17,11 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cnnkit.errors import ConfigError
-
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-PRECISIONS = ("auto", *DTYPES)
-CHANNELS_LAST = ("auto", True, False)
 
 
 class SpeedWarning(UserWarning):
@@ -72,13 +68,8 @@ class Speed:
 
 def resolve_speed(device: torch.device, *, precision: str = "fp32",
                   channels_last: str | bool = False, model: nn.Module | None = None) -> Speed:
-    """Turn `train.precision` and `train.channels_last` into settings that work on `device`."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"train.precision: expected one of {', '.join(PRECISIONS)}, "
-                          f"found {precision!r}")
-    if channels_last not in CHANNELS_LAST:
-        raise ConfigError(f"train.channels_last: expected auto, true or false, "
-                          f"found {channels_last!r}")
+    """Turn `train.precision` and `train.channels_last` (their values checked by the schema's
+    types) into settings that work on `device`."""
     chosen = _pick_precision(device) if precision == "auto" else precision
     if chosen != "fp32" and not precision_works(device, chosen):
         warnings.warn(f"train.precision: {chosen} autocast does not run on {device}; "

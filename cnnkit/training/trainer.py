@@ -36,7 +36,6 @@ from cnnkit.training.distributed import (
 )
 from cnnkit.training.early_stopping import best_index, improves, should_stop
 from cnnkit.training.ema import build_ema
-from cnnkit.training.guards import check_train_options
 from cnnkit.training.loop import evaluate, train_one_epoch
 from cnnkit.training.optim import build_optimizer, build_scheduler
 from cnnkit.training.run import Run, metrics_csv, open_run_dir, restore, save
@@ -108,7 +107,6 @@ def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
     cfg = config if isinstance(config, Config) else load_config(config, overrides)
     cfg = with_pretrained_defaults(cfg)
     out = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
-    check_train_options(cfg.train, source=cfg.source)
     device = resolve_device(cfg.train.device)
     cluster = Cluster.from_env(device)  # one process unless started by torchrun
     try:

@@ -1,0 +1,183 @@
+"""The one validation pass (cnnkit/schema.py): every range and cross-key rule fails at load
+time, as one line naming the config file and the full key path, before any file is written."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from cnnkit.cli import main
+from cnnkit.config import Config, ModelConfig, load_config, validate
+from cnnkit.errors import ConfigError
+from cnnkit.schema import Range
+
+
+def _error(path, overrides: list[str]) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize(("setting", "expected"), [
+    ("train.lr=0", "train.lr: expected a number > 0, found 0.0"),
+    ("train.lr=-1.0e-3", "train.lr: expected a number > 0, found -0.001"),
+    ("train.lr=.nan", "train.lr: expected a finite number, found nan"),
+    ("train.weight_decay=-0.1", "train.weight_decay: expected a number >= 0, found -0.1"),
+    ("train.momentum=-1", "train.momentum: expected a number >= 0, found -1.0"),
+    ("train.epochs=-1", "train.epochs: expected an integer >= 0, found -1"),
+    ("train.batch_size=0", "train.batch_size: expected a positive integer, found 0"),
+    ("train.log_every=0", "train.log_every: expected a positive integer, found 0"),
+    ("train.checkpoint_every_steps=0",
+     "train.checkpoint_every_steps: expected a positive number of steps or null, found 0"),
+    ("train.grad_clip=0", "train.grad_clip: expected a positive max norm or null, found 0.0"),
+    ("train.grad_clip=.inf", "train.grad_clip: expected a positive max norm or null, found inf"),
+    ("train.ema_decay=1",
+     "train.ema_decay: expected a fraction in (0, 1), or 0 for no average, found 1.0"),
+    ("train.ema_decay=-0.5",
+     "train.ema_decay: expected a fraction in (0, 1), or 0 for no average, found -0.5"),
+    ("train.early_stopping.patience=-1",
+     "train.early_stopping.patience: expected an integer >= 0, found -1"),
+    ("train.early_stopping.min_delta=-0.01",
+     "train.early_stopping.min_delta: expected a number >= 0, found -0.01"),
+    ("train.schedule.warmup_epochs=-1",
+     "train.schedule.warmup_epochs: expected a number >= 0, found -1.0"),
+    ("train.schedule.step_size=0",
+     "train.schedule.step_size: expected a positive number of epochs, found 0.0"),
+    ("train.schedule.gamma=1.5", "train.schedule.gamma: expected a factor in (0, 1], found 1.5"),
+    ("train.schedule.min_lr=-1", "train.schedule.min_lr: expected a number >= 0, found -1.0"),
+    ("train.schedule.pct_start=1",
+     "train.schedule.pct_start: expected a fraction in (0, 1), found 1.0"),
+    ("train.schedule.div_factor=0.5",
+     "train.schedule.div_factor: expected a number >= 1, found 0.5"),
+    ("train.schedule.final_div_factor=0",
+     "train.schedule.final_div_factor: expected a number >= 1, found 0.0"),
+    ("train.schedule.milestones=[1, -2]",
+     "train.schedule.milestones.1: expected a number >= 0, found -2.0"),
+    ("train.lr_groups=[{modules: [0], lr: 0}]",
+     "train.lr_groups.0.lr: expected a number > 0, found 0.0"),
+    ("data.train_size=0", "data.train_size: expected an integer >= 1, found 0"),
+    ("data.val_size=-1", "data.val_size: expected an integer >= 0, found -1"),
+    ("data.std=[.nan]", "data.std.0: expected a finite number, found nan"),
+    ("data.std=[0.3, 0]", "data.std.1: expected a number > 0, found 0.0"),
+    ("data.mean=[.inf]", "data.mean.0: expected a finite number, found inf"),
+    ("data.augment.translate=1.5",
+     "data.augment.translate: expected a fraction in [0, 1], found 1.5"),
+    ("data.augment.rotate=181", "data.augment.rotate: expected degrees in [0, 180], found 181.0"),
+    ("data.augment.scale=1", "data.augment.scale: expected a fraction in [0, 1), found 1.0"),
+    ("data.augment.crop_padding=-1", "data.augment.crop_padding: expected pixels >= 0, found -1"),
+    ("data.augment.cutout=-1", "data.augment.cutout: expected a side in pixels >= 0, found -1"),
+    ("data.augment.cutout=29",
+     "data.augment.cutout: expected a side in pixels from 0 to 28, found 29"),
+    ("model.aux_weight=-1", "model.aux_weight: expected a number >= 0, found -1.0"),
+    ("task.box_weight=.nan", "task.box_weight: expected a finite number, found nan"),
+    ("task.threshold=1.5", "task.threshold: expected a number in [0, 1], found 1.5"),
+])
+def test_a_bad_value_names_the_file_and_the_key_path(write_config, setting, expected):
+    path = write_config()  # SMALL_CONV: model.input [1, 28, 28], train.lr 0.005
+    assert _error(path, [setting]) == f"{path}: {expected}"
+
+
+@pytest.mark.parametrize(("overrides", "key", "expected"), [
+    (["train.optimizer=sgd", "train.nesterov=true", "train.momentum=0"], "train.nesterov",
+     "needs train.momentum > 0, found 0.0"),
+    (["train.unfreeze_at=2"], "train.unfreeze_at",
+     "expected an epoch >= 1 with a non-empty train.freeze, found 2 with freeze []"),
+    (["train.freeze=[0]", "train.unfreeze_at=0"], "train.unfreeze_at",
+     "expected an epoch >= 1 with a non-empty train.freeze, found 0"),
+    (["train.lr_groups=[{modules: [0, 3], lr: 0.1}, {modules: [3], lr: 0.2}]"],
+     "train.lr_groups.1.modules", "'3' is already in an earlier group"),
+    (["train.schedule.name=multistep"], "train.schedule.milestones",
+     "expected a non-empty list of epochs, found []"),
+    (["train.schedule.name=cosine", "train.lr=0.1", "train.schedule.min_lr=0.2"],
+     "train.schedule.min_lr", "expected a learning rate in [0, train.lr = 0.1], found 0.2"),
+    (["train.schedule.name=onecycle", "train.schedule.warmup_epochs=0.5"],
+     "train.schedule.warmup_epochs", "onecycle has its own warmup (pct_start)"),
+    (["data.name=imagefolder", "data.train_size=null", "data.val_size=null",
+      "data.augment.hflip=true"], "data.augment", "imagefolder uses torchvision's transforms"),
+    (["data.val_size=0"], "train.monitor",
+     "val_acc needs a validation split, but data.val_size is 0"),
+    (["data.val_size=0", "train.monitor=val_loss"], "train.monitor",
+     "val_loss needs a validation split, but data.val_size is 0"),
+    (["data.val_size=0", "train.monitor=train_loss", "train.early_stopping.patience=3"],
+     "train.early_stopping.patience",
+     "3 turns early stopping on, which needs a validation split, but data.val_size is 0"),
+])
+def test_cross_key_rules_name_the_file_and_the_key(write_config, overrides, key, expected):
+    path = write_config()
+    message = _error(path, overrides)
+    assert message.startswith(f"{path}: {key}: ") and expected in message
+
+
+def _ranged_fields(cls: type, prefix: str = ""):
+    """(key path, Range, is a list, is an int) of every field declared with a range."""
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(default):
+            yield from _ranged_fields(type(default), f"{prefix}{f.name}.")
+        elif "range" in f.metadata:
+            kind = str(f.type)
+            yield f"{prefix}{f.name}", f.metadata["range"], "list" in kind, "int" in kind
+
+
+def _outside(bounds: Range, is_int: bool):
+    """A value just outside `bounds`."""
+    if bounds.ge is not None:
+        return bounds.ge - 1
+    if bounds.gt is not None:
+        return bounds.gt
+    if bounds.le is not None:
+        return bounds.le + 1
+    return bounds.lt if is_int else float(bounds.lt)
+
+
+RANGED = list(_ranged_fields(Config))
+
+
+@pytest.mark.parametrize(("key", "bounds", "is_list", "is_int"), RANGED,
+                         ids=[r[0] for r in RANGED])
+def test_every_declared_range_is_enforced(write_config, key, bounds, is_list, is_int):
+    value = _outside(bounds, is_int)
+    message = _error(write_config(), [f"{key}={[value] if is_list else value}"])
+    assert f": {key}{'.0' if is_list else ''}: expected " in message
+
+
+def test_the_defaults_pass_and_the_ranges_are_found():
+    assert validate(Config(ModelConfig(input=[1, 28, 28], layers=[]))).train.lr == 0.005
+    assert len(RANGED) >= 30  # else the walk above missed the schema's metadata
+
+
+def test_val_size_0_needs_a_train_monitor_and_no_early_stopping(write_config):
+    path = write_config()
+    cfg = load_config(path, ["data.val_size=0", "train.monitor=train_loss"])
+    assert (cfg.data.val_size, cfg.train.monitor) == (0, "train_loss")
+    assert load_config(path, ["data.val_size=0", "train.monitor=train_acc",
+                              "train.early_stopping.patience=0"]).data.val_size == 0
+    assert "train.monitor: val_acc" in _error(path, ["data.val_size=0"])
+    both = _error(path, ["data.val_size=0", "train.monitor=train_acc",
+                         "train.early_stopping.patience=2"])
+    assert "train.early_stopping.patience" in both and "data.val_size" in both
+
+
+def test_a_checkpoint_config_is_validated_too():
+    from cnnkit.config import config_from_dict
+
+    raw = {"model": {"input": [1, 28, 28], "layers": []}, "train": {"lr": 0}}
+    with pytest.raises(ConfigError, match=r"^ckpt.pt: train.lr: expected a number > 0"):
+        config_from_dict(raw, source="ckpt.pt")
+
+
+@pytest.mark.parametrize("override", ["train.lr=0", "train.ema_decay=1", "data.std=[.nan]",
+                                      "data.augment.cutout=40", "train.schedule.gamma=0",
+                                      "train.early_stopping.patience=-1"])
+def test_cnnkit_train_refuses_before_writing_anything(write_config, tmp_path, capsys, override):
+    """These failed only after the run directory (or config.yaml) was written."""
+    path = write_config()
+    out = tmp_path / "run"
+    assert main(["train", str(path), "--out", str(out), "--set", override]) == 2
+    assert not out.exists()
+    assert sorted(tmp_path.iterdir()) == [path]
+    err = capsys.readouterr().err
+    assert str(path) in err and override.split("=")[0] in err
