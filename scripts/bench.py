@@ -1,9 +1,13 @@
 """Side-by-side speed of cnnkit's trainer, a minimal hand-written loop, the classic DataLoader
 pipeline, and big-model training steps. A benchmark, not a test: it prints ratios and, with
---write, puts them in docs/BENCHMARKS.md (between the bench markers, keeping the notes).
+--write, puts them in docs/BENCHMARKS.md or the --doc file (between the bench markers, keeping
+the notes).
 
     PYTHONPATH=. python scripts/bench.py --write            # all sections
     PYTHONPATH=. python scripts/bench.py --sections a --repeats 7
+    PYTHONPATH=. python scripts/bench.py --sections c --models resnet18 --quick
+    PYTHONPATH=. python scripts/bench.py --sections ab --train-size 20 --repeats 1 --write \\
+        --doc /tmp/bench.md                                 # a smoke run: seconds
 
 Every comparison runs its sides alternately in one process, round after round, and keeps the
 best round of each side, so both see the same machine load; `uptime` is recorded around it.
@@ -32,11 +36,13 @@ from cnnkit.data.shards import batches_per_epoch
 from cnnkit.data.tensors import Split, TensorLoader
 from cnnkit.models.builder import build_model
 from cnnkit.tasks import Classification
+from cnnkit.training.loop import Stepper, train_one_epoch
 from cnnkit.training.optim import build_scheduler
 from cnnkit.training.speed import prepare_model, resolve_speed
-from cnnkit.training.trainer import resolve_device, train_one_epoch
+from cnnkit.training.trainer import resolve_device
 
 ROOT = Path(__file__).resolve().parent.parent
+ZOO = ("resnet18", "resnet50", "vgg19")  # section c's models: configs/NAME.yaml
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
@@ -95,11 +101,10 @@ def cnnkit_side(data, device, batch: int, *, precision: str, channels_last) -> C
     cfg = load_config(ROOT / "configs" / "mnist_conv.yaml").train
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=1)
     loader = data.loader("train", batch_size=batch, shuffle=True, seed=0, device=device)
-    task = Classification()
+    stepper = Stepper(model, optimizer, scheduler, Classification(), speed=speed)
 
     def run(epoch: int) -> float:
-        return train_one_epoch(model, loader, optimizer, scheduler, task, epoch=epoch,
-                               speed=speed)[1]
+        return train_one_epoch(stepper, loader, epoch=epoch)[1]
 
     run.settings = settings(speed)
     return run
@@ -220,23 +225,24 @@ def zoo_side(name: str, device, *, batch: int, size: int, steps: int, precision:
                           std=(0.25,) * 3, device=device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    stepper = Stepper(model, optimizer, scheduler, Classification(), speed=speed)
 
     def run(epoch: int) -> float:
-        return train_one_epoch(model, loader, optimizer, scheduler, Classification(),
-                               epoch=epoch, speed=speed)[1]
+        return train_one_epoch(stepper, loader, epoch=epoch)[1]
 
     run.settings = settings(speed)
     return run
 
 
-def section_c(device, repeats: int, rows: list, *, quick: bool) -> None:
+def section_c(device, repeats: int, rows: list, *, quick: bool,
+              models: tuple[str, ...] = ZOO) -> None:
     if device.type == "cuda":
         batch, size, steps = 64, 224, 10 if quick else 30
         variants = {"bf16 channels_last": ("bf16", True), "fp32 NCHW": ("fp32", False)}
     else:
         batch, size, steps = 8, 64, 2 if quick else 3
         variants = {"fp32 channels_last": ("fp32", True), "fp32 NCHW": ("fp32", False)}
-    for name in ("resnet18", "resnet50", "vgg19"):
+    for name in models:
         sides = {label: zoo_side(name, device, batch=batch, size=size, steps=steps,
                                  precision=p, channels_last=c)
                  for label, (p, c) in variants.items()}
@@ -331,14 +337,22 @@ def profile(data, device, batch: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", default="abc", help="any of a, b, c (default abc)")
     parser.add_argument("--repeats", type=int, default=5, help="rounds per comparison")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="fewer steps in section c")
+    parser.add_argument("--train-size", type=int, metavar="N",
+                        help="training digits of sections a and b (default: the sample's "
+                             "4,000); fewer for a smoke run")
+    parser.add_argument("--models", nargs="+", default=list(ZOO), metavar="NAME",
+                        help=f"zoo configs of section c (default: {' '.join(ZOO)})")
     parser.add_argument("--profile", type=int, metavar="BATCH",
                         help="also profile one epoch of cnnkit's defaults at this batch")
-    parser.add_argument("--write", action="store_true", help="update docs/BENCHMARKS.md")
+    parser.add_argument("--write", action="store_true", help="update the --doc file")
+    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "BENCHMARKS.md",
+                        help="the file --write updates (default: docs/BENCHMARKS.md)")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     command = "PYTHONPATH=. python scripts/bench.py " + " ".join(argv or sys.argv[1:])
@@ -347,22 +361,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{k}: {v}")
     before = uptime()
     print(f"device: {device}\nload before: {before}", flush=True)
-    data = build_data(DataConfig())
+    data = build_data(DataConfig(train_size=args.train_size))
     rows: list = []
     for name, section in (("a", section_a), ("b", section_b)):
         if name in args.sections:
             section(data, device, args.repeats, rows)
             _print_rows(rows, name)
     if "c" in args.sections:
-        section_c(device, max(2, args.repeats // 2), rows, quick=args.quick)
+        section_c(device, max(2, args.repeats // 2), rows, quick=args.quick,
+                  models=tuple(args.models))
         _print_rows(rows, "c")
     after = uptime()
     print(f"load after: {after}")
     if args.profile:
         profile(data, device, args.profile)
     if args.write:
-        write_doc(ROOT / "docs" / "BENCHMARKS.md",
-                  render(rows, info, (before, after), command.strip(), device), device)
+        write_doc(args.doc, render(rows, info, (before, after), command.strip(), device), device)
     return 0
 
 

@@ -1,6 +1,8 @@
 """Write canvases of a localization config's split as PNG files, with their true boxes.
 
     python scripts/localization_canvases.py configs/localization_mnist.yaml --n 8 --out canvases/
+    python scripts/localization_canvases.py configs/localization_mnist.yaml --n 4 \\
+        --set data.train_size=10 --set data.val_size=4      # build only the canvases it shows
 
 Prints one line per canvas: file, p_c, box (x, y, w, h in pixels, top-left corner) and class.
 """
@@ -19,14 +21,17 @@ from cnnkit.errors import CnnkitError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config")
     parser.add_argument("--split", default="val")
     parser.add_argument("--n", type=int, default=8, help="how many canvases, from the first")
     parser.add_argument("--out", default="canvases")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override the config, e.g. data.localization.empty=0.5 (repeatable)")
     args = parser.parse_args(argv)
     try:
-        data = build_data(load_config(args.config).data)
+        data = build_data(load_config(args.config, args.set).data)
         split = data.splits[args.split]
     except CnnkitError as exc:
         print(f"error: {exc}", file=sys.stderr)

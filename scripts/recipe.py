@@ -3,6 +3,8 @@
     python scripts/recipe.py                          # configs/mnist_best.yaml, seeds 0 1 2, all
     python scripts/recipe.py --variants recipe --seeds 0 1 2 3 4
     python scripts/recipe.py --variants recipe no-ema no-augment --threads 2
+    python scripts/recipe.py --variants recipe --seeds 0 --set train.epochs=1 \\
+        --set data.train_size=50 --set data.val_size=20       # a smoke run: seconds
 
 Each variant is the recipe with one ingredient removed; each run is `cnnkit train` in this
 process (quiet, in a scratch directory). The accuracy is the last epoch's val_acc (the EMA
@@ -95,7 +97,8 @@ def table(rows: list[tuple[str, dict]], seeds: list[int]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(ROOT / "configs" / "mnist_best.yaml"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))

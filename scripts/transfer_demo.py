@@ -10,11 +10,17 @@ Both are scored on the same 500 validation digits 5-9, for each N and several se
 draws the fresh weights and the batch order; the labelled subset stays the same).
 
     python scripts/transfer_demo.py [--out runs/transfer_demo] [--per-class 5 20] [--seeds 3]
+    python scripts/transfer_demo.py --out /tmp/td --per-class 5 --seeds 1 \\
+        --set train.epochs=1 --set data.train_size=100 --set data.val_size=50   # a smoke run
+
+`--set KEY.PATH=VALUE` overrides every run (pretraining, transfer and scratch), after the
+script's own settings.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from cnnkit.training.trainer import train
@@ -23,16 +29,20 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 RUNS = {"transfer": (), "scratch": ("model.weights=null", "train.freeze=[]")}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/transfer_demo", help="folder for the runs")
     parser.add_argument("--per-class", type=int, nargs="+", default=[5, 20],
                         help="labelled training digits per class (default: 5 20)")
     parser.add_argument("--seeds", type=int, default=3, help="runs per setting (default: 3)")
-    args = parser.parse_args()
-    out = Path(args.out)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override every run, e.g. train.epochs=2 (repeatable)")
+    args = parser.parse_args(argv)
+    out, sets = Path(args.out), tuple(args.set)
 
-    pretrain = train(CONFIGS / "transfer_pretrain.yaml", out_dir=out / "pretrain", quiet=True)
+    pretrain = train(CONFIGS / "transfer_pretrain.yaml", out_dir=out / "pretrain", quiet=True,
+                     overrides=sets)
     print(f"pretrained on digits 0-4: val acc {pretrain.history[-1]['val_acc']:.4f}", flush=True)
     weights = out / "pretrain" / "best.pt"
     results: dict[tuple[int, str], list[float]] = {}
@@ -40,15 +50,16 @@ def main() -> None:
         for name, extra in RUNS.items():
             for seed in range(args.seeds):
                 overrides = (f"model.weights={weights}", f"data.train_per_class={n}",
-                             f"train.seed={seed}", *extra)
+                             f"train.seed={seed}", *extra, *sets)
                 run = train(CONFIGS / "transfer_digits.yaml", out_dir=out / f"{name}_{n}_{seed}",
                             quiet=True, overrides=overrides)
                 results.setdefault((n, name), []).append(run.history[-1]["val_acc"])
     print(_table(results, args.per_class, args.seeds))
+    return 0
 
 
 def _table(results: dict[tuple[int, str], list[float]], per_class: list[int], seeds: int) -> str:
-    lines = [f"digits 5-9, 500 validation digits: final val acc, mean (min-max) of {seeds} seeds",
+    lines = [f"digits 5-9 of the validation split: final val acc, mean (min-max) of {seeds} seeds",
              "labelled per class  transfer (frozen convs, new head)  from scratch"]
     for n in per_class:
         cells = [_cell(results[n, name]) for name in RUNS]
@@ -61,4 +72,4 @@ def _cell(values: list[float]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

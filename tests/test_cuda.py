@@ -7,7 +7,7 @@ from cnnkit.checkpoint import load_checkpoint
 from cnnkit.config import DataConfig
 from cnnkit.data import build_data
 from cnnkit.tasks import Classification
-from cnnkit.training.loop import train_one_epoch
+from cnnkit.training.loop import Stepper, train_one_epoch
 from cnnkit.training.speed import resolve_speed
 from cnnkit.training.trainer import train
 
@@ -58,7 +58,8 @@ def test_the_hot_loop_never_waits_for_the_gpu(write_config, tmp_path):
     optimizer = build_optimizer(model, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train, steps_per_epoch=10)
     loader = data.loader("train", batch_size=100, shuffle=True, seed=0, device=CUDA)
-    train_one_epoch(model, loader, optimizer, scheduler, task, epoch=0, speed=speed)  # warm
+    train_one_epoch(Stepper(model, optimizer, scheduler, task, speed=speed), loader,
+                    epoch=0)  # warm-up
 
     class Checked(Classification):
         def summarize(self, totals):
@@ -68,7 +69,8 @@ def test_the_hot_loop_never_waits_for_the_gpu(write_config, tmp_path):
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        train_one_epoch(model, loader, optimizer, scheduler, Checked(), epoch=1, speed=speed)
+        train_one_epoch(Stepper(model, optimizer, scheduler, Checked(), speed=speed), loader,
+                        epoch=1)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 

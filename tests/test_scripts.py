@@ -1,0 +1,220 @@
+"""Smoke tests of scripts/ on the CPU: each script's --help, and its quickest real mode, run in
+this process (no torch import per script) and writing only under tmp_path; and every import
+that tests/test_cuda.py makes, done for real, so a rename cannot break the GPU-only file
+unseen."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import functools
+import hashlib
+import importlib
+import os
+import re
+import runpy
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from cnnkit.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts"
+PYTHON_SCRIPTS = sorted(SCRIPTS.glob("*.py"))
+# script -> the options its quick mode uses, which --help must document
+QUICK_OPTIONS = {
+    "bench.py": ("--sections", "--repeats", "--train-size", "--write", "--doc"),
+    "recipe.py": ("--variants", "--seeds", "--set"),
+    "transfer_demo.py": ("--out", "--per-class", "--seeds", "--set"),
+    "localization_canvases.py": ("--n", "--out", "--set"),
+    "docs_pictures.sh": ("--quick", "--out"),
+}
+NUMBER = r"[-+\d.e]+"  # a printed float, as `{x:.4g}` writes it
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Batches of a few digits gain nothing from a second thread, and on a shared machine two
+    threads per process wait on each other (about 3x slower here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@functools.cache
+def script(name: str) -> dict:
+    """The globals of scripts/NAME, run as a module (not as __main__)."""
+    return runpy.run_path(str(SCRIPTS / name), run_name="not_main")
+
+
+def digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+def test_every_script_is_in_the_smoke_list():
+    assert sorted(p.name for p in SCRIPTS.iterdir() if p.suffix in (".py", ".sh")) == sorted(
+        QUICK_OPTIONS)
+
+
+@pytest.mark.parametrize("path", PYTHON_SCRIPTS, ids=lambda p: p.name)
+def test_help_prints_the_usage_and_the_quick_options(path, capsys):
+    globals_ = script(path.name)
+    with pytest.raises(SystemExit) as exit_:
+        globals_["main"](["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: ")
+    assert globals_["__doc__"].splitlines()[0] in out  # the docstring is the description
+    for option in QUICK_OPTIONS[path.name]:
+        assert option in out
+
+
+def test_docs_pictures_help():
+    done = subprocess.run(["bash", str(SCRIPTS / "docs_pictures.sh"), "--help"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Usage: scripts/docs_pictures.sh")
+    for option in QUICK_OPTIONS["docs_pictures.sh"]:
+        assert option in done.stdout
+
+
+def test_bench_sections_a_and_b_on_twenty_digits(tmp_path, capsys):
+    doc, repo_doc = tmp_path / "BENCHMARKS.md", ROOT / "docs" / "BENCHMARKS.md"
+    before = digest(repo_doc)
+    code = script("bench.py")["main"](["--sections", "ab", "--train-size", "20", "--repeats", "1",
+                                       "--device", "cpu", "--write", "--doc", str(doc)])
+    assert code == 0
+    out = capsys.readouterr().out
+    rows = re.findall(rf"^\[([ab])\] .*: ({NUMBER}) vs ({NUMBER}) -> ({NUMBER})x", out, re.M)
+    assert [section for section, *_ in rows] == ["a"] * 6 + ["b"] * 2
+    for _, first, second, ratio in rows:
+        assert float(first) > 0 and float(second) > 0  # seconds per epoch
+        assert float(ratio) == pytest.approx(float(first) / float(second), rel=2e-3, abs=6e-3)
+    text = doc.read_text()
+    assert "<!-- bench:start cpu -->" in text and "<!-- bench:end cpu -->" in text
+    assert "--train-size 20" in text  # the command that made the numbers
+    assert len(re.findall(r"^\| [ab] \| course conv net", text, re.M)) == 8
+    assert digest(repo_doc) == before
+
+
+def test_every_recipe_variant_is_a_valid_config():
+    globals_ = script("recipe.py")
+    raw = yaml.safe_load((ROOT / "configs" / "mnist_best.yaml").read_text())
+    for name, (_, edit) in globals_["VARIANTS"].items():
+        variant = copy.deepcopy(raw)
+        edit(variant)
+        assert (variant == raw) == (name == "recipe"), name  # each other variant removes one
+        globals_["config_from_dict"](variant, source=name)
+
+
+def test_recipe_one_variant_one_epoch_prints_the_table(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the script's scratch runs
+    code = script("recipe.py")["main"](["--variants", "recipe", "--seeds", "0",
+                                        "--set", "train.epochs=1", "--set", "data.train_size=50",
+                                        "--set", "data.val_size=20"])
+    assert code == 0
+    out = capsys.readouterr().out
+    acc = float(re.search(rf"^recipe seed 0: val_acc ({NUMBER}) after 1 epochs", out, re.M)[1])
+    row = re.search(rf"^\| the recipe \| ({NUMBER}) ± ({NUMBER}) \|", out, re.M)
+    assert float(row[1]) == pytest.approx(100 * acc, abs=0.01) and float(row[2]) == 0
+    assert not list(tmp_path.glob("cnnkit-recipe-*"))  # its scratch runs are gone
+
+
+def test_transfer_demo_one_seed_one_epoch(tmp_path, capsys):
+    out_dir = tmp_path / "td"
+    code = script("transfer_demo.py")["main"](
+        ["--out", str(out_dir), "--per-class", "5", "--seeds", "1", "--set", "train.epochs=1",
+         "--set", "data.train_size=100", "--set", "data.val_size=50"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert 0 <= float(re.search(rf"pretrained on digits 0-4: val acc ({NUMBER})", out)[1]) <= 1
+    row = re.search(rf"^ +5 +({NUMBER}) \({NUMBER}-{NUMBER}\) +({NUMBER}) \(", out, re.M)
+    assert all(0 <= float(acc) <= 1 for acc in row.groups())
+    for run in ("pretrain", "transfer_5_0", "scratch_5_0"):
+        saved = yaml.safe_load((out_dir / run / "config.yaml").read_text())
+        assert saved["train"]["epochs"] == 1 and saved["data"]["train_size"] == 100  # --set
+    states = {run: load_checkpoint(out_dir / run / "best.pt")["model"]
+              for run in ("pretrain", "transfer_5_0", "scratch_5_0")}
+    convs = [key for key, value in states["pretrain"].items() if value.dim() == 4]
+    assert convs
+    for key in convs:  # the transfer run kept the pretrained, frozen convolutions
+        assert torch.equal(states["transfer_5_0"][key], states["pretrain"][key])
+        assert not torch.equal(states["scratch_5_0"][key], states["pretrain"][key])
+
+
+def test_localization_canvases_writes_pngs_and_their_boxes(tmp_path, capsys):
+    out_dir = tmp_path / "canvases"
+    code = script("localization_canvases.py")["main"](
+        [str(ROOT / "configs" / "localization_mnist.yaml"), "--n", "4", "--out", str(out_dir),
+         "--set", "data.train_size=10", "--set", "data.val_size=4"])
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4
+    for i, line in enumerate(lines):
+        path, rest = line.split("  p_c ")
+        assert Path(path) == out_dir / f"val_{i:04d}.png"
+        image = np.asarray(Image.open(path), dtype=np.int64)
+        assert image.shape == (64, 64)
+        if rest == "0":
+            assert image.max() == 0  # an empty canvas (the config has no noise)
+            continue
+        box = re.fullmatch(r"1  box (\d+) (\d+) (\d+) (\d+)  class [0-9]", rest)
+        x, y, w, h = map(int, box.groups())  # pixels, rounded; (x, y) the top-left corner
+        inside = image[max(y - 1, 0):y + h + 1, max(x - 1, 0):x + w + 1].sum()
+        assert inside >= 0.99 * image.sum() > 0  # the digit's ink lies in its box
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch, torchvision and matplotlib: 4-15 s
+def test_docs_pictures_quick_writes_both_pictures_elsewhere(tmp_path):
+    pictures = ("saliency_mnist_conv.png", "activations_mnist_conv.png")
+    before = [digest(ROOT / "docs" / name) for name in pictures]
+    done = subprocess.run(["bash", str(SCRIPTS / "docs_pictures.sh"), "--quick", "--out",
+                           str(tmp_path / "pictures"), sys.executable],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    for name in pictures:
+        with Image.open(tmp_path / "pictures" / name) as image:
+            assert image.format == "PNG" and min(image.size) > 0
+    assert re.search(r"on val \(100 examples\): accuracy [\d.]+", done.stdout)
+    assert [digest(ROOT / "docs" / name) for name in pictures] == before
+
+
+def cuda_imports() -> list[tuple[str, str | None]]:
+    """(module, name) of every `from module import name`, and (module, None) of every
+    `import module`, in tests/test_cuda.py, at module level and inside functions."""
+    tree = ast.parse((ROOT / "tests" / "test_cuda.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update((alias.name, None) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "a relative import in tests/test_cuda.py"
+            found.update((node.module, alias.name) for alias in node.names)
+    return sorted(found, key=lambda pair: (pair[0], pair[1] or ""))
+
+
+def test_cuda_imports_include_those_inside_functions():
+    inside = {(node.module, alias.name)
+              for function in ast.walk(ast.parse((ROOT / "tests" / "test_cuda.py").read_text()))
+              if isinstance(function, ast.FunctionDef)
+              for node in ast.walk(function) if isinstance(node, ast.ImportFrom)
+              for alias in node.names}
+    assert inside and inside <= set(cuda_imports())
+
+
+@pytest.mark.parametrize(("module", "name"), cuda_imports(),
+                         ids=lambda v: v if isinstance(v, str) else "-")
+def test_every_import_of_test_cuda_resolves(module, name):
+    imported = importlib.import_module(module)
+    if name is not None and not hasattr(imported, name):
+        importlib.import_module(f"{module}.{name}")  # `from package import submodule`
