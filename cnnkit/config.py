@@ -192,8 +192,9 @@ def _coerce_union(value: Any, args: tuple, path: str, source: str) -> Any:
 
 
 def _coerce_choice(value: Any, choices: tuple, path: str, source: str) -> Any:
-    if value in choices:
-        return value
+    for choice in choices:
+        if value == choice and type(value) is type(choice):  # True and 1.0 are not 1
+            return choice
     close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     listed = ", ".join(str(c) for c in choices)

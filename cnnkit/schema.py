@@ -83,13 +83,16 @@ class ModelConfig:
 class LocalizationDataConfig:
     """mnist-localization canvases and localization-csv images (cnnkit/data/localization.py)."""
 
-    size: int = 64  # canvases and csv images are size × size pixels
+    # canvases and csv images are size × size pixels
+    size: int = ranged(64, ge=1, text="a positive size in pixels")
     digit_size: list[int] = field(default_factory=lambda: [20, 44])  # px, side of the pasted
     # 28×28 MNIST frame, drawn uniformly from [min, max]
-    empty: float = 0.2  # share of canvases with no digit (the seed's "nothing")
-    noise: float = 0.0  # std of Gaussian background noise, on the [0, 1] pixel scale
+    # share of canvases with no digit (the seed's "nothing")
+    empty: float = ranged(0.2, ge=0, lt=1, text="a share in [0, 1)")
+    # std of Gaussian background noise, on the [0, 1] pixel scale
+    noise: float = ranged(0.0, ge=0, text="a std >= 0")
     seed: int = 0  # canvases are a function of this seed (not train.seed): the dataset is fixed
-    channels: int = 3  # localization-csv: 1 (grayscale) or 3 (RGB)
+    channels: Literal[1, 3] = 3  # localization-csv: 1 (grayscale) or 3 (RGB)
 
 
 @dataclass
@@ -119,13 +122,15 @@ class DataConfig:
     mean: list[float] | None = None  # per channel, on the [0, 1] scale; None: dataset default
     std: list[float] | None = ranged(None, gt=0)
     download: bool = False  # fetch through torchvision when the files are missing
-    image_size: int = 224  # imagefolder: side of the square crop fed to the model, in pixels
-    workers: int = 4  # imagefolder: DataLoader worker processes decoding images (0: in-process)
+    # imagefolder: side of the square crop fed to the model, in pixels
+    image_size: int = ranged(224, ge=1, text="a positive size in pixels")
+    # imagefolder: DataLoader worker processes decoding images (0: in-process)
+    workers: int = ranged(4, ge=0, text="0 or more processes")
     skip_bad: bool = False  # imagefolder: skip files that cannot be decoded (one warning)
     classes: list[int | str] | None = None  # keep only these classes (by name, e.g. digits
     # [5, 6, 7]), relabelled 0..K-1 in this order; None: all
-    train_per_class: int | None = None  # keep this many training examples of each class
-    # (a fixed random subset); None: all
+    # keep this many training examples of each class (a fixed random subset); None: all
+    train_per_class: int | None = ranged(None, ge=1)
     localization: LocalizationDataConfig = field(default_factory=LocalizationDataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # training split only
 
@@ -191,7 +196,8 @@ class TrainConfig:
     # longest matching prefix wins
     unfreeze_at: int | None = None  # epoch (1-based) from which train.freeze is lifted
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    label_smoothing: float = 0.0  # probability mass spread evenly over all classes, training loss
+    # probability mass spread evenly over all classes, training loss
+    label_smoothing: float = ranged(0.0, ge=0, lt=1, text="a fraction in [0, 1)")
     # weight kept per optimizer step by the weight average; 0: no EMA
     ema_decay: float = ranged(0.0, ge=0, lt=1, text="a fraction in (0, 1), or 0 for no average")
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
@@ -266,9 +272,51 @@ def _numbers(node: Any, path: str, bounds: Range | None = None
         yield path, node, bounds
 
 
-# -- rules that join two keys: each returns (key path, problem) or None ----------------------
+# -- rules on a whole list or joining keys: each returns (key path, problem) or None ---------
 
 Problem = tuple[str, str] | None
+
+# the datasets read from a folder (data.root), and what that folder holds; the others are
+# made in memory (mnist-sample, mnist-localization). Names only: the loaders are cnnkit.data's.
+ROOT_HOLDS = {
+    "mnist": "MNIST/raw/ (torchvision's layout)",
+    "imagefolder": "train/ and val/ (each with one folder per class)",
+    "localization-csv": "train.csv and val.csv",
+}
+
+
+def _input_is_an_example_shape(cfg: Config) -> Problem:
+    shape = cfg.model.input
+    if not 1 <= len(shape) <= 3 or min(shape) < 1:
+        return "model.input", f"expected 1 to 3 positive sizes (C, H, W), found {list(shape)}"
+    return None
+
+
+def _root_where_read_from_disk(cfg: Config) -> Problem:
+    d = cfg.data
+    if d.name in ROOT_HOLDS and d.root is None:
+        return "data.root", f"{d.name} needs the folder that holds {ROOT_HOLDS[d.name]}, found null"
+    return None
+
+
+def _imagefolder_splits_as_they_are(cfg: Config) -> Problem:
+    d = cfg.data
+    for key in ("train_size", "val_size"):
+        if d.name == "imagefolder" and getattr(d, key) is not None:
+            return f"data.{key}", (f"imagefolder takes its splits from ROOT/train and ROOT/val "
+                                   f"as they are; found {getattr(d, key)}, expected null")
+    return None
+
+
+def _digits_fit_the_canvas(cfg: Config) -> Problem:
+    loc = cfg.data.localization
+    low, high = (loc.digit_size + [0, 0])[:2]
+    if cfg.data.name == "mnist-localization" and (
+            len(loc.digit_size) != 2 or not 8 <= low <= high <= loc.size):
+        return "data.localization.digit_size", (
+            f"expected [min, max] pixels with 8 <= min <= max <= data.localization.size "
+            f"({loc.size}), found {loc.digit_size}")
+    return None
 
 
 def _nesterov_needs_momentum(cfg: Config) -> Problem:
@@ -341,5 +389,7 @@ def _no_val_split(cfg: Config) -> Problem:
 
 
 RULES: list[Callable[[Config], Problem]] = [
-    _nesterov_needs_momentum, _unfreeze_needs_freeze, _lr_groups_are_disjoint, _schedule_fits,
-    _cutout_fits_the_image, _augment_is_for_tensors, _no_val_split]
+    _input_is_an_example_shape, _nesterov_needs_momentum, _unfreeze_needs_freeze,
+    _lr_groups_are_disjoint, _schedule_fits, _cutout_fits_the_image, _augment_is_for_tensors,
+    _no_val_split, _root_where_read_from_disk, _imagefolder_splits_as_they_are,
+    _digits_fit_the_canvas]

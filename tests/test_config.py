@@ -15,7 +15,8 @@ def test_defaults_fill_in_and_source_is_kept(write_config):
 
 
 def test_override_sets_typed_values(write_config):
-    cfg = load_config(write_config(), ["train.lr=0.001", "train.epochs=3", "data.name=mnist"])
+    cfg = load_config(write_config(), ["train.lr=0.001", "train.epochs=3", "data.name=mnist",
+                                       "data.root=data"])
     assert (cfg.train.lr, cfg.train.epochs, cfg.data.name) == (0.001, 3, "mnist")
 
 

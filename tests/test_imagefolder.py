@@ -153,10 +153,7 @@ def test_missing_folders_and_no_images(tmp_path):
 
 
 def test_config_errors(root):
-    with pytest.raises(ConfigError, match="data.root: imagefolder needs"):
-        build_data(DataConfig(name="imagefolder"))
-    with pytest.raises(ConfigError, match="data.train_size: imagefolder takes its splits"):
-        build_data(folder(root, train_size=10))
+    # root, train_size and val_size: the schema's checks (tests/test_validate.py)
     with pytest.raises(ConfigError, match="did you mean 'imagefolder'"):
         build_data(DataConfig(name="imagefoldr", root=str(root)))
 

@@ -64,19 +64,6 @@ def test_train_and_val_canvases_come_from_disjoint_digits():
     assert len(data.splits["train"]) == 300 and len(data.splits["val"]) == 100
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"digit_size": [30, 80]}, r"data.localization.digit_size: expected \[min, max\]"),
-    ({"digit_size": [20]}, "data.localization.digit_size"),
-    ({"empty": 1.0}, r"data.localization.empty: expected a share in \[0, 1\), found 1.0"),
-    ({"noise": -1.0}, "data.localization.noise: expected a std >= 0"),
-])
-def test_bad_canvas_options(options, message):
-    cfg = DataConfig(name="mnist-localization", train_size=10, val_size=10,
-                     localization=LocalizationDataConfig(**options))
-    with pytest.raises(ConfigError, match=message):
-        build_data(cfg)
-
-
 # localization-csv ---------------------------------------------------------------------------
 
 def _write_set(root, rows_by_split, sizes=None):
@@ -166,10 +153,6 @@ def test_csv_errors_for_the_files(tmp_path):
     _write_set(root, {"val": [("broken.png", 1, 1, 2, 2, "cat")]})
     with pytest.raises(DataError, match="val.csv line 2: cannot decode image"):
         build_data(_csv_config(root))
-    with pytest.raises(ConfigError, match="data.root: localization-csv needs"):
-        build_data(DataConfig(name="localization-csv"))
-    with pytest.raises(ConfigError, match="data.localization.channels: expected 1 or 3"):
-        build_data(_csv_config(root, channels=2))
 
 
 @pytest.mark.parametrize("key", ["classes", "train_per_class"])

@@ -4,6 +4,7 @@ time, as one line naming the config file and the full key path, before any file 
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -74,6 +75,26 @@ def _error(path, overrides: list[str]) -> str:
     ("model.aux_weight=-1", "model.aux_weight: expected a number >= 0, found -1.0"),
     ("task.box_weight=.nan", "task.box_weight: expected a finite number, found nan"),
     ("task.threshold=1.5", "task.threshold: expected a number in [0, 1], found 1.5"),
+    # checks that ran only when the data, the model or the task was built
+    ("train.label_smoothing=1",
+     "train.label_smoothing: expected a fraction in [0, 1), found 1.0"),
+    ("data.localization.empty=1.0",
+     "data.localization.empty: expected a share in [0, 1), found 1.0"),
+    ("data.localization.noise=-1", "data.localization.noise: expected a std >= 0, found -1.0"),
+    ("data.localization.size=0",
+     "data.localization.size: expected a positive size in pixels, found 0"),
+    ("data.localization.channels=2",
+     "data.localization.channels: expected one of 1, 3, found 2 (int)"),
+    ("data.localization.channels=true",
+     "data.localization.channels: expected one of 1, 3, found True (bool)"),
+    ("data.image_size=0", "data.image_size: expected a positive size in pixels, found 0"),
+    ("data.workers=-1", "data.workers: expected 0 or more processes, found -1"),
+    ("data.train_per_class=0", "data.train_per_class: expected an integer >= 1, found 0"),
+    ("model.input=[0, 28, 28]",
+     "model.input: expected 1 to 3 positive sizes (C, H, W), found [0, 28, 28]"),
+    ("model.input=[]", "model.input: expected 1 to 3 positive sizes (C, H, W), found []"),
+    ("model.input=[1, 1, 28, 28]",
+     "model.input: expected 1 to 3 positive sizes (C, H, W), found [1, 1, 28, 28]"),
 ])
 def test_a_bad_value_names_the_file_and_the_key_path(write_config, setting, expected):
     path = write_config()  # SMALL_CONV: model.input [1, 28, 28], train.lr 0.005
@@ -104,11 +125,45 @@ def test_a_bad_value_names_the_file_and_the_key_path(write_config, setting, expe
     (["data.val_size=0", "train.monitor=train_loss", "train.early_stopping.patience=3"],
      "train.early_stopping.patience",
      "3 turns early stopping on, which needs a validation split, but data.val_size is 0"),
+    (["data.name=mnist"], "data.root",
+     "mnist needs the folder that holds MNIST/raw/ (torchvision's layout), found null"),
+    (["data.name=imagefolder", "data.train_size=null", "data.val_size=null"], "data.root",
+     "imagefolder needs the folder that holds train/ and val/ (each with one folder per "
+     "class), found null"),
+    (["data.name=localization-csv"], "data.root",
+     "localization-csv needs the folder that holds train.csv and val.csv, found null"),
+    (["data.name=imagefolder", "data.root=imgs", "data.val_size=null"], "data.train_size",
+     "imagefolder takes its splits from ROOT/train and ROOT/val as they are; found 1000, "
+     "expected null"),
+    (["data.name=imagefolder", "data.root=imgs", "data.train_size=null"], "data.val_size",
+     "as they are; found 300, expected null"),
+    (["data.name=mnist-localization", "data.localization.digit_size=[30, 80]"],
+     "data.localization.digit_size", "expected [min, max] pixels with 8 <= min <= max <= "
+     "data.localization.size (64), found [30, 80]"),
+    (["data.name=mnist-localization", "data.localization.digit_size=[20]"],
+     "data.localization.digit_size", "found [20]"),
+    (["data.name=mnist-localization", "data.localization.digit_size=[4, 20]"],
+     "data.localization.digit_size", "found [4, 20]"),
+    (["data.name=mnist-localization", "data.localization.digit_size=[30, 20]"],
+     "data.localization.digit_size", "found [30, 20]"),
 ])
 def test_cross_key_rules_name_the_file_and_the_key(write_config, overrides, key, expected):
     path = write_config()
     message = _error(path, overrides)
     assert message.startswith(f"{path}: {key}: ") and expected in message
+
+
+def test_data_rules_apply_to_the_datasets_they_concern(write_config):
+    path = write_config()
+    assert load_config(path).data.root is None  # mnist-sample and canvases are made in memory
+    assert load_config(path, ["data.name=mnist-localization"]).data.root is None
+    # canvases' digit sizes say nothing about csv images: no digit_size rule there
+    cfg = load_config(path, ["data.name=localization-csv", "data.root=set",
+                             "data.localization.size=16", "data.localization.channels=1"])
+    assert (cfg.data.localization.size, cfg.data.localization.digit_size) == (16, [20, 44])
+    cfg = load_config(path, ["data.name=imagefolder", "data.root=imgs", "data.train_size=null",
+                             "data.val_size=null", "data.workers=0"])
+    assert (cfg.data.root, cfg.data.workers) == ("imgs", 0)
 
 
 def _ranged_fields(cls: type, prefix: str = ""):
@@ -171,7 +226,9 @@ def test_a_checkpoint_config_is_validated_too():
 
 @pytest.mark.parametrize("override", ["train.lr=0", "train.ema_decay=1", "data.std=[.nan]",
                                       "data.augment.cutout=40", "train.schedule.gamma=0",
-                                      "train.early_stopping.patience=-1"])
+                                      "train.early_stopping.patience=-1",
+                                      "train.label_smoothing=1", "model.input=[0, 28, 28]",
+                                      "data.train_per_class=0"])
 def test_cnnkit_train_refuses_before_writing_anything(write_config, tmp_path, capsys, override):
     """These failed only after the run directory (or config.yaml) was written."""
     path = write_config()
@@ -181,3 +238,25 @@ def test_cnnkit_train_refuses_before_writing_anything(write_config, tmp_path, ca
     assert sorted(tmp_path.iterdir()) == [path]
     err = capsys.readouterr().err
     assert str(path) in err and override.split("=")[0] in err
+
+
+def test_a_config_made_or_changed_in_python_is_checked_too(write_config, tmp_path):
+    """train() and build_model() take a Config as well as a path; that one skipped the pass."""
+    from cnnkit.models.builder import build_model
+    from cnnkit.training.trainer import train
+
+    path = write_config()
+    cfg = load_config(path)
+    cfg.train.label_smoothing = 1.0
+    expected = rf"^{re.escape(str(path))}: train.label_smoothing: expected a fraction in \[0, 1\)"
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=expected):
+        train(cfg, out_dir=out, quiet=True)
+    assert not out.exists()
+    with pytest.raises(ConfigError, match=expected):
+        build_model(cfg)
+    with pytest.raises(ConfigError, match=expected):  # overrides that leave it as it is
+        train(cfg, out_dir=out, quiet=True, overrides=("train.epochs=1",))
+    cfg.train.label_smoothing, cfg.model.input = 0.1, [1, 28, 0]
+    with pytest.raises(ConfigError, match=r"model.input: expected 1 to 3 positive sizes"):
+        build_model(cfg)

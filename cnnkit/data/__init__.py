@@ -52,9 +52,7 @@ def _mnist_sample(cfg: DataConfig) -> Data:
 def _mnist(cfg: DataConfig) -> Data:
     from cnnkit.data.mnist import load_mnist
 
-    if cfg.root is None:
-        raise ConfigError("data.root: mnist needs the folder that holds MNIST/raw/ "
-                          "(torchvision's layout), found null")
+    # data.root is set (the schema checks); whether it holds MNIST, load_mnist does
     images, labels = load_mnist(cfg.root, "train", download=cfg.download)
     val_size = 5000 if cfg.val_size is None else cfg.val_size
     train_size = len(labels) - val_size if cfg.train_size is None else cfg.train_size

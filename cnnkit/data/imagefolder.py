@@ -30,7 +30,7 @@ from cnnkit.data.folder_index import SplitIndex, index_folder
 from cnnkit.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.data.shards import batches_per_epoch, shard_bounds
 from cnnkit.data.tensors import epoch_permutation
-from cnnkit.errors import ConfigError, DataError
+from cnnkit.errors import DataError
 
 CROP_FRACTION = 0.875  # evaluation: the short side is resized to size / 0.875 (256 for 224)
 
@@ -229,13 +229,10 @@ class FolderData:
                device: torch.device, augment: object = None, rank: int = 0,
                world_size: int = 1) -> FolderLoader:
         """A shuffled pass over train is a training pass and gets the random transforms;
-        every other pass gets the evaluation transforms."""
+        every other pass gets the evaluation transforms. `augment` is the tensor loaders'
+        and always None here: the schema refuses data.augment for imagefolder."""
         if split not in self.splits:
             raise DataError(f"split '{split}': this dataset has {', '.join(self.splits)}")
-        if augment is not None:
-            raise ConfigError("data.augment: augments in-memory datasets on the device; "
-                              "imagefolder uses torchvision's transforms (RandomResizedCrop, "
-                              "flip)")
         return FolderLoader(self.splits[split], augment=shuffle and split == "train",
                             image_size=self.image_size, batch_size=batch_size, shuffle=shuffle,
                             seed=seed, mean=self.mean, std=self.std, device=device,
@@ -244,19 +241,8 @@ class FolderData:
 
 
 def load(cfg: DataConfig) -> FolderData:
-    """The imagefolder dataset a `data` section describes."""
-    if cfg.root is None:
-        raise ConfigError("data.root: imagefolder needs the folder that holds train/ and val/ "
-                          "(each with one folder per class), found null")
-    for key in ("train_size", "val_size"):
-        if getattr(cfg, key) is not None:
-            raise ConfigError(f"data.{key}: imagefolder takes its splits from ROOT/train and "
-                              f"ROOT/val as they are; found {getattr(cfg, key)}, expected null")
-    if cfg.image_size < 1:
-        raise ConfigError(f"data.image_size: expected a positive size in pixels, "
-                          f"found {cfg.image_size}")
-    if cfg.workers < 0:
-        raise ConfigError(f"data.workers: expected 0 or more processes, found {cfg.workers}")
+    """The imagefolder dataset a `data` section describes (root set, sizes null, ranges of
+    image_size and workers: checked by the schema)."""
     root = Path(cfg.root)
     index = index_folder(root)
     splits = {name: FolderSplit(root / name, split) for name, split in index.splits.items()}

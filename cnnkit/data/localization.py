@@ -24,7 +24,7 @@ from cnnkit.config import DataConfig, LocalizationDataConfig
 from cnnkit.data import mnist_sample
 from cnnkit.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.data.tensors import Split
-from cnnkit.errors import ConfigError, DataError
+from cnnkit.errors import DataError
 
 DIGIT_SPLIT = (4000, 1000)  # MNIST sample digits behind the train and val canvases, disjoint
 CANVASES = (10000, 2000)  # default canvases per split (data.train_size, data.val_size)
@@ -34,8 +34,7 @@ HEADER = ["path", "x", "y", "w", "h", "label"]
 
 def mnist_canvases(cfg: DataConfig) -> dict[str, Split]:
     """Train and val canvases: uint8 (N, 1, S, S) images, float (N, 6) targets."""
-    loc = cfg.localization
-    _check_canvas_config(loc)
+    loc = cfg.localization  # digit_size, empty, noise: checked by the schema
     counts = (CANVASES[0] if cfg.train_size is None else cfg.train_size,
               CANVASES[1] if cfg.val_size is None else cfg.val_size)  # ranges: the schema's
     images, labels = mnist_sample.read_sample()
@@ -51,19 +50,6 @@ def digit_sets() -> list[torch.Tensor]:
     """Indices into the MNIST sample of the digits behind train and val canvases: disjoint,
     stratified by class, the same on every machine."""
     return mnist_sample.stratified_split(mnist_sample.read_sample()[1], DIGIT_SPLIT)
-
-
-def _check_canvas_config(loc: LocalizationDataConfig) -> None:
-    low, high = (loc.digit_size + [0, 0])[:2]
-    if len(loc.digit_size) != 2 or not 8 <= low <= high <= loc.size:
-        raise ConfigError(f"data.localization.digit_size: expected [min, max] pixels with "
-                          f"8 <= min <= max <= data.localization.size ({loc.size}), "
-                          f"found {loc.digit_size}")
-    if not 0 <= loc.empty < 1:
-        raise ConfigError(f"data.localization.empty: expected a share in [0, 1), "
-                          f"found {loc.empty}")
-    if loc.noise < 0:
-        raise ConfigError(f"data.localization.noise: expected a std >= 0, found {loc.noise}")
 
 
 def make_canvases(digits: torch.Tensor, classes: torch.Tensor, count: int,
@@ -134,13 +120,9 @@ def csv_normalization(channels: int) -> tuple[tuple[float, ...], tuple[float, ..
 
 
 def read_csv_dataset(cfg: DataConfig) -> tuple[dict[str, Split], list[str]]:
-    """The splits under data.root and the class names."""
+    """The splits under data.root (set, and channels 1 or 3: the schema checks) and the
+    class names."""
     loc = cfg.localization
-    if cfg.root is None:
-        raise ConfigError("data.root: localization-csv needs the folder that holds train.csv "
-                          "and val.csv, found null")
-    if loc.channels not in (1, 3):
-        raise ConfigError(f"data.localization.channels: expected 1 or 3, found {loc.channels}")
     root = Path(cfg.root)
     tables = {s: _read_table(root / f"{s}.csv") for s in ("train", "val", "test")
               if s in ("train", "val") or (root / "test.csv").is_file()}

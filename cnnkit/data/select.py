@@ -71,10 +71,8 @@ def _subset(split: Split | FolderSplit, index: torch.Tensor, labels: torch.Tenso
 
 def limit_per_class(data: Data, per_class: int, *, source: str = "<config>") -> Data:
     """Keep `per_class` training examples of each class, a fixed random choice (seed 0: the
-    subset is part of the experiment's definition, like the train/val carving)."""
-    if per_class < 1:
-        raise ConfigError(f"{source}: data.train_per_class: expected at least 1, "
-                          f"found {per_class}")
+    subset is part of the experiment's definition, like the train/val carving); per_class
+    >= 1 is the schema's check."""
     train = data.splits["train"]
     labels = _labels(train)
     generator = torch.Generator().manual_seed(0)

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from cnnkit.config import Config, load_config
+from cnnkit.config import Config, load_config, validate
 from cnnkit.errors import ConfigError, ShapeError
 from cnnkit.geometry.sliding import window_output
 from cnnkit.models.blocks import AuxHead
@@ -71,7 +71,8 @@ class Network(nn.Sequential):
 
 def build_model(config: Config | str | Path, *, overrides: tuple[str, ...] = ()) -> Network:
     """Build the model a config (or a config file) describes."""
-    cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    # a Config made or changed in Python skipped load_config's check
+    cfg = validate(config) if isinstance(config, Config) else load_config(config, overrides)
     builder = _Builder(source=cfg.source, aux_heads=cfg.model.aux_heads)
     shape = _input_shape(cfg)
     children, out = builder.named_children(cfg.model.layers, "", shape, top=True)
@@ -81,11 +82,7 @@ def build_model(config: Config | str | Path, *, overrides: tuple[str, ...] = ())
 
 
 def _input_shape(cfg: Config) -> Shape:
-    shape = tuple(cfg.model.input)
-    if not 1 <= len(shape) <= 3 or min(shape) < 1:
-        raise ConfigError(f"{cfg.source}: model.input: expected 1 to 3 positive sizes "
-                          f"(C, H, W), found {list(shape)}")
-    return shape
+    return tuple(cfg.model.input)  # 1 to 3 positive sizes: schema.validate checks
 
 
 def is_layer(spec: Any) -> bool:

@@ -12,16 +12,13 @@ from cnnkit.models.builder import NetworkOutput
 class Classification:
     """Cross-entropy on logits; accuracy. Auxiliary heads add `aux_weight` × their loss.
 
-    `label_smoothing` (0 to 1) softens the training targets only: validation losses are plain
-    cross-entropy (training=False), so they compare across runs."""
+    `label_smoothing` (in [0, 1): the schema checks) softens the training targets only:
+    validation losses are plain cross-entropy (training=False), so they compare across runs."""
 
     metrics = ("loss", "acc")
     class_targets = True
 
     def __init__(self, *, aux_weight: float = 0.3, label_smoothing: float = 0.0):
-        if not 0 <= label_smoothing < 1:
-            raise ConfigError(f"train.label_smoothing: expected a fraction in [0, 1), "
-                              f"found {label_smoothing}")
         self.aux_weight = aux_weight
         self.label_smoothing = label_smoothing
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from cnnkit.atomic import atomic_write_text
-from cnnkit.config import Config, dump_config, load_config
+from cnnkit.config import Config, dump_config, load_config, validate
 from cnnkit.data import Data, build_data
 from cnnkit.data.augment import build_augment
 from cnnkit.data.checks import check_splits
@@ -104,7 +104,7 @@ def prepare(cfg: Config, device: torch.device, *, model: Network | None = None
 def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
           resume: bool = False, quiet: bool = False, overrides: tuple[str, ...] = ()) -> RunResult:
     """Train the model a config describes; write metrics, curves and checkpoints to the run dir."""
-    cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    cfg = validate(config) if isinstance(config, Config) else load_config(config, overrides)
     cfg = with_pretrained_defaults(cfg)
     out = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
     device = resolve_device(cfg.train.device)
