@@ -168,6 +168,20 @@ def test_early_stopping_stops_at_the_right_epoch(write_config, tmp_path, monkeyp
     assert len(resumed.history) == 7
 
 
+def test_the_stop_line_names_the_epoch_best_pt_holds(write_config, tmp_path, monkeypatch,
+                                                      capsys):
+    """min_delta 0.01: epoch 3's 0.705 is no improvement for patience (so the run stops after
+    epoch 4) but is the best value, which best.pt holds and the line must name."""
+    scripted_eval(monkeypatch, acc=[0.5, 0.7, 0.705, 0.70, 0.70])
+    config = {**TINY, "train": {**TINY["train"], "epochs": 5,
+                                "early_stopping": {"patience": 2, "min_delta": 0.01}}}
+    result = train(write_config(config), out_dir=tmp_path / "run")
+    assert len(result.history) == 4
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == 3
+    assert "early stopping after epoch 4: val_acc has not improved by more than 0.01 for 2 " \
+           "epochs (best 0.7050 at epoch 3)" in capsys.readouterr().out
+
+
 def test_a_nan_validation_loss_neither_becomes_nor_freezes_the_best(write_config, tmp_path,
                                                                      monkeypatch):
     # a first epoch whose eval activations blew up must not pin best.pt there for good

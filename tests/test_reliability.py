@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import cnnkit.training.run
 import cnnkit.training.trainer
 from cnnkit.atomic import remove_stale_temps
 from cnnkit.checkpoint import load_checkpoint, save_checkpoint
@@ -20,6 +19,7 @@ from cnnkit.data import DATASETS, DIGITS, Data
 from cnnkit.data.tensors import Split
 from cnnkit.errors import CheckpointError, ConfigError, DataError, DivergenceError, TrainingStopped
 from cnnkit.tasks import Classification
+from cnnkit.training.callbacks import Callback
 from cnnkit.training.guards import FiniteWatch, clip_gradients
 from cnnkit.training.trainer import train
 from tests.conftest import ROOT, SMALL_CONV
@@ -30,32 +30,27 @@ TINY = {**SMALL_CONV, "model": {**SMALL_CONV["model"], "layers": [
     "train": {"batch_size": 50, "epochs": 2, "device": "cpu", "lr": 0.01}}
 
 
-def signal_self_at(monkeypatch, step: int, signum: int = signal.SIGTERM) -> None:
-    """Send `signum` to this process inside optimizer step `step` (1-based)."""
-    build, count = cnnkit.training.trainer.build_optimizer, [0]
+class SignalAfter(Callback):
+    """Sends `signum` to this process after optimizer step `step` of the run (1-based): the
+    loop sees it at the next step's end."""
 
-    def hook(optimizer, args, kwargs):
-        count[0] += 1
-        if count[0] == step:
-            os.kill(os.getpid(), signum)
+    def __init__(self, step: int, signum: int = signal.SIGTERM):
+        self.step, self.signum, self.count = step, signum, 0
 
-    def build_and_hook(model, cfg):
-        optimizer = build(model, cfg)
-        optimizer.register_step_post_hook(hook)
-        return optimizer
-
-    monkeypatch.setattr(cnnkit.training.trainer, "build_optimizer", build_and_hook)
+    def on_step_end(self, run, step) -> None:
+        self.count += 1
+        if self.count == self.step:
+            os.kill(os.getpid(), self.signum)
 
 
-def test_stop_mid_epoch_then_resume_equals_a_straight_run(write_config, tmp_path, monkeypatch):
+def test_stop_mid_epoch_then_resume_equals_a_straight_run(write_config, tmp_path):
     """Stopped inside epoch 2, resumed from that step: same weights and the same epoch-2
     train loss, which needs the partial metric sums of the first 2 batches from the checkpoint."""
     path = write_config(TINY)
     straight = train(path, out_dir=tmp_path / "a", quiet=True)
-    with monkeypatch.context() as patch:
-        signal_self_at(patch, 8)  # epoch 2 (6 steps each), step 2
-        with pytest.raises(TrainingStopped, match="stopped by SIGTERM at epoch 2, step 2") as info:
-            train(path, out_dir=tmp_path / "b", quiet=True)
+    with pytest.raises(TrainingStopped, match="stopped by SIGTERM at epoch 2, step 2") as info:
+        # epochs of 6 steps: the signal after step 7 (epoch 2, step 1) is seen at step 2
+        train(path, out_dir=tmp_path / "b", quiet=True, callbacks=[SignalAfter(7)])
     assert info.value.signum == signal.SIGTERM
     saved = load_checkpoint(tmp_path / "b" / "last.pt", for_resume=True)
     assert (saved["epoch"], saved["step"]) == (1, 2) and saved["totals"][2] == 100
@@ -66,20 +61,32 @@ def test_stop_mid_epoch_then_resume_equals_a_straight_run(write_config, tmp_path
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in straight.history]
 
 
-def _saved(path, state, *also):
-    """(file name, epoch, step) for each file one save_checkpoint call writes."""
-    return [(Path(p).name, state["epoch"], state["step"]) for p in (path, *also)]
+class LastSaves(Callback):
+    """(epoch, step) of last.pt each time it has changed, looked at after every step and
+    epoch (after the trainer's own callbacks, which save)."""
+
+    def __init__(self):
+        self.seen: list[tuple[int, int]] = []
+
+    def look(self, run) -> None:
+        if (run.out / "last.pt").exists():
+            saved = load_checkpoint(run.out / "last.pt")
+            if not self.seen or self.seen[-1] != (saved["epoch"], saved["step"]):
+                self.seen.append((saved["epoch"], saved["step"]))
+
+    def on_step_end(self, run, step) -> None:
+        self.look(run)
+
+    def on_epoch_end(self, run, row) -> None:
+        self.look(run)
 
 
-def test_checkpoint_every_steps_saves_mid_epoch(write_config, tmp_path, monkeypatch):
-    saves = []
-    monkeypatch.setattr(cnnkit.training.run, "save_checkpoint",
-                        lambda *paths_and_state: saves.extend(_saved(*paths_and_state)))
+def test_checkpoint_every_steps_saves_mid_epoch(write_config, tmp_path):
+    saves = LastSaves()
     train(write_config(TINY), out_dir=tmp_path / "run", quiet=True,
-          overrides=("train.checkpoint_every_steps=4",))
+          overrides=("train.checkpoint_every_steps=4",), callbacks=[saves])
     # global steps 4, 8 (= epoch 2, step 2), 12 is the end of epoch 2: the epoch's own save
-    assert [s for s in saves if s[0] == "last.pt"] == [
-        ("last.pt", 0, 4), ("last.pt", 1, 0), ("last.pt", 1, 2), ("last.pt", 2, 0)]
+    assert saves.seen == [(0, 4), (1, 0), (1, 2), (2, 0)]
 
 
 def test_an_improving_epoch_serializes_once_for_best_and_last(write_config, tmp_path,

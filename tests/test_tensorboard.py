@@ -1,8 +1,11 @@
 """`train.tensorboard: true`: per-epoch scalars when the package is there, one clear line when
 it is not (the import is made to fail here, whatever the environment has)."""
 
+from __future__ import annotations
+
 import doctest
 import sys
+import types
 
 import pytest
 
@@ -37,6 +40,38 @@ def test_off_by_default_needs_nothing(monkeypatch, write_config, tmp_path):
     train(write_config(), out_dir=tmp_path / "run", quiet=True,
           overrides=(*TINY, "train.epochs=1"))
     assert not (tmp_path / "run" / "tensorboard").exists()
+
+
+class FakeWriter:
+    """torch.utils.tensorboard.SummaryWriter's calls, recorded (no tensorboard needed)."""
+
+    made: list[FakeWriter] = []
+
+    def __init__(self, log_dir: str, purge_step: int | None = None):
+        self.log_dir, self.purge_step, self.scalars, self.closed = log_dir, purge_step, [], 0
+        FakeWriter.made.append(self)
+
+    def add_scalar(self, tag: str, value: float, global_step: int) -> None:
+        self.scalars.append((tag, global_step, value))
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_the_logger_is_a_callback_that_writes_each_epoch_and_closes(monkeypatch, write_config,
+                                                                    tmp_path):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard",
+                        types.SimpleNamespace(SummaryWriter=FakeWriter))
+    monkeypatch.setattr(FakeWriter, "made", [])
+    result = train(write_config(), out_dir=tmp_path / "run", quiet=True,
+                   overrides=(*TINY, "train.epochs=2", "train.tensorboard=true"))
+    [writer] = FakeWriter.made
+    assert writer.log_dir == str(tmp_path / "run" / "tensorboard") and writer.closed == 1
+    assert [(step, value) for tag, step, value in writer.scalars if tag == "loss/val"] == [
+        (row["epoch"], row["val_loss"]) for row in result.history]
 
 
 def _scalars(log_dir) -> dict[str, list[tuple[int, float]]]:

@@ -1,8 +1,16 @@
+import re
+
 import pytest
 import torch
 
 from cnnkit.checkpoint import load_checkpoint
+from cnnkit.config import load_config
+from cnnkit.data.tensors import Split, TensorLoader
 from cnnkit.errors import CnnkitError, ConfigError
+from cnnkit.models.builder import build_model
+from cnnkit.tasks import Classification
+from cnnkit.training.callbacks import Callback
+from cnnkit.training.loop import evaluate
 from cnnkit.training.trainer import train
 from tests.conftest import SMALL_CONV
 
@@ -84,3 +92,98 @@ def test_resume_may_change_what_does_not_change_learning(write_config, tmp_path)
                    overrides=("train.epochs=2", "train.log_every=5",
                               "train.checkpoint_every_steps=3"))
     assert [r["epoch"] for r in result.history] == [1, 2]
+
+
+TINY = ("data.train_size=200", "data.val_size=100")  # two batches of 100 per epoch
+
+
+class Recorder(Callback):
+    """What the loop shows its callbacks, in the order it shows it."""
+
+    def __init__(self):
+        self.events: list[tuple] = []
+
+    def on_step_end(self, run, step) -> None:
+        assert isinstance(step.totals, torch.Tensor) and run.state.epoch == step.epoch
+        self.events.append(("step", step.epoch, step.done, step.steps))
+
+    def on_epoch_end(self, run, row) -> None:
+        assert run.state.history[-1] is row and run.state.epoch == row["epoch"]
+        assert (run.out / "last.pt").exists()  # the trainer's Checkpoints came first
+        self.events.append(("epoch", row["epoch"]))
+
+    def on_fit_end(self, run) -> None:
+        self.events.append(("fit_end",))
+
+
+def test_callbacks_see_every_step_and_epoch(write_config, tmp_path):
+    recorder = Recorder()
+    result = train(write_config(), out_dir=tmp_path / "run", quiet=True,
+                   overrides=(*TINY, "train.epochs=2"), callbacks=[recorder])
+    assert recorder.events == [("step", 0, 1, 2), ("step", 0, 2, 2), ("epoch", 1),
+                               ("step", 1, 1, 2), ("step", 1, 2, 2), ("epoch", 2), ("fit_end",)]
+    assert [r["epoch"] for r in result.history] == [1, 2]
+
+
+def test_fit_end_is_called_when_a_callback_fails(write_config, tmp_path):
+    class Fails(Recorder):
+        def on_step_end(self, run, step) -> None:
+            raise RuntimeError("boom")
+
+    recorder = Fails()
+    with pytest.raises(RuntimeError, match="boom"):
+        train(write_config(), out_dir=tmp_path / "run", quiet=True,
+              overrides=(*TINY, "train.epochs=1"), callbacks=[recorder])
+    assert recorder.events == [("fit_end",)]
+
+
+def test_zero_epochs_names_no_files_it_did_not_write(write_config, tmp_path, capsys):
+    result = train(write_config(), out_dir=tmp_path / "run", overrides=(*TINY, "train.epochs=0"))
+    assert result.history == []
+    out = capsys.readouterr().out
+    assert f"nothing trained (train.epochs: 0): {tmp_path / 'run'}/ holds only config.yaml" in out
+    assert "run saved" not in out
+    assert not [n for n in ("metrics.csv", "curves.png", "last.pt", "best.pt")
+                if (tmp_path / "run" / n).exists()]
+
+
+def test_the_final_line_lists_the_files_written(write_config, tmp_path, capsys):
+    train(write_config(), out_dir=tmp_path / "run", overrides=(*TINY, "train.epochs=1"))
+    assert f"run saved in {tmp_path / 'run'}/ (metrics.csv, curves.png, last.pt, best.pt)" \
+        in capsys.readouterr().out
+
+
+def test_overrides_apply_to_a_config_object(write_config, tmp_path):
+    path = write_config()
+    cfg = load_config(path)
+    result = train(cfg, out_dir=tmp_path / "run", quiet=True,
+                   overrides=(*TINY, "train.epochs=1"))
+    assert len(result.history) == 1
+    assert load_config(tmp_path / "run" / "config.yaml").data.train_size == 200
+    assert cfg.train.epochs == 2  # the caller's Config is left as it was
+    assert build_model(cfg, overrides=("model.layers.7=[Linear, 7]",)).output_shape == (7,)
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}: .*train.bogus"):
+        train(cfg, out_dir=tmp_path / "other", quiet=True, overrides=("train.bogus=1",))
+
+
+def test_a_run_without_a_validation_split(write_config, tmp_path, capsys):
+    result = train(write_config(), out_dir=tmp_path / "run",
+                   overrides=("data.train_size=200", "data.val_size=0", "train.epochs=2",
+                              "train.monitor=train_loss"))
+    assert list(result.history[0]) == ["epoch", "train_loss", "train_acc", "lr", "seconds"]
+    assert result.history[1]["train_loss"] < result.history[0]["train_loss"]
+    run = tmp_path / "run"  # best.pt follows the train_loss monitor: here the last epoch
+    assert load_checkpoint(run / "best.pt")["epoch"] == 2 == load_checkpoint(run / "last.pt")[
+        "epoch"]
+    assert (run / "curves.png").stat().st_size > 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
+    assert len(lines) == 2 and "train loss" in lines[0] and "val" not in lines[0]
+
+
+def test_evaluate_on_an_empty_split_names_it():
+    empty = Split(torch.zeros(0, 1, 28, 28, dtype=torch.uint8), torch.zeros(0, dtype=torch.long))
+    loader = TensorLoader(empty, batch_size=10, shuffle=False, seed=0, mean=(0.5,), std=(0.5,),
+                          device=torch.device("cpu"))
+    with pytest.raises(CnnkitError, match="^evaluate: split 'test' gave no batches"):
+        evaluate(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)), loader,
+                 Classification(), split="test")

@@ -15,7 +15,14 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from cnnkit.config import Config, load_config, validate
+from cnnkit.config import (
+    Config,
+    apply_override,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    validate,
+)
 from cnnkit.errors import ConfigError, ShapeError
 from cnnkit.geometry.sliding import window_output
 from cnnkit.models.blocks import AuxHead
@@ -69,10 +76,22 @@ class Network(nn.Sequential):
         return NetworkOutput(x, tuple(aux)) if aux else x
 
 
+def resolve_config(config: Config | str | Path, overrides: tuple[str, ...] = ()) -> Config:
+    """A config file read, or a Config taken as it is, with `KEY.PATH=VALUE` overrides
+    applied to either (checked again; the Config keeps its source for messages)."""
+    if not isinstance(config, Config):
+        return load_config(config, overrides)
+    if not overrides:
+        return validate(config)  # one made or changed in Python skipped load_config's check
+    raw = config_to_dict(config)
+    for item in overrides:
+        apply_override(raw, item, source=config.source)
+    return config_from_dict(raw, source=config.source)
+
+
 def build_model(config: Config | str | Path, *, overrides: tuple[str, ...] = ()) -> Network:
-    """Build the model a config (or a config file) describes."""
-    # a Config made or changed in Python skipped load_config's check
-    cfg = validate(config) if isinstance(config, Config) else load_config(config, overrides)
+    """Build the model a config (or a config file) describes, with `overrides` applied."""
+    cfg = resolve_config(config, overrides)
     builder = _Builder(source=cfg.source, aux_heads=cfg.model.aux_heads)
     shape = _input_shape(cfg)
     children, out = builder.named_children(cfg.model.layers, "", shape, top=True)

@@ -65,20 +65,21 @@ LABELS = dict(loss="loss", acc="accuracy", obj_acc="objectness accuracy",
 
 
 def metric_names(history: list[dict]) -> list[str]:
-    """The task's metrics, in order: every NAME with both train_NAME and val_NAME columns."""
-    row = history[0]
-    return [k[len("train_"):] for k in row
-            if k.startswith("train_") and f"val_{k[len('train_'):]}" in row]
+    """The task's metrics, in order: every NAME with a train_NAME column."""
+    return [k[len("train_"):] for k in history[0] if k.startswith("train_")]
 
 
 def plot_curves(history: list[dict], path: str | Path, *, title: str = "") -> None:
-    """One panel per metric of the task (loss, accuracy, ...), train against validation."""
+    """One panel per metric of the task (loss, accuracy, ...), train against validation
+    where the run has a validation split."""
     epochs = [row["epoch"] for row in history]
     names = metric_names(history)
     fig = Figure(figsize=(5 * len(names), 4))
     axes = fig.subplots(1, len(names), squeeze=False)[0]
     for ax, metric in zip(axes, names):
         for split, style in (("train", "--"), ("val", "-")):
+            if f"{split}_{metric}" not in history[0]:
+                continue
             ax.plot(epochs, [row[f"{split}_{metric}"] for row in history], style, marker="o",
                     markersize=3, label=split)
         ax.set_xlabel("epoch")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,21 @@ from cnnkit.errors import CheckpointError, CnnkitError, ConfigError
 from cnnkit.models.builder import Network
 from cnnkit.tasks import Task
 from cnnkit.training.distributed import Cluster
+from cnnkit.training.early_stopping import best_index
 from cnnkit.training.ema import EMA
 from cnnkit.training.speed import Speed
+
+
+@dataclass
+class RunState:
+    """Where a run stands: what every save writes and a resume starts from."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # batches of the next epoch done at a mid-epoch save; 0 at an epoch's end
+    totals: torch.Tensor | None = None  # their metric sums (task.stats), on the CPU
+    history: list[dict[str, Any]] = field(default_factory=list)  # one metrics row per epoch
+    best: float | None = None  # train.monitor's best value so far (None: no validation)
+    best_epoch: int | None = None  # the epoch best.pt holds
 
 
 @dataclass
@@ -39,7 +52,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     ema: EMA | None
-    state: dict  # epoch, step, totals, history, best
+    state: RunState
     speed: Speed
     cluster: Cluster
     quiet: bool = False
@@ -84,8 +97,8 @@ def _flat_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 def restore(checkpoint: dict, model, optimizer, scheduler, *, ema: EMA | None = None,
-             scaler: torch.amp.GradScaler | None = None) -> dict:
-    """Everything save wrote back into the run's objects; the loop state as a dict."""
+             scaler: torch.amp.GradScaler | None = None) -> RunState:
+    """Everything save wrote back into the run's objects; where the run stands."""
     model.load_state_dict(checkpoint["model"])
     if ema is not None:
         if "ema" not in checkpoint:
@@ -97,9 +110,19 @@ def restore(checkpoint: dict, model, optimizer, scheduler, *, ema: EMA | None = 
     if scaler is not None and "scaler" in checkpoint:  # fp16: the loss scale reached
         scaler.load_state_dict(checkpoint["scaler"])
     set_rng_state(checkpoint["rng"])
-    return {"epoch": checkpoint["epoch"], "step": checkpoint.get("step", 0),
-            "totals": checkpoint.get("totals"), "history": list(checkpoint["history"]),
-            "best": checkpoint.get("best")}
+    history = list(checkpoint["history"])
+    best_epoch = checkpoint["best_epoch"] if "best_epoch" in checkpoint \
+        else _best_epoch(checkpoint, history)
+    return RunState(epoch=checkpoint["epoch"], step=checkpoint.get("step", 0),
+                    totals=checkpoint.get("totals"), history=history,
+                    best=checkpoint.get("best"), best_epoch=best_epoch)
+
+
+def _best_epoch(checkpoint: dict, history: list[dict]) -> int | None:
+    """For a last.pt written before best_epoch was saved: the epoch improves() last chose."""
+    monitor = checkpoint["config"]["train"]["monitor"]
+    at = best_index(history, monitor) if history and monitor in history[0] else None
+    return None if at is None else history[at]["epoch"]
 
 
 def save(run: Run, *, best: bool, metrics: bool = True) -> None:
@@ -113,12 +136,13 @@ def save(run: Run, *, best: bool, metrics: bool = True) -> None:
         "model": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
-        "epoch": state["epoch"],
-        "step": state["step"],  # batches of the next epoch already done (mid-epoch saves)
-        "totals": state["totals"],  # their metric sums (task.stats), None at an epoch's end
+        "epoch": state.epoch,
+        "step": state.step,  # batches of the next epoch already done (mid-epoch saves)
+        "totals": state.totals,  # their metric sums (task.stats), None at an epoch's end
         "rng": rng_state(),
-        "history": state["history"],
-        "best": state["best"],
+        "history": state.history,
+        "best": state.best,
+        "best_epoch": state.best_epoch,
         "config": config_to_dict(run.cfg),
         "classes": list(run.data.classes),
         "mean": list(run.data.mean),  # the input normalization, for predicting on new images
@@ -134,7 +158,7 @@ def save(run: Run, *, best: bool, metrics: bool = True) -> None:
     else:
         save_checkpoint(out / "last.pt", checkpoint)
     if metrics:
-        atomic_write_text(out / "metrics.csv", metrics_csv(state["history"]))
+        atomic_write_text(out / "metrics.csv", metrics_csv(state.history))
 
 
 def metrics_csv(history: list[dict]) -> str:

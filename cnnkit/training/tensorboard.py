@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from numbers import Real
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnkit.errors import ConfigError
+from cnnkit.training.callbacks import Callback
+
+if TYPE_CHECKING:
+    from cnnkit.training.run import Run
 
 SUBDIR = "tensorboard"
 _SPLITS = ("train", "val", "test")
@@ -28,7 +32,7 @@ def scalar_tag(key: str) -> str:
     return f"{metric}/{split}" if split in _SPLITS and metric else key
 
 
-class TensorBoardLogger:
+class TensorBoardLogger(Callback):
     """Writes each epoch's metrics row as scalars.
 
     Made before the run loads anything, so a missing package fails first; the event file is
@@ -46,7 +50,7 @@ class TensorBoardLogger:
                                            purge_step=first_epoch + 1 if first_epoch else None)
         self.writer = None
 
-    def log_epoch(self, row: dict[str, Any]) -> None:
+    def on_epoch_end(self, run: Run, row: dict[str, Any]) -> None:
         if self.writer is None:
             self.writer = self._open()
         step = int(row["epoch"])
@@ -55,6 +59,6 @@ class TensorBoardLogger:
                 self.writer.add_scalar(scalar_tag(key), float(value), global_step=step)
         self.writer.flush()  # once an epoch: a crash loses at most the epoch in progress
 
-    def close(self) -> None:
+    def on_fit_end(self, run: Run) -> None:
         if self.writer is not None:
             self.writer.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,28 +18,28 @@ import torch
 from torch import nn
 
 from cnnkit.atomic import atomic_write_text
-from cnnkit.config import Config, dump_config, load_config, validate
+from cnnkit.config import Config, TrainConfig, dump_config
 from cnnkit.data import Data, build_data
 from cnnkit.data.augment import build_augment
 from cnnkit.data.checks import check_splits
 from cnnkit.data.shards import batches_per_epoch
-from cnnkit.errors import ConfigError, TrainingStopped
-from cnnkit.models.builder import Network, build_model
+from cnnkit.errors import ConfigError
+from cnnkit.models.builder import Network, build_model, resolve_config
 from cnnkit.models.freeze import freeze_for_training, unfreeze
 from cnnkit.models.weights import load_pretrained, with_pretrained_defaults
 from cnnkit.tasks import Task, build_task
-from cnnkit.training.curves import CurvePlotter
+from cnnkit.training.callbacks import Callback, Checkpoints, Curves, SignalStop
 from cnnkit.training.distributed import (
     Cluster,
     check_batch,
     on_main,
     wrap,
 )
-from cnnkit.training.early_stopping import best_index, improves, should_stop
+from cnnkit.training.early_stopping import improves, should_stop
 from cnnkit.training.ema import build_ema
-from cnnkit.training.loop import evaluate, train_one_epoch
+from cnnkit.training.loop import StepEnd, Stepper, evaluate, train_one_epoch
 from cnnkit.training.optim import build_optimizer, build_scheduler
-from cnnkit.training.run import Run, metrics_csv, open_run_dir, restore, save
+from cnnkit.training.run import Run, RunState, metrics_csv, open_run_dir, restore
 from cnnkit.training.signals import GracefulStop
 from cnnkit.training.speed import Speed, compile_model, prepare_model, resolve_speed
 from cnnkit.training.tensorboard import TensorBoardLogger
@@ -102,27 +103,28 @@ def prepare(cfg: Config, device: torch.device, *, model: Network | None = None
 
 
 def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
-          resume: bool = False, quiet: bool = False, overrides: tuple[str, ...] = ()) -> RunResult:
-    """Train the model a config describes; write metrics, curves and checkpoints to the run dir."""
-    cfg = validate(config) if isinstance(config, Config) else load_config(config, overrides)
-    cfg = with_pretrained_defaults(cfg)
+          resume: bool = False, quiet: bool = False, overrides: tuple[str, ...] = (),
+          callbacks: Sequence[Callback] = ()) -> RunResult:
+    """Train the model a config describes; write metrics, curves and checkpoints to the run
+    dir. `callbacks` see every step and epoch after the default ones (callbacks.py)."""
+    cfg = with_pretrained_defaults(resolve_config(config, overrides))
     out = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
     device = resolve_device(cfg.train.device)
     cluster = Cluster.from_env(device)  # one process unless started by torchrun
     try:
         return _train(cfg, out, cluster.device_for(device), cluster, resume=resume,
-                      quiet=quiet or not cluster.is_main)
+                      quiet=quiet or not cluster.is_main, callbacks=callbacks)
     finally:
         cluster.close()
 
 
 def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, resume: bool,
-           quiet: bool) -> RunResult:
+           quiet: bool, callbacks: Sequence[Callback] = ()) -> RunResult:
     check_batch(cfg.train.batch_size, cluster)
     checkpoint = on_main(lambda: open_run_dir(out, cfg, resume=resume), cluster)
     loggers = [TensorBoardLogger(out, first_epoch=checkpoint["epoch"] if checkpoint else 0,
                                  source=cfg.source)] \
-        if cfg.train.tensorboard and cluster.is_main else []
+        if cfg.train.tensorboard and cluster.is_main else []  # first: a missing package fails
     seed_everything(cfg.train.seed)
     model, data, task = prepare(cfg, device)
     if checkpoint is None and cfg.model.weights:
@@ -137,8 +139,7 @@ def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, re
                                         cluster.world_size)
     scheduler = build_scheduler(optimizer, cfg.train, steps_per_epoch=steps_per_epoch)
     ema = build_ema(model, decay=cfg.train.ema_decay)
-    # epoch: epochs completed; step, totals: batches done in the next one and their metric sums
-    state = {"epoch": 0, "step": 0, "totals": None, "history": [], "best": None}
+    state = RunState()
     if checkpoint is not None:
         # unfreezing happens at the start of epoch unfreeze_at, before its first step
         started = checkpoint["epoch"] + (1 if checkpoint.get("step") else 0)
@@ -147,28 +148,41 @@ def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, re
         state = restore(checkpoint, model, optimizer, scheduler, ema=ema, scaler=speed.scaler)
     run = Run(cfg, out, model, data, task, optimizer, scheduler, ema, state, speed, cluster,
               quiet=quiet)
-    plotter = None
     if cluster.is_main:  # under torchrun only rank 0 writes
         atomic_write_text(out / "config.yaml", dump_config(cfg))
         atomic_write_text(out / "classes.json", json.dumps(list(data.classes)))  # index -> name
-        if state["history"]:  # last.pt is the truth; a kill may have come before metrics.csv
-            atomic_write_text(out / "metrics.csv", metrics_csv(state["history"]))
-        plotter = CurvePlotter(out / "curves.png", title=Path(cfg.source).stem)
-    try:
-        with GracefulStop() as stop:
-            _fit(run, plotter, stop=stop, loggers=loggers)
-    finally:
-        if plotter is not None:
-            plotter.close()
-        for logger in loggers:
-            logger.close()
+        if state.history:  # last.pt is the truth; a kill may have come before metrics.csv
+            atomic_write_text(out / "metrics.csv", metrics_csv(state.history))
+    with GracefulStop() as stop:
+        # SignalStop last: every other callback sees an epoch before a signal ends the run
+        _fit(run, [*_default_callbacks(run, stop, loggers), *callbacks, SignalStop(stop)])
     if not quiet:
-        print(f"run saved in {out}/ (metrics.csv, curves.png, last.pt, best.pt)", flush=True)
-    return RunResult(out, model, state["history"], ema.module if ema else None)
+        print(_saved_line(out, cfg.train.epochs), flush=True)
+    return RunResult(out, model, state.history, ema.module if ema else None)
 
 
-def _fit(run: Run, plotter: CurvePlotter | None, *, stop: GracefulStop,
-         loggers: list = ()) -> None:
+def _default_callbacks(run: Run, stop: GracefulStop, loggers: list[Callback]
+                       ) -> list[Callback]:
+    """Checkpoints, then (rank 0) curves.png and TensorBoard, then the epoch line."""
+    callbacks = [Checkpoints(every=run.cfg.train.checkpoint_every_steps, stop=stop)]
+    if run.cluster.is_main:
+        callbacks.append(Curves(run.out / "curves.png", title=Path(run.cfg.source).stem))
+    callbacks += loggers
+    if not run.quiet:
+        callbacks.append(_EpochLines())
+    return callbacks
+
+
+def _fit(run: Run, callbacks: list[Callback]) -> None:
+    """The epochs, then each callback's on_fit_end, however they ended."""
+    try:
+        _epochs(run, callbacks)
+    finally:
+        for callback in callbacks:
+            callback.on_fit_end(run)
+
+
+def _epochs(run: Run, callbacks: list[Callback]) -> None:
     cfg, model, state = run.cfg, run.model, run.state
     device = next(model.parameters()).device
     augment = build_augment(cfg.data.augment, mean=run.data.mean,
@@ -176,49 +190,63 @@ def _fit(run: Run, plotter: CurvePlotter | None, *, stop: GracefulStop,
     shard = {"rank": run.cluster.rank, "world_size": run.cluster.world_size}
     train_loader = run.data.loader("train", batch_size=cfg.train.batch_size, shuffle=True,
                                    seed=cfg.train.seed, device=device, augment=augment, **shard)
+    # no validation split (data.val_size: 0): no val_* metrics; the schema then asks for a
+    # train_* monitor and no early stopping
     val_loader = run.data.loader("val", batch_size=cfg.train.batch_size, shuffle=False,
-                                 seed=cfg.train.seed, device=device, **shard)
-    net = _step_model(cfg, model, train_loader, run.task, run.speed, run.cluster)
-    hook = _StepHook(run, stop)
-    for epoch in range(state["epoch"], cfg.train.epochs):
-        if should_stop(state["history"], cfg.train.monitor, cfg.train.early_stopping):
+                                 seed=cfg.train.seed, device=device, **shard) \
+        if "val" in run.data.splits else None
+    stepper = Stepper(_step_model(cfg, model, train_loader, run.task, run.speed, run.cluster),
+                      run.optimizer, run.scheduler, run.task, speed=run.speed,
+                      cluster=run.cluster, ema=run.ema, grad_clip=cfg.train.grad_clip,
+                      log_every=cfg.train.log_every, quiet=run.quiet)
+
+    def on_step(step: StepEnd) -> None:
+        for callback in callbacks:
+            callback.on_step_end(run, step)
+
+    for epoch in range(state.epoch, cfg.train.epochs):
+        if should_stop(state.history, cfg.train.monitor, cfg.train.early_stopping):
             if not run.quiet:
-                print(_stop_line(state["history"], cfg.train), flush=True)
+                print(_stop_line(state, cfg.train), flush=True)
             break
-        if cfg.train.unfreeze_at == epoch + 1 and state["step"] == 0:
+        if cfg.train.unfreeze_at == epoch + 1 and state.step == 0:
             joined = unfreeze(model, run.optimizer, run.scheduler, cfg.train, source=cfg.source)
             if not run.quiet:
                 print(f"epoch {epoch + 1}: unfroze {joined:,} parameters", flush=True)
-        totals = None if state["totals"] is None else state["totals"].to(device)
-        train_metrics, seconds = train_one_epoch(
-            net, train_loader, run.optimizer, run.scheduler, run.task, epoch=epoch,
-            quiet=run.quiet, log_every=cfg.train.log_every, start=state["step"], totals=totals,
-            grad_clip=cfg.train.grad_clip, hook=hook, ema=run.ema, speed=run.speed,
-            cluster=run.cluster)
-        # with an EMA, val_* score the average (best.pt, early stopping and eval follow it)
-        # and raw_val_* the trained weights themselves
-        scoring = {"speed": run.speed, "cluster": run.cluster}
-        val_metrics = evaluate(run.ema.module if run.ema else model, val_loader, run.task,
-                               **scoring)
-        raw_metrics = _prefixed("raw_val", evaluate(model, val_loader, run.task, **scoring)) \
-            if run.ema else {}
+        totals = None if state.totals is None else state.totals.to(device)
+        train_metrics, seconds = train_one_epoch(stepper, train_loader, epoch=epoch,
+                                                 start=state.step, totals=totals,
+                                                 on_step=on_step)
         row = {"epoch": epoch + 1, **_prefixed("train", train_metrics),
-               **_prefixed("val", val_metrics), **raw_metrics,
-               "lr": run.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 4)}
-        state["history"].append(row)
-        state.update(epoch=epoch + 1, step=0, totals=None)
-        improved = improves(row[cfg.train.monitor], state["best"], cfg.train.monitor)
-        if improved:
-            state["best"] = row[cfg.train.monitor]
-        save(run, best=improved)
-        if plotter is not None:
-            plotter.update(state["history"])
-        for logger in loggers:
-            logger.log_epoch(row)
-        if not run.quiet:
-            print(_epoch_line(row, cfg.train.epochs, run.task.metrics), flush=True)
-        if stop.requested:
-            raise hook.stopped()
+               **_validate(run, val_loader), "lr": run.optimizer.param_groups[0]["lr"],
+               "seconds": round(seconds, 4)}
+        _record(state, row, cfg.train.monitor)
+        for callback in callbacks:
+            callback.on_epoch_end(run, row)
+
+
+def _validate(run: Run, loader) -> dict[str, float]:
+    """val_* metrics, and with an EMA raw_val_*: val_* then score the average (best.pt, early
+    stopping and eval follow it) and raw_val_* the trained weights themselves."""
+    if loader is None:
+        return {}
+    scoring = {"speed": run.speed, "cluster": run.cluster}
+    metrics = _prefixed("val", evaluate(run.ema.module if run.ema else run.model, loader,
+                                        run.task, **scoring))
+    if run.ema:
+        metrics.update(_prefixed("raw_val", evaluate(run.model, loader, run.task, **scoring)))
+    return metrics
+
+
+def _record(state: RunState, row: dict, monitor: str) -> None:
+    """An epoch's row into the state; best.pt's epoch moves where `monitor` improves (every
+    epoch where the row has no such column)."""
+    state.history.append(row)
+    state.epoch, state.step, state.totals = row["epoch"], 0, None
+    if monitor not in row:
+        state.best_epoch = row["epoch"]
+    elif improves(row[monitor], state.best, monitor):
+        state.best, state.best_epoch = row[monitor], row["epoch"]
 
 
 def _step_model(cfg: Config, model: nn.Module, loader, task: Task, speed: Speed,
@@ -238,33 +266,9 @@ def _step_model(cfg: Config, model: nn.Module, loader, task: Task, speed: Speed,
     return compile_model(net, trial)
 
 
-class _StepHook:
-    """Between steps: save last.pt every `train.checkpoint_every_steps` steps, and save and
-    stop when a signal asked for it."""
-
-    def __init__(self, run: Run, stop: GracefulStop):
-        self.run, self.stop, self.state = run, stop, run.state
-        self.every = run.cfg.train.checkpoint_every_steps
-
-    def due(self, epoch: int, done: int, steps_per_epoch: int) -> bool:
-        """After `done` batches of `epoch`; the end of an epoch has its own save."""
-        if done >= steps_per_epoch:
-            return False
-        step = epoch * steps_per_epoch + done  # optimizer steps since the start of the run
-        return self.stop.requested or (self.every is not None and step % self.every == 0)
-
-    def save(self, done: int, totals: torch.Tensor) -> None:
-        self.state.update(step=done, totals=totals.detach().cpu())
-        save(self.run, best=False, metrics=False)
-        if self.stop.requested:
-            raise self.stopped()
-
-    def stopped(self) -> TrainingStopped:
-        where = f"epoch {self.state['epoch'] + 1}, step {self.state['step']}" \
-            if self.state["step"] else f"the end of epoch {self.state['epoch']}"
-        path = self.run.out / "last.pt"
-        return TrainingStopped(f"stopped by {self.stop.name} at {where}; saved {path}",
-                               signum=self.stop.signum, checkpoint=str(path))
+class _EpochLines(Callback):
+    def on_epoch_end(self, run: Run, row: dict) -> None:
+        print(_epoch_line(row, run.cfg.train.epochs, run.task.metrics), flush=True)
 
 
 def _load_weights(out: Path, cfg: Config, model: nn.Module, data: Data, *, quiet: bool,
@@ -281,16 +285,29 @@ def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}_{k}": v for k, v in metrics.items()}
 
 
-def _stop_line(history: list[dict], cfg) -> str:
-    monitor = cfg.monitor
-    best = history[best_index(history, monitor, min_delta=cfg.early_stopping.min_delta)]
-    return (f"early stopping after epoch {history[-1]['epoch']}: {monitor} has not improved "
-            f"for {cfg.early_stopping.patience} epochs (best {best[monitor]:.4f} at epoch "
-            f"{best['epoch']})")
+def _stop_line(state: RunState, train: TrainConfig) -> str:
+    """Patience counts improvements by more than min_delta; best.pt holds the best value
+    (improves by any amount), which the line names."""
+    stopping = train.early_stopping
+    by = f" by more than {stopping.min_delta:g}" if stopping.min_delta else ""
+    return (f"early stopping after epoch {state.epoch}: {train.monitor} has not improved{by} "
+            f"for {stopping.patience} epochs (best {state.best:.4f} at epoch "
+            f"{state.best_epoch})")
+
+
+def _saved_line(out: Path, epochs: int) -> str:
+    """The run files that exist: none where no epoch was trained (train.epochs: 0)."""
+    files = [name for name in ("metrics.csv", "curves.png", "last.pt", "best.pt")
+             if (out / name).exists()]
+    if not files:
+        return (f"nothing trained (train.epochs: {epochs}): {out}/ holds only config.yaml "
+                f"and classes.json")
+    return f"run saved in {out}/ ({', '.join(files)})"
 
 
 def _epoch_line(row: dict, epochs: int, metrics: tuple[str, ...] = ("loss", "acc")) -> str:
-    """`epoch  3/30  train loss 0.1234 acc 0.9610  val loss ...`, over the task's metrics."""
+    """`epoch  3/30  train loss 0.1234 acc 0.9610  val loss ...`, over the task's metrics
+    (no val part where the run has no validation split)."""
     splits = [" ".join([split] + [f"{m} {row[f'{split}_{m}']:.4f}" for m in metrics])
-              for split in ("train", "val")]
+              for split in ("train", "val") if f"{split}_{metrics[0]}" in row]
     return f"epoch {row['epoch']:>3}/{epochs}  {'  '.join(splits)}  {row['seconds']:.2f}s"

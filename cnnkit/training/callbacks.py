@@ -1,0 +1,100 @@
+"""What the training loop does between steps and epochs, as a list of callbacks.
+
+The trainer builds the default list: `Checkpoints`, `Curves` (rank 0), the TensorBoard logger
+(`train.tensorboard`, rank 0), the epoch line (unless quiet), then the callbacks passed to
+`train(callbacks=...)`, then `SignalStop` last, so every other callback has seen an epoch
+before a signal ends the run. Each hook is called in list order:
+
+    on_step_end(run, step)   after each optimizer step (`step` is a loop.StepEnd)
+    on_epoch_end(run, row)   after each epoch, once `run.state` holds its metrics row
+    on_fit_end(run)          once, however fitting ended (last epoch, early stopping, a
+                             signal or an error): release what the callback holds
+
+On CUDA `on_step_end` runs between queued kernels: reading a tensor there (`.item()`,
+`.cpu()`) makes the host wait for the device, so do it only when it is due.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cnnkit.errors import TrainingStopped
+from cnnkit.training.curves import CurvePlotter
+from cnnkit.training.run import save
+from cnnkit.training.signals import GracefulStop
+
+if TYPE_CHECKING:
+    from cnnkit.training.loop import StepEnd
+    from cnnkit.training.run import Run
+
+
+class Callback:
+    """Override the hooks you need; each does nothing here."""
+
+    def on_step_end(self, run: Run, step: StepEnd) -> None:
+        pass
+
+    def on_epoch_end(self, run: Run, row: dict[str, Any]) -> None:
+        pass
+
+    def on_fit_end(self, run: Run) -> None:
+        pass
+
+
+class Checkpoints(Callback):
+    """last.pt every `every` optimizer steps mid-epoch, and at once when a signal asked to
+    stop (then the stop); best.pt (where the epoch is the best), last.pt and metrics.csv at
+    each epoch's end."""
+
+    def __init__(self, *, every: int | None, stop: GracefulStop):
+        self.every, self.stop = every, stop
+
+    def on_step_end(self, run: Run, step: StepEnd) -> None:
+        if step.done >= step.steps:  # the end of an epoch has its own save
+            return
+        at = step.epoch * step.steps + step.done  # optimizer steps since the start of the run
+        if not self.stop.requested and (self.every is None or at % self.every):
+            return
+        step.watch.check()  # never save weights that a NaN has reached
+        run.state.step, run.state.totals = step.done, step.totals.detach().cpu()
+        save(run, best=False, metrics=False)
+        if self.stop.requested:
+            raise stopped(run, self.stop)
+
+    def on_epoch_end(self, run: Run, row: dict[str, Any]) -> None:
+        save(run, best=run.state.best_epoch == row["epoch"])
+
+
+class Curves(Callback):
+    """curves.png redrawn after each epoch, on a background thread (CurvePlotter)."""
+
+    def __init__(self, path: Path, *, title: str = ""):
+        self.plotter = CurvePlotter(path, title=title)
+
+    def on_epoch_end(self, run: Run, row: dict[str, Any]) -> None:
+        self.plotter.update(run.state.history)
+
+    def on_fit_end(self, run: Run) -> None:
+        self.plotter.close()
+
+
+class SignalStop(Callback):
+    """Ends the run after an epoch during which SIGINT or SIGTERM came (its save is done);
+    within an epoch, `Checkpoints` saves and stops at the next step."""
+
+    def __init__(self, stop: GracefulStop):
+        self.stop = stop
+
+    def on_epoch_end(self, run: Run, row: dict[str, Any]) -> None:
+        if self.stop.requested:
+            raise stopped(run, self.stop)
+
+
+def stopped(run: Run, stop: GracefulStop) -> TrainingStopped:
+    state = run.state
+    where = f"epoch {state.epoch + 1}, step {state.step}" if state.step \
+        else f"the end of epoch {state.epoch}"
+    path = run.out / "last.pt"
+    return TrainingStopped(f"stopped by {stop.name} at {where}; saved {path}",
+                           signum=stop.signum, checkpoint=str(path))
