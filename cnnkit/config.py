@@ -51,6 +51,19 @@ def load_config(path: str | Path, overrides: typing.Iterable[str] = ()) -> Confi
     return config_from_dict(raw, source=str(path))
 
 
+def resolve_config(config: Config | str | Path, overrides: tuple[str, ...] = ()) -> Config:
+    """A config file read, or a Config taken as it is, with `KEY.PATH=VALUE` overrides
+    applied to either (checked again; the Config keeps its source for messages)."""
+    if not isinstance(config, Config):
+        return load_config(config, overrides)
+    if not overrides:
+        return validate(config)  # one made or changed in Python skipped load_config's check
+    raw = config_to_dict(config)
+    for item in overrides:
+        apply_override(raw, item, source=config.source)
+    return config_from_dict(raw, source=config.source)
+
+
 def config_from_dict(raw: Any, *, source: str = "<config>") -> Config:
     """Check a plain dict (e.g. one stored in a checkpoint) against the schema: types, then
     ranges and cross-key rules (`schema.validate`)."""

@@ -20,7 +20,7 @@ def evaluate_checkpoint(path: str | Path, *, split: str = "val", overrides: tupl
     kind = inference_weights(checkpoint)[1]
     loader = data.loader(split, batch_size=cfg.train.batch_size, shuffle=False, seed=0,
                          device=device)
-    metrics = evaluate(model, loader, task)
+    metrics = evaluate(model, loader, task, split=split)
     others = {k: v for k, v in metrics.items() if k not in ("acc", "loss")}  # the task's own
     return {"checkpoint": str(path), "split": split, "n": len(data.splits[split]),
             "accuracy": metrics["acc"], "loss": metrics["loss"], "weights": kind, **others}

@@ -15,19 +15,13 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from cnnkit.config import (
-    Config,
-    apply_override,
-    config_from_dict,
-    config_to_dict,
-    load_config,
-    validate,
-)
+from cnnkit.config import resolve_config
 from cnnkit.errors import ConfigError, ShapeError
 from cnnkit.geometry.sliding import window_output
 from cnnkit.models.blocks import AuxHead
 from cnnkit.models.init import apply_init
 from cnnkit.models.layers import INFERRED, REPEAT, lookup
+from cnnkit.schema import Config
 
 Shape = tuple[int, ...]  # one example: (C, H, W) or (F,)
 
@@ -74,19 +68,6 @@ class Network(nn.Sequential):
                 continue
             x = module(x)
         return NetworkOutput(x, tuple(aux)) if aux else x
-
-
-def resolve_config(config: Config | str | Path, overrides: tuple[str, ...] = ()) -> Config:
-    """A config file read, or a Config taken as it is, with `KEY.PATH=VALUE` overrides
-    applied to either (checked again; the Config keeps its source for messages)."""
-    if not isinstance(config, Config):
-        return load_config(config, overrides)
-    if not overrides:
-        return validate(config)  # one made or changed in Python skipped load_config's check
-    raw = config_to_dict(config)
-    for item in overrides:
-        apply_override(raw, item, source=config.source)
-    return config_from_dict(raw, source=config.source)
 
 
 def build_model(config: Config | str | Path, *, overrides: tuple[str, ...] = ()) -> Network:

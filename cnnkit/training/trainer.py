@@ -18,15 +18,16 @@ import torch
 from torch import nn
 
 from cnnkit.atomic import atomic_write_text
-from cnnkit.config import Config, TrainConfig, dump_config
+from cnnkit.config import dump_config, resolve_config
 from cnnkit.data import Data, build_data
 from cnnkit.data.augment import build_augment
 from cnnkit.data.checks import check_splits
 from cnnkit.data.shards import batches_per_epoch
 from cnnkit.errors import ConfigError
-from cnnkit.models.builder import Network, build_model, resolve_config
+from cnnkit.models.builder import Network, build_model
 from cnnkit.models.freeze import freeze_for_training, unfreeze
 from cnnkit.models.weights import load_pretrained, with_pretrained_defaults
+from cnnkit.schema import Config, TrainConfig
 from cnnkit.tasks import Task, build_task
 from cnnkit.training.callbacks import Callback, Checkpoints, Curves, SignalStop
 from cnnkit.training.distributed import (
