@@ -1,10 +1,14 @@
-"""Shared fixtures: small configs written into tmp_path, and the CLI run in-process."""
+"""Shared fixtures: small configs written into tmp_path, the CLI run in-process, runs trained
+once per session, and the zoo (configs/ that are torchvision's ImageNet models) on the meta
+device."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from cnnkit.cli import main
@@ -45,3 +49,74 @@ def cli(capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+# The zoo: every config under configs/ that is one of torchvision's ImageNet models. The one
+# list that tests going over the zoo use; test_blocks checks it names exactly these files.
+ZOO_FAMILIES = ("alexnet", "vgg", "googlenet", "resnet")
+ZOO = ["alexnet", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19",
+       "vgg19_bn", "googlenet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+
+
+def zoo_family(name: str) -> str:
+    """'vgg' for vgg16_bn, 'resnet' for resnet50, ..."""
+    return next(f for f in ZOO_FAMILIES if name.startswith(f))
+
+
+@pytest.fixture(scope="session")
+def meta_zoo():
+    """meta_zoo(name) -> the zoo config's model built on the meta device: shapes, parameter
+    counts and module tree without allocating or initializing weights. Each config is built
+    once per session (ResNet-152 takes seconds even on meta); each call returns a deep copy,
+    which a test may change (hooks, modes, overrides of its layers)."""
+    from cnnkit.models.builder import build_model
+
+    built = {}
+
+    def get(name: str):
+        if name not in built:
+            with torch.device("meta"):
+                built[name] = build_model(CONFIGS / f"{name}.yaml")
+        return copy.deepcopy(built[name])
+
+    return get
+
+
+LOCALIZATION_TINY = {
+    "model": {"input": [1, 32, 32], "layers": [
+        ["Conv2d", 1, 8, 3, {"padding": 1}], ["BatchNorm2d"], ["ReLU"], ["MaxPool2d", 2],
+        ["Conv2d", 16, 3, {"padding": 1}], ["BatchNorm2d"], ["ReLU"], ["MaxPool2d", 2],
+        ["Flatten"], ["LocalizationHead", 10]]},
+    "data": {"name": "mnist-localization", "train_size": 2000, "val_size": 200,
+             "localization": {"size": 32, "digit_size": [14, 28]}},
+    "task": {"name": "localization", "loss": "bce-ce", "box_loss": "giou"},
+    "train": {"optimizer": "adam", "lr": 0.005, "batch_size": 50, "epochs": 5},
+}
+
+
+def _train_once(tmp_path_factory, name: str, config: dict):
+    """(config path, RunResult) of a run trained in a session-wide temporary folder."""
+    from cnnkit.training.trainer import train
+
+    root = tmp_path_factory.mktemp(name)
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path, train(path, out_dir=root / "run", quiet=True)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """(config path, RunResult) of SMALL_CONV trained once per session: 2 epochs on 1,000
+    digits of the embedded sample, run dir `result.out_dir` with last.pt, best.pt, metrics.csv,
+    curves.png. Shared: read it, never write into it or change `result.model`; a test that
+    writes (resume, new files) copies it first: shutil.copytree(result.out_dir, tmp_path /
+    "run")."""
+    return _train_once(tmp_path_factory, "small", SMALL_CONV)
+
+
+@pytest.fixture(scope="session")
+def trained_localization_run(tmp_path_factory):
+    """(config path, RunResult) of LOCALIZATION_TINY trained once per session: 5 epochs on
+    2,000 32×32 canvases, val IoU about 0.34 -> 0.53 at the default seed (asserted in
+    test_localization_run.py). Shared as `trained_run` is."""
+    return _train_once(tmp_path_factory, "localization", LOCALIZATION_TINY)

@@ -7,7 +7,6 @@ eval-mode comparison also checks that each BatchNorm sits where torchvision's do
 from __future__ import annotations
 
 import types
-from pathlib import Path
 
 import pytest
 import torch
@@ -30,10 +29,7 @@ from cnnkit.models.blocks import (
     InputTransform,
 )
 from cnnkit.models.layers import REGISTRY
-
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-ZOO = ["alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn",
-       "vgg19_bn", "googlenet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+from tests.conftest import CONFIGS, ZOO, ZOO_FAMILIES
 
 
 def _randomize_bn(module: nn.Module) -> nn.Module:
@@ -198,7 +194,10 @@ def _known(name: str) -> bool:
 
 
 def test_zoo_configs_are_all_there():
+    """tests/conftest.py's ZOO, which the zoo tests go over, is exactly the zoo's files."""
     assert {p.stem for p in CONFIGS.glob("*.yaml")} >= set(ZOO)
+    assert {p.stem for p in CONFIGS.glob("*.yaml") if p.stem.startswith(ZOO_FAMILIES)} == \
+        set(ZOO) and len(ZOO) == len(set(ZOO))
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)

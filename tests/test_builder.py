@@ -5,21 +5,19 @@ from cnnkit.config import load_config
 from cnnkit.errors import ConfigError, ShapeError
 from cnnkit.inspect.summary import summarize
 from cnnkit.models.builder import build_model
-from tests.conftest import CONFIGS, SMALL_CONV
+from tests.conftest import CONFIGS, SMALL_CONV, ZOO
 
 ALL_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
-BIG = {"vgg", "alexnet", "resnet101", "resnet152"}  # > 1 s each to build and run on 2 cores
 
 
-def _marks(path):
-    return [pytest.mark.slow] if any(path.stem.startswith(b) for b in BIG) else []
-
-
-@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem, marks=_marks(p)) for p in ALL_CONFIGS])
-def test_every_config_builds_and_runs_forward(path):
-    """The catalogue test: a config added to configs/ is tested the day it is added."""
-    model = build_model(path).eval()
-    x = torch.randn(2, *model.input_shape)
+@pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: p.stem)
+def test_every_config_builds_and_runs_forward(path, meta_zoo):
+    """The catalogue test: a config added to configs/ is tested the day it is added. The zoo
+    runs on the meta device (shapes without 10⁸ weights; tests/test_zoo_parity.py compares
+    outputs with torchvision's), the small configs for real."""
+    model = (meta_zoo(path.stem) if path.stem in ZOO else build_model(path)).eval()
+    device = next(model.parameters()).device
+    x = torch.randn(2, *model.input_shape, device=device)
     with torch.no_grad():
         y = model(x)
     assert tuple(y.shape) == (2, *model.output_shape)

@@ -6,20 +6,24 @@ a Linear after Flatten mixes every unit, so it sees the whole input ("global").
 """
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from cnnkit.inspect.summary import format_summary, summarize
 from cnnkit.models.builder import build_model
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, ZOO
 
 G = "global"
 
 
-def _fields(config: str) -> list[tuple[str, object, object]]:
-    with torch.device("meta"):  # the shapes and modules, without allocating weights
-        model = build_model(CONFIGS / config)
+def _fields(config: str, meta_zoo=None) -> list[tuple[str, object, object]]:
+    if Path(config).stem in ZOO:  # built once a session, on the meta device
+        model = meta_zoo(Path(config).stem)
+    else:
+        with torch.device("meta"):  # the shapes and modules, without allocating weights
+            model = build_model(CONFIGS / config)
     rows = summarize(model)["layers"]
     return [(row["name"], _square(row["receptive_field"]), _square(row["jump"])) for row in rows]
 
@@ -45,7 +49,7 @@ def test_course_model2():
     ]
 
 
-def test_vgg19():
+def test_vgg19(meta_zoo):
     convs = {  # features.i: field after the conv at index i; each 3×3 conv adds 2 × jump
         0: (3, 1), 2: (5, 1),
         5: (10, 2), 7: (14, 2),
@@ -54,7 +58,7 @@ def test_vgg19():
         28: (156, 16), 30: (188, 16), 32: (220, 16), 34: (252, 16),
     }  # fmt: skip
     pools = {4: (6, 2), 9: (16, 4), 18: (52, 8), 27: (124, 16), 36: (268, 32)}  # 2×2/2: + jump
-    fields = {name: (rf, jump) for name, rf, jump in _fields("vgg19.yaml")}
+    fields = {name: (rf, jump) for name, rf, jump in _fields("vgg19.yaml", meta_zoo)}
     for index, expected in {**convs, **pools}.items():
         assert fields[f"features.{index}"] == expected, index
         if index in convs:  # the ReLU after each conv repeats its values
@@ -64,8 +68,8 @@ def test_vgg19():
     assert all(fields[f"classifier.{i}"] == (G, G) for i in range(7))
 
 
-def test_alexnet():
-    fields = _fields("alexnet.yaml")
+def test_alexnet(meta_zoo):
+    fields = _fields("alexnet.yaml", meta_zoo)
     assert [(rf, jump) for name, rf, jump in fields if name.startswith("features.")] == [
         (11, 4), (11, 4),  # conv 11×11/4, ReLU
         (19, 8),  # pool 3/2: 11 + 2×4
@@ -79,8 +83,8 @@ def test_alexnet():
     assert rest["classifier.1"] == rest["classifier.6"] == (G, G)
 
 
-def test_googlenet_aux_heads_are_taps():
-    fields = {name: (rf, jump) for name, rf, jump in _fields("googlenet.yaml")}
+def test_googlenet_aux_heads_are_taps(meta_zoo):
+    fields = {name: (rf, jump) for name, rf, jump in _fields("googlenet.yaml", meta_zoo)}
     assert fields["aux1"] == fields["aux2"] == (G, G)  # adaptive pool and Linear inside
     # The main path goes on from inception4a, not from aux1: 107 + 2×16 (one 3×3 stage).
     assert fields["inception4a"] == (107, 16)
