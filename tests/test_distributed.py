@@ -135,7 +135,8 @@ def test_torchrun_command_trains(write_config, tmp_path):
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                            "--master_port", str(_free_ports(1)[0]), "-m", "cnnkit", "train",
                            str(path), "--out", str(tmp_path / "run"), "--set",
-                           "train.epochs=1"], env=env, capture_output=True, text=True,
+                           "train.epochs=1", "--set", "data.train_size=200", "--set",
+                           "data.val_size=100"], env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("epoch   1/1") == 1  # rank 0 alone prints

@@ -14,33 +14,12 @@ from cnnkit.data import build_data
 from cnnkit.infer.locate import BOX_COLOUR
 from cnnkit.models.builder import build_model
 from cnnkit.tasks.localization import box_iou
-from cnnkit.training.trainer import train
-
-TINY = {
-    "model": {"input": [1, 32, 32], "layers": [
-        ["Conv2d", 1, 8, 3, {"padding": 1}], ["BatchNorm2d"], ["ReLU"], ["MaxPool2d", 2],
-        ["Conv2d", 16, 3, {"padding": 1}], ["BatchNorm2d"], ["ReLU"], ["MaxPool2d", 2],
-        ["Flatten"], ["LocalizationHead", 10]]},
-    "data": {"name": "mnist-localization", "train_size": 2000, "val_size": 200,
-             "localization": {"size": 32, "digit_size": [14, 28]}},
-    "task": {"name": "localization", "loss": "bce-ce", "box_loss": "giou"},
-    "train": {"optimizer": "adam", "lr": 0.005, "batch_size": 50, "epochs": 5},
-}
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    import yaml
-
-    root = tmp_path_factory.mktemp("loc")
-    path = root / "tiny.yaml"
-    path.write_text(yaml.safe_dump(TINY))
-    return path, train(path, out_dir=root / "run", quiet=True)
+from tests.conftest import LOCALIZATION_TINY as TINY
 
 
 @pytest.mark.slow
-def test_training_raises_iou_and_writes_every_metric(trained):
-    _, result = trained
+def test_training_raises_iou_and_writes_every_metric(trained_localization_run):
+    _, result = trained_localization_run
     first, last = result.history[0], result.history[-1]
     assert last["val_iou"] > first["val_iou"] + 0.1  # measured: 0.33 -> 0.52
     assert last["val_iou"] > 0.4 and last["val_obj_acc"] > 0.9
@@ -54,8 +33,8 @@ def test_training_raises_iou_and_writes_every_metric(trained):
 
 
 @pytest.mark.slow
-def test_eval_json_reports_the_localization_metrics(trained, cli):
-    _, result = trained
+def test_eval_json_reports_the_localization_metrics(trained_localization_run, cli):
+    _, result = trained_localization_run
     code, out, err = cli("eval", result.out_dir / "best.pt", "--json")
     assert code == 0, err
     report = json.loads(out)
@@ -68,8 +47,8 @@ def test_eval_json_reports_the_localization_metrics(trained, cli):
 
 
 @pytest.mark.slow
-def test_predict_draws_the_box_where_the_digit_is(trained, cli, tmp_path):
-    config, result = trained
+def test_predict_draws_the_box_where_the_digit_is(trained_localization_run, cli, tmp_path):
+    config, result = trained_localization_run
     val = build_data(load_config(config).data).splits["val"]
     objects = torch.nonzero(val.labels[:, 0] > 0).flatten()[:8]
     paths = []

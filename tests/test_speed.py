@@ -87,7 +87,8 @@ def test_compile_trial_restores_buffers_and_rng(monkeypatch):
 def test_bf16_channels_last_training_learns_on_cpu(write_config, tmp_path):
     result = train(write_config(), out_dir=tmp_path / "run", quiet=True,
                    overrides=("train.epochs=1", "train.precision=bf16",
-                              "train.channels_last=true"))
+                              "train.channels_last=true", "data.train_size=500",
+                              "data.val_size=100", "train.batch_size=50"))
     assert result.history[0]["val_acc"] > 0.3
     weight = result.model.state_dict()["0.weight"]
     assert weight.dtype == torch.float32  # autocast: fp32 master weights
@@ -96,12 +97,13 @@ def test_bf16_channels_last_training_learns_on_cpu(write_config, tmp_path):
 
 def test_fp16_keeps_its_loss_scale_in_the_checkpoint_and_resumes(write_config, tmp_path):
     path = write_config()
-    train(path, out_dir=tmp_path / "run", quiet=True,
-          overrides=("train.epochs=1", "train.precision=fp16"))
+    # fp16 convolutions are slow on CPU; the loss scale and the resume need few examples
+    small = ("data.train_size=200", "data.val_size=100", "train.precision=fp16")
+    train(path, out_dir=tmp_path / "run", quiet=True, overrides=("train.epochs=1", *small))
     checkpoint = load_checkpoint(tmp_path / "run" / "last.pt", for_resume=True)
     assert checkpoint["scaler"]["scale"] > 0
     resumed = train(path, out_dir=tmp_path / "run", quiet=True, resume=True,
-                    overrides=("train.epochs=2", "train.precision=fp16"))
+                    overrides=("train.epochs=2", *small))
     assert [r["epoch"] for r in resumed.history] == [1, 2]
 
 
@@ -119,8 +121,11 @@ def test_compile_setting_trains_even_where_compiling_fails(write_config, tmp_pat
 
 @pytest.mark.slow
 def test_real_compile_on_cpu_trains_or_falls_back(write_config, tmp_path, recwarn):
+    """Slow however small the model: inductor generates and compiles C++ for the training and
+    the evaluation graphs; a linear model takes about half the time of the conv net."""
     result = train(write_config(), out_dir=tmp_path / "run", quiet=True,
-                   overrides=("train.epochs=1", "train.compile=true"))
+                   overrides=("train.epochs=1", "train.compile=true",
+                              "model.layers=[[Flatten], [Linear, 10]]"))
     assert result.history[0]["val_acc"] > 0.3
     assert all("training eagerly" in str(w.message) for w in recwarn
                if issubclass(w.category, SpeedWarning))

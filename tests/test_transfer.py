@@ -60,9 +60,10 @@ def _under(key: str, prefixes: list[str]) -> bool:
 
 
 def _fine_tune(config: str, weights: str, out, freeze: list[str], new_head: str, extra=()):
+    """One epoch of two steps: enough to move every trained tensor, BatchNorm buffers too."""
     overrides = (f"model.weights={weights}", "model.input=[3, 64, 64]",
                  f"model.layers.{new_head}", "data.name=tiny-rgb", "train.batch_size=7",
-                 "train.epochs=2", "train.lr=0.01", f"train.freeze=[{', '.join(freeze)}]",
+                 "train.epochs=1", "train.lr=0.01", f"train.freeze=[{', '.join(freeze)}]",
                  *extra)
     return train(CONFIGS / config, out_dir=out, quiet=True, overrides=overrides)
 
@@ -70,7 +71,7 @@ def _fine_tune(config: str, weights: str, out, freeze: list[str], new_head: str,
 def _assert_frozen_and_head_trained(result, file_state, frozen, head, config, overrides):
     trained = result.model.state_dict()
     checked = [k for k in trained if _under(k, frozen)]
-    assert any("running_mean" in k for k in checked) or "vgg" in config
+    assert any("running_mean" in k for k in checked) or "alexnet" in config  # it has no BN
     for key in checked:  # weights, biases and BatchNorm buffers alike
         assert torch.equal(trained[key], file_state[key]), key
     seed_everything(0)  # the same initialization train() drew for the fresh head
@@ -97,21 +98,26 @@ def test_resnet18_state_dict_fine_tunes_with_a_new_head(tiny_rgb, tmp_path):
 
 
 @pytest.mark.slow
-def test_vgg11_state_dict_fine_tunes_with_a_new_head(tiny_rgb, tmp_path):
-    file_state = tvm.vgg11().state_dict()
-    weights = _save(file_state, tmp_path / "vgg11.pth")
-    classifier = ("classifier=[[Linear, 25088, 4096], [ReLU], [Dropout, 0.5], "
-                  "[Linear, 4096, 4096], [ReLU], [Dropout, 0.5], [Linear, 4096, 7]]")
-    result = _fine_tune("vgg11.yaml", weights, tmp_path / "run", ["features"], classifier)
-    _assert_frozen_and_head_trained(result, file_state, ["features"], "classifier.6",
-                                    "vgg11.yaml", ["model.input=[3, 64, 64]",
-                                                   f"model.layers.{classifier}"])
+def test_alexnet_state_dict_fine_tunes_with_a_new_head(tiny_rgb, tmp_path):
+    """The VGG layout (features without BatchNorm, the head at classifier.6 of a list given
+    whole by --set) in its smallest model: AlexNet, 61 M parameters to VGG-11's 133 M."""
+    file_state = tvm.alexnet().state_dict()
+    weights = _save(file_state, tmp_path / "alexnet.pth")
+    classifier = ("classifier=[[Dropout, 0.5], [Linear, 9216, 4096], [ReLU], [Dropout, 0.5], "
+                  "[Linear, 4096, 4096], [ReLU], [Linear, 4096, 7]]")
+    # all but the head frozen: no gradients or momentum for the 55 M weights before it
+    frozen = ["features", "classifier.1", "classifier.4"]
+    result = _fine_tune("alexnet.yaml", weights, tmp_path / "run", frozen, classifier)
+    _assert_frozen_and_head_trained(result, file_state, frozen, "classifier.6",
+                                    "alexnet.yaml", ["model.input=[3, 64, 64]",
+                                                     f"model.layers.{classifier}"])
 
 
 def test_frozen_batchnorm_stays_in_eval_mode(tmp_path):
     cfg = load_config(CONFIGS / "resnet18.yaml", ["model.input=[3, 64, 64]",
                                                     "train.freeze=[bn1, layer1]"])
-    model = build_model(cfg)
+    with torch.device("meta"):  # modes and requires_grad, no weights
+        model = build_model(cfg)
     frozen = freeze_for_training(model, cfg.train)
     assert "bn1.weight" in frozen and "layer2.0.conv1.weight" not in frozen
     model.train()
@@ -278,9 +284,8 @@ def test_weights_files_are_read_weights_only(tmp_path):
         read_weights(str(tmp_path / "none.pth"))
 
 
-def test_head_is_the_last_layer_with_weights():
-    cfg = load_config(CONFIGS / "resnet18.yaml", ["model.input=[3, 64, 64]"])
-    assert head_paths(build_model(cfg)) == ["fc"]
+def test_head_is_the_last_layer_with_weights(meta_zoo):
+    assert head_paths(meta_zoo("resnet18")) == ["fc"]
     assert head_paths(build_model(CONFIGS / "mnist_conv.yaml")) == ["7"]
 
 
@@ -324,16 +329,17 @@ def test_data_classes_and_train_per_class(write_config):
                                                 "data.train_per_class=101"]).data)
 
 
-
-@pytest.mark.slow
 def test_googlenet_file_with_auxiliary_heads_on_and_off():
-    file_state = tvm.googlenet(aux_logits=True, init_weights=False).state_dict()
+    """Matching compares keys and shapes: all on the meta device."""
+    with torch.device("meta"):
+        file_state = tvm.googlenet(aux_logits=True, init_weights=False).state_dict()
     pretrained = Pretrained(file_state, "googlenet.pth")
     heads = {True: ["fc", "aux1.fc2", "aux2.fc2"], False: ["fc"]}
     for aux_heads, expected_heads in heads.items():
         cfg = load_config(CONFIGS / "googlenet.yaml", [f"model.aux_heads={aux_heads}",
                                                       "model.input=[3, 64, 64]"])
-        model = build_model(cfg)
+        with torch.device("meta"):
+            model = build_model(cfg)
         assert head_paths(model) == expected_heads
         report = match(model, pretrained, head=head_paths(model), ignore=dropped_aux_heads(cfg))
         assert not report.skipped and not report.reinitialized
