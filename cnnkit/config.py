@@ -19,25 +19,9 @@ import yaml
 
 from cnnkit.errors import ConfigError
 from cnnkit.schema import (
-    AugmentConfig,
     Config,
-    DataConfig,
-    EarlyStoppingConfig,
-    LocalizationDataConfig,
-    LrGroup,
-    ModelConfig,
-    ScheduleConfig,
-    TaskConfig,
-    TrainConfig,
     validate,
 )
-
-# the schema's names are imported from here by most of the package
-__all__ = ["AugmentConfig", "Config", "ConfigError", "DataConfig", "EarlyStoppingConfig",
-           "LocalizationDataConfig", "LrGroup", "ModelConfig", "ScheduleConfig", "TaskConfig",
-           "TrainConfig", "apply_override", "config_from_dict", "config_to_dict", "dump_config",
-           "load_config", "validate"]
-
 
 SECTIONS = ("model", "data", "train", "task", "out")
 

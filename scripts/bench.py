@@ -30,11 +30,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from cnnkit.config import DataConfig, load_config
+from cnnkit.config import load_config
 from cnnkit.data import build_data
 from cnnkit.data.shards import batches_per_epoch
 from cnnkit.data.tensors import Split, TensorLoader
 from cnnkit.models.builder import build_model
+from cnnkit.schema import DataConfig
 from cnnkit.tasks import Classification
 from cnnkit.training.loop import Stepper, train_one_epoch
 from cnnkit.training.optim import build_scheduler

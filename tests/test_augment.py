@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from cnnkit.config import AugmentConfig, load_config
+from cnnkit.config import load_config
 from cnnkit.data.augment import Augment, batch_seed, build_augment, cutout, random_crop
 from cnnkit.data.tensors import Split, TensorLoader
 from cnnkit.errors import ConfigError
+from cnnkit.schema import AugmentConfig
 
 TRANSFORMS = {
     "translate": AugmentConfig(translate=0.15),

@@ -13,9 +13,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnnkit.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
-from cnnkit.errors import CnnkitError
+from cnnkit.config import config_from_dict, config_to_dict, load_config
+from cnnkit.errors import CnnkitError, ConfigError
 from cnnkit.models.builder import build_model
+from cnnkit.schema import Config
 from tests.conftest import SMALL_CONV
 
 SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,

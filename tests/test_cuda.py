@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from cnnkit.checkpoint import load_checkpoint
-from cnnkit.config import DataConfig
 from cnnkit.data import build_data
+from cnnkit.schema import DataConfig
 from cnnkit.tasks import Classification
 from cnnkit.training.loop import Stepper, train_one_epoch
 from cnnkit.training.speed import resolve_speed

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from cnnkit.config import DataConfig
 from cnnkit.data import build_data
 from cnnkit.data.mnist_sample import read_sample, stratified_split
 from cnnkit.data.tensors import Split, TensorLoader, epoch_permutation
 from cnnkit.errors import ConfigError, DataError
+from cnnkit.schema import DataConfig
 
 
 def test_sample_is_the_real_5000_digits():

@@ -144,8 +144,8 @@ def test_torchrun_command_trains(write_config, tmp_path):
 
 
 def test_sharded_batches_equal_reference_slicing_with_real_normalization():
-    from cnnkit.config import DataConfig
     from cnnkit.data import build_data
+    from cnnkit.schema import DataConfig
 
     data = build_data(DataConfig(train_size=300, val_size=100))
     split, mean, std = data.splits["train"], data.mean[0], data.std[0]

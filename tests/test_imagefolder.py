@@ -8,11 +8,11 @@ import pytest
 import torch
 import yaml
 
-from cnnkit.config import DataConfig
 from cnnkit.data import build_data, folder_index
 from cnnkit.data.folder_index import cache_path
 from cnnkit.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.errors import ConfigError, DataError
+from cnnkit.schema import DataConfig
 from tests.imagefiles import write_class_folders, write_image
 
 CPU = torch.device("cpu")

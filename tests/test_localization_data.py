@@ -5,11 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnkit.config import DataConfig, LocalizationDataConfig
 from cnnkit.data import build_data
 from cnnkit.data.localization import INK, digit_sets, make_canvases
 from cnnkit.data.mnist_sample import read_sample
 from cnnkit.errors import ConfigError, DataError
+from cnnkit.schema import DataConfig, LocalizationDataConfig
 
 
 def _canvases(count=200, seed=0, **options):

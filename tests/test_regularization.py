@@ -10,17 +10,11 @@ from torch import nn
 
 import cnnkit.training.trainer
 from cnnkit.checkpoint import load_checkpoint
-from cnnkit.config import (
-    Config,
-    EarlyStoppingConfig,
-    ModelConfig,
-    TrainConfig,
-    load_config,
-    validate,
-)
+from cnnkit.config import load_config
 from cnnkit.errors import ConfigError
 from cnnkit.infer.evaluate import evaluate_checkpoint
 from cnnkit.models.builder import build_model
+from cnnkit.schema import Config, EarlyStoppingConfig, ModelConfig, TrainConfig, validate
 from cnnkit.tasks import Classification
 from cnnkit.training.early_stopping import epochs_without_improvement
 from cnnkit.training.ema import EMA, build_ema, inference_weights

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from cnnkit.config import Config, ModelConfig, ScheduleConfig, TrainConfig, validate
 from cnnkit.errors import ConfigError
+from cnnkit.schema import Config, ModelConfig, ScheduleConfig, TrainConfig, validate
 from cnnkit.training.optim import build_scheduler
 
 LR = 0.1

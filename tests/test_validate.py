@@ -9,9 +9,9 @@ import re
 import pytest
 
 from cnnkit.cli import main
-from cnnkit.config import Config, ModelConfig, load_config, validate
+from cnnkit.config import load_config
 from cnnkit.errors import ConfigError
-from cnnkit.schema import Range
+from cnnkit.schema import Config, ModelConfig, Range, validate
 
 
 def _error(path, overrides: list[str]) -> str:

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from cnnkit.config import DataConfig
 from cnnkit.data import mnist_sample
 from cnnkit.data.select import select
 from cnnkit.data.tensors import Augmenter, Split, TensorLoader
 from cnnkit.errors import ConfigError, DataError
+from cnnkit.schema import DataConfig
 
 if TYPE_CHECKING:
     from cnnkit.data.imagefolder import FolderData

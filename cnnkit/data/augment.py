@@ -19,7 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from cnnkit.config import AugmentConfig
+from cnnkit.schema import AugmentConfig
 
 _SALT = 0x5DEECE66D  # keeps these seeds apart from the epoch permutation's
 

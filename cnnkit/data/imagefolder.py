@@ -25,12 +25,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms as T
 
-from cnnkit.config import DataConfig
 from cnnkit.data.folder_index import SplitIndex, index_folder
 from cnnkit.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.data.shards import batches_per_epoch, shard_bounds
 from cnnkit.data.tensors import epoch_permutation
 from cnnkit.errors import DataError
+from cnnkit.schema import DataConfig
 
 CROP_FRACTION = 0.875  # evaluation: the short side is resized to size / 0.875 (256 for 224)
 

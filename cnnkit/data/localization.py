@@ -20,11 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cnnkit.config import DataConfig, LocalizationDataConfig
 from cnnkit.data import mnist_sample
 from cnnkit.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.data.tensors import Split
 from cnnkit.errors import DataError
+from cnnkit.schema import DataConfig, LocalizationDataConfig
 
 DIGIT_SPLIT = (4000, 1000)  # MNIST sample digits behind the train and val canvases, disjoint
 CANVASES = (10000, 2000)  # default canvases per split (data.train_size, data.val_size)

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from cnnkit.config import DataConfig
 from cnnkit.data.folder_index import SplitIndex
 from cnnkit.data.tensors import Split
 from cnnkit.errors import ConfigError, DataError
+from cnnkit.schema import DataConfig
 
 if TYPE_CHECKING:
     from cnnkit.data import Data

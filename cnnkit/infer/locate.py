@@ -15,10 +15,10 @@ import torch
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from cnnkit.checkpoint import load_checkpoint
-from cnnkit.config import Config
 from cnnkit.errors import CheckpointError, CnnkitError, DataError
 from cnnkit.infer.model import load_model
 from cnnkit.models.builder import Network
+from cnnkit.schema import Config
 from cnnkit.tasks.localization import decode
 from cnnkit.training.trainer import resolve_device
 

@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from cnnkit.checkpoint import load_checkpoint
-from cnnkit.config import Config, apply_override, config_from_dict
+from cnnkit.config import apply_override, config_from_dict
 from cnnkit.errors import CheckpointError
 from cnnkit.models.builder import Network, build_model
+from cnnkit.schema import Config
 from cnnkit.training.ema import inference_weights
 
 

@@ -16,12 +16,12 @@ import torch
 from torch import nn
 from torchvision import transforms as T
 
-from cnnkit.config import Config
 from cnnkit.data import mnist_sample
 from cnnkit.data.imagefolder import eval_transform, open_image
 from cnnkit.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.errors import CnnkitError, ConfigError
 from cnnkit.infer.model import load_model
+from cnnkit.schema import Config
 from cnnkit.tasks import main_logits
 from cnnkit.training.trainer import resolve_device
 

@@ -18,11 +18,11 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from cnnkit.config import Config
 from cnnkit.errors import CnnkitError
 from cnnkit.infer.model import load_model
 from cnnkit.infer.predict import preprocessing
 from cnnkit.models.builder import Network
+from cnnkit.schema import Config
 from cnnkit.tasks import main_logits
 from cnnkit.training.curves import save_figure
 

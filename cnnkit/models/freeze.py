@@ -15,8 +15,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from cnnkit.config import TrainConfig
 from cnnkit.errors import ConfigError
+from cnnkit.schema import TrainConfig
 
 
 def under(path: str, prefix: str) -> bool:

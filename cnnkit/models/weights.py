@@ -24,12 +24,12 @@ import torch
 from torch import nn
 
 from cnnkit.checkpoint import read_weights_only
-from cnnkit.config import Config
 from cnnkit.errors import CheckpointError, ConfigError
 from cnnkit.models.blocks import AuxHead
 from cnnkit.models.builder import is_layer
 from cnnkit.models.freeze import check_prefixes, under
 from cnnkit.models.layers import REGISTRY
+from cnnkit.schema import Config
 
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum

@@ -8,9 +8,9 @@ from typing import Protocol
 
 import torch
 
-from cnnkit.config import Config
 from cnnkit.errors import ConfigError
 from cnnkit.models.builder import NetworkOutput
+from cnnkit.schema import Config
 from cnnkit.tasks.classification import Classification
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from cnnkit.config import EarlyStoppingConfig
+from cnnkit.schema import EarlyStoppingConfig
 
 
 def improves(value: float, best: float | None, monitor: str, *, min_delta: float = 0.0) -> bool:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnnkit.config import TrainConfig
 from cnnkit.models.freeze import param_groups
+from cnnkit.schema import TrainConfig
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

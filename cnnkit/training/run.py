@@ -17,10 +17,11 @@ import torch
 from cnnkit import __version__
 from cnnkit.atomic import atomic_write_text, remove_stale_temps
 from cnnkit.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from cnnkit.config import Config, config_to_dict
+from cnnkit.config import config_to_dict
 from cnnkit.data import Data
 from cnnkit.errors import CheckpointError, CnnkitError, ConfigError
 from cnnkit.models.builder import Network
+from cnnkit.schema import Config
 from cnnkit.tasks import Task
 from cnnkit.training.distributed import Cluster
 from cnnkit.training.early_stopping import best_index

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from cnnkit.config import ScheduleConfig
+from cnnkit.schema import ScheduleConfig
 
 Factor = Callable[[int], float]
 
