@@ -1,7 +1,7 @@
 """Configs: one YAML file plus `--set` overrides in, one checked, resolved `Config` out.
 
 The schema is the dataclasses of `cnnkit.schema`: their type hints drive the coercion here,
-then `schema.validate` checks ranges and cross-key rules. Every problem is a `ConfigError`
+then `validate.validate` checks ranges and cross-key rules. Every problem is a `ConfigError`
 whose one-line message names the file, the full key path, what was expected and what was
 found, with a close match where there is one.
 """
@@ -18,10 +18,8 @@ from typing import Any, Literal, Union
 import yaml
 
 from cnnkit.errors import ConfigError
-from cnnkit.schema import (
-    Config,
-    validate,
-)
+from cnnkit.schema import Config
+from cnnkit.validate import validate
 
 SECTIONS = ("model", "data", "train", "task", "out")
 
@@ -50,7 +48,7 @@ def resolve_config(config: Config | str | Path, overrides: tuple[str, ...] = ())
 
 def config_from_dict(raw: Any, *, source: str = "<config>") -> Config:
     """Check a plain dict (e.g. one stored in a checkpoint) against the schema: types, then
-    ranges and cross-key rules (`schema.validate`)."""
+    ranges and cross-key rules (`validate.validate`)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping with sections {list(SECTIONS)}, "
                           f"found {_describe(raw)}")

@@ -1,5 +1,6 @@
 """The config schema: one dataclass per section, each field's type and, where it has one, its
-range; `validate(cfg)` checks the ranges and the rules that join two keys, in one pass.
+range (`ranged(default, gt=..., ge=..., le=...)`); `cnnkit.validate` checks those ranges and the
+rules that join two keys, in one pass.
 
 `config.load_config` coerces each value to its declared type, then calls `validate` before
 anything reads the config: no data loaded, model built or file written. Every error is a
@@ -11,14 +12,9 @@ a dataset's size, a device) stay with the code that has them.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
-import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
-
-from cnnkit.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -232,164 +228,3 @@ class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     out: str | None = None  # run directory; None: runs/<config file stem>
     source: str = field(default="<config>", compare=False)  # where it came from, for errors
-
-
-def validate(cfg: Config) -> Config:
-    """Check every range and cross-key rule of a coerced config; returns it unchanged."""
-    for path, value, bounds in _numbers(cfg, ""):
-        if isinstance(value, float) and not math.isfinite(value):
-            expected = bounds.text if bounds and bounds.text else "a finite number"
-            _fail(cfg, path, f"expected {expected}, found {value}")
-        if bounds is not None and not bounds.holds(value):
-            _fail(cfg, path, f"expected {bounds.expected(value)}, found {value}")
-    for rule in RULES:
-        problem = rule(cfg)
-        if problem:
-            _fail(cfg, *problem)
-    return cfg
-
-
-def _fail(cfg: Config, path: str, problem: str) -> typing.NoReturn:
-    raise ConfigError(f"{cfg.source}: {path}: {problem}")
-
-
-_hints = functools.cache(typing.get_type_hints)  # per schema class: its fields' types
-
-
-def _numbers(node: Any, path: str, bounds: Range | None = None
-             ) -> Iterator[tuple[str, int | float, Range | None]]:
-    """(key path, value, its range) for each number in typed fields; Any fields are skipped."""
-    if dataclasses.is_dataclass(node):
-        hints = _hints(type(node))
-        for f in dataclasses.fields(node):
-            if hints[f.name] is not Any:
-                yield from _numbers(getattr(node, f.name), f"{path}.{f.name}" if path else f.name,
-                                    f.metadata.get("range"))
-    elif isinstance(node, list):
-        for i, item in enumerate(node):
-            yield from _numbers(item, f"{path}.{i}", bounds)
-    elif isinstance(node, (int, float)) and not isinstance(node, bool):
-        yield path, node, bounds
-
-
-# -- rules on a whole list or joining keys: each returns (key path, problem) or None ---------
-
-Problem = tuple[str, str] | None
-
-# the datasets read from a folder (data.root), and what that folder holds; the others are
-# made in memory (mnist-sample, mnist-localization). Names only: the loaders are cnnkit.data's.
-ROOT_HOLDS = {
-    "mnist": "MNIST/raw/ (torchvision's layout)",
-    "imagefolder": "train/ and val/ (each with one folder per class)",
-    "localization-csv": "train.csv and val.csv",
-}
-
-
-def _input_is_an_example_shape(cfg: Config) -> Problem:
-    shape = cfg.model.input
-    if not 1 <= len(shape) <= 3 or min(shape) < 1:
-        return "model.input", f"expected 1 to 3 positive sizes (C, H, W), found {list(shape)}"
-    return None
-
-
-def _root_where_read_from_disk(cfg: Config) -> Problem:
-    d = cfg.data
-    if d.name in ROOT_HOLDS and d.root is None:
-        return "data.root", f"{d.name} needs the folder that holds {ROOT_HOLDS[d.name]}, found null"
-    return None
-
-
-def _imagefolder_splits_as_they_are(cfg: Config) -> Problem:
-    d = cfg.data
-    for key in ("train_size", "val_size"):
-        if d.name == "imagefolder" and getattr(d, key) is not None:
-            return f"data.{key}", (f"imagefolder takes its splits from ROOT/train and ROOT/val "
-                                   f"as they are; found {getattr(d, key)}, expected null")
-    return None
-
-
-def _digits_fit_the_canvas(cfg: Config) -> Problem:
-    loc = cfg.data.localization
-    low, high = (loc.digit_size + [0, 0])[:2]
-    if cfg.data.name == "mnist-localization" and (
-            len(loc.digit_size) != 2 or not 8 <= low <= high <= loc.size):
-        return "data.localization.digit_size", (
-            f"expected [min, max] pixels with 8 <= min <= max <= data.localization.size "
-            f"({loc.size}), found {loc.digit_size}")
-    return None
-
-
-def _nesterov_needs_momentum(cfg: Config) -> Problem:
-    t = cfg.train
-    if t.optimizer == "sgd" and t.nesterov and t.momentum <= 0:
-        return "train.nesterov", f"needs train.momentum > 0, found {t.momentum}"
-    return None
-
-
-def _unfreeze_needs_freeze(cfg: Config) -> Problem:
-    t = cfg.train
-    if t.unfreeze_at is not None and (t.unfreeze_at < 1 or not t.freeze):
-        return "train.unfreeze_at", (f"expected an epoch >= 1 with a non-empty train.freeze, "
-                                     f"found {t.unfreeze_at} with freeze {list(t.freeze)}")
-    return None
-
-
-def _lr_groups_are_disjoint(cfg: Config) -> Problem:
-    seen: set[str] = set()
-    for i, group in enumerate(cfg.train.lr_groups):
-        for prefix in map(str, group.modules):
-            if prefix in seen:
-                return (f"train.lr_groups.{i}.modules",
-                        f"'{prefix}' is already in an earlier group")
-            seen.add(prefix)
-    return None
-
-
-def _schedule_fits(cfg: Config) -> Problem:
-    s, lr = cfg.train.schedule, cfg.train.lr
-    if s.name == "multistep" and not s.milestones:
-        return "train.schedule.milestones", "expected a non-empty list of epochs, found []"
-    if s.name == "cosine" and s.min_lr > lr:
-        return "train.schedule.min_lr", (f"expected a learning rate in [0, train.lr = {lr}], "
-                                         f"found {s.min_lr}")
-    if s.name == "onecycle" and s.warmup_epochs > 0:
-        return "train.schedule.warmup_epochs", (f"onecycle has its own warmup (pct_start); "
-                                                f"found warmup_epochs {s.warmup_epochs}")
-    return None
-
-
-def _cutout_fits_the_image(cfg: Config) -> Problem:
-    shape, cutout = cfg.model.input, cfg.data.augment.cutout
-    if len(shape) == 3 and cutout > max(shape[1:]):  # C, H, W
-        return "data.augment.cutout", (f"expected a side in pixels from 0 to {max(shape[1:])}, "
-                                       f"found {cutout}")
-    return None
-
-
-def _augment_is_for_tensors(cfg: Config) -> Problem:
-    if cfg.data.name == "imagefolder" and cfg.data.augment != AugmentConfig():
-        return "data.augment", ("augments in-memory datasets on the device; imagefolder uses "
-                                "torchvision's transforms (RandomResizedCrop, flip)")
-    return None
-
-
-def _no_val_split(cfg: Config) -> Problem:
-    """data.val_size 0 means no validation split: nothing may watch one."""
-    if cfg.data.val_size != 0:
-        return None
-    t = cfg.train
-    if t.monitor.startswith("val_"):
-        return "train.monitor", (f"{t.monitor} needs a validation split, but data.val_size is "
-                                 f"0; monitor train_loss or train_acc, or set data.val_size")
-    if t.early_stopping.patience:
-        return "train.early_stopping.patience", (
-            f"{t.early_stopping.patience} turns early stopping on, which needs a validation "
-            f"split, but data.val_size is 0; set patience 0 or data.val_size")
-    return None
-
-
-RULES: list[Callable[[Config], Problem]] = [
-    _input_is_an_example_shape, _nesterov_needs_momentum, _unfreeze_needs_freeze,
-    _lr_groups_are_disjoint, _schedule_fits, _cutout_fits_the_image, _augment_is_for_tensors,
-    _no_val_split, _root_where_read_from_disk, _imagefolder_splits_as_they_are,
-    _digits_fit_the_canvas]

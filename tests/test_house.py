@@ -16,7 +16,7 @@ PACKAGE = ROOT / "cnnkit"
 # face: it holds only the version and lazy attributes, so any layer may read __version__.
 LAYERS = (
     ("cnnkit", "cnnkit.errors"),
-    ("cnnkit.config", "cnnkit.schema"),
+    ("cnnkit.config", "cnnkit.schema", "cnnkit.validate"),
     ("cnnkit.atomic", "cnnkit.checkpoint"),
     ("cnnkit.geometry",),
     ("cnnkit.data",),

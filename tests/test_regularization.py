@@ -14,12 +14,13 @@ from cnnkit.config import load_config
 from cnnkit.errors import ConfigError
 from cnnkit.infer.evaluate import evaluate_checkpoint
 from cnnkit.models.builder import build_model
-from cnnkit.schema import Config, EarlyStoppingConfig, ModelConfig, TrainConfig, validate
+from cnnkit.schema import Config, EarlyStoppingConfig, ModelConfig, TrainConfig
 from cnnkit.tasks import Classification
 from cnnkit.training.early_stopping import epochs_without_improvement
 from cnnkit.training.ema import EMA, build_ema, inference_weights
 from cnnkit.training.optim import build_optimizer
 from cnnkit.training.trainer import train
+from cnnkit.validate import validate
 from tests.conftest import CONFIGS, SMALL_CONV
 
 TINY = {**SMALL_CONV, "data": {"name": "mnist-sample", "train_size": 200, "val_size": 50}}

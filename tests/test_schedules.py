@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from cnnkit.errors import ConfigError
-from cnnkit.schema import Config, ModelConfig, ScheduleConfig, TrainConfig, validate
+from cnnkit.schema import Config, ModelConfig, ScheduleConfig, TrainConfig
 from cnnkit.training.optim import build_scheduler
+from cnnkit.validate import validate
 
 LR = 0.1
 SPE = 10  # steps per epoch

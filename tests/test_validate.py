@@ -11,7 +11,8 @@ import pytest
 from cnnkit.cli import main
 from cnnkit.config import load_config
 from cnnkit.errors import ConfigError
-from cnnkit.schema import Config, ModelConfig, Range, validate
+from cnnkit.schema import Config, ModelConfig, Range
+from cnnkit.validate import validate
 
 
 def _error(path, overrides: list[str]) -> str:

@@ -82,7 +82,7 @@ def build_model(config: Config | str | Path, *, overrides: tuple[str, ...] = ())
 
 
 def _input_shape(cfg: Config) -> Shape:
-    return tuple(cfg.model.input)  # 1 to 3 positive sizes: schema.validate checks
+    return tuple(cfg.model.input)  # 1 to 3 positive sizes: validate.validate checks
 
 
 def is_layer(spec: Any) -> bool:

@@ -26,7 +26,7 @@ Factor = Callable[[int], float]
 
 def lr_factor(cfg: ScheduleConfig, *, lr: float, steps_per_epoch: int, total_steps: int
               ) -> Factor:
-    """f(k) for the schedule `cfg` names (its ranges checked by `schema.validate`)."""
+    """f(k) for the schedule `cfg` names (its ranges checked by `validate.validate`)."""
     if cfg.name == "onecycle":  # the schema refuses a separate warmup for it
         return _onecycle(cfg, total_steps)
     warmup = round(cfg.warmup_epochs * steps_per_epoch)
