@@ -7,6 +7,10 @@ CNNKIT_PAUSE_STEP pause inside optimizer step N (1-based, counted in this proces
 CNNKIT_PAUSE_SAVE pause inside the Nth checkpoint write, half of the file's bytes on disk.
 CNNKIT_SCHEDULER  "onecycle": train with torch's OneCycleLR over the whole run, a stand-in for
                   a non-constant learning-rate schedule with state of its own.
+
+`python tests/crash_child.py --serve` is a fork server (tests/forkserver.py) of such runs: it
+imports what a run imports, then forks one child per request, which sets the request's
+environment and only then reads the variables above.
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ import cnnkit.checkpoint
 import cnnkit.training.trainer
 from cnnkit.cli import main
 
-HOOKS = Path(os.environ.get("CNNKIT_HOOKS", "."))
+# What a training run imports besides the modules above; torch._dynamo (2.2 s of the ~7 s of
+# imports) comes with the first torch optimizer. Imports only: see tests/forkserver.py.
+PRELOAD = ("torch._dynamo", "matplotlib.backends.backend_agg", "cnnkit.training.schedules")
 
 
 def pause() -> None:
-    (HOOKS / "paused").touch()
-    while not (HOOKS / "go").exists():
+    hooks = Path(os.environ.get("CNNKIT_HOOKS", "."))
+    (hooks / "paused").touch()
+    while not (hooks / "go").exists():
         time.sleep(0.02)
 
 
@@ -81,11 +88,24 @@ def use_onecycle() -> None:
     cnnkit.training.trainer.build_scheduler = build
 
 
-if __name__ == "__main__":
+def run(argv: list[str]) -> int:
+    """`cnnkit ARGV` with the hooks the environment asks for now (in a forked child: after
+    the request's environment is set)."""
     if os.environ.get("CNNKIT_PAUSE_STEP"):
         pause_in_optimizer_step(int(os.environ["CNNKIT_PAUSE_STEP"]))
     if os.environ.get("CNNKIT_PAUSE_SAVE"):
         pause_in_save(int(os.environ["CNNKIT_PAUSE_SAVE"]))
     if os.environ.get("CNNKIT_SCHEDULER") == "onecycle":
         use_onecycle()
-    sys.exit(main(sys.argv[1:]))
+    return main(argv)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--serve"]:
+        from tests.forkserver import serve
+
+        serve(run, preload=PRELOAD)
+        sys.stderr.flush()
+        os._exit(0)  # the interpreter's shutdown would take ~2 s (torch, sympy) for nothing
+    else:
+        sys.exit(run(sys.argv[1:]))

@@ -3,14 +3,14 @@
 disk, then resumed; the final weights must equal, bit for bit, those of a run left alone.
 
 The child is tests/crash_child.py: `cnnkit` plus hooks that pause it at a known point and
-say so through a file, so the signal lands exactly there."""
+say so through a file, so the signal lands exactly there. Children are forked by one fork
+server per module (tests/forkserver.py), which has imported torch once: a child starts in
+milliseconds instead of ~7 s of imports, and is still a process of its own."""
 
 from __future__ import annotations
 
 import os
-import resource
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,6 +21,7 @@ import yaml
 
 from cnnkit.checkpoint import load_checkpoint
 from tests.conftest import ROOT, SMALL_CONV
+from tests.forkserver import ForkServer, Subprocesses
 
 # 3 epochs of 10 steps (500 digits, batch 50), dropout for randomness, Adam, a mid-epoch
 # checkpoint every 4 steps; the child swaps in OneCycleLR, a schedule with state.
@@ -32,31 +33,47 @@ CONFIG = {
               "device": "cpu", "checkpoint_every_steps": 4},
 }
 WAIT = 300  # seconds; generous because the machine may be shared, never reached when healthy
+SCRIPT = ROOT / "tests" / "crash_child.py"
+ENV = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+LAUNCHER: list[ForkServer | Subprocesses] = []  # the module's, set by the fixture below
+
+
+@pytest.fixture(scope="module", autouse=True)
+def launcher(tmp_path_factory):
+    """A fork server on Linux; elsewhere (no fork, or fork unsafe after torch has loaded, as
+    on macOS) or with CNNKIT_TEST_FORKSERVER=0, a fresh interpreter per child."""
+    if sys.platform == "linux" and os.environ.get("CNNKIT_TEST_FORKSERVER") != "0":
+        log = tmp_path_factory.mktemp("forkserver") / "server.log"
+        LAUNCHER.append(ForkServer(SCRIPT, env={**os.environ, **ENV}, log=log, timeout=WAIT))
+    else:
+        LAUNCHER.append(Subprocesses(SCRIPT))
+    yield
+    LAUNCHER.pop().close()
 
 
 class Child:
-    """`cnnkit train CONFIG --out RUN ...` in a subprocess, with crash_child's hooks."""
+    """`cnnkit train CONFIG --out RUN ...` in a process of its own, with crash_child's hooks;
+    `file_size_limit` (bytes) caps the files it writes, as a full disk would."""
 
-    def __init__(self, tmp: Path, run: str, *args: str, preexec=None, **hooks: str):
+    def __init__(self, tmp: Path, run: str, *args: str, file_size_limit: int | None = None,
+                 **hooks: str):
         self.hooks = tmp / f"hooks-{run}-{len(list(tmp.glob('hooks-*')))}"
         self.hooks.mkdir()
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-               "MKL_NUM_THREADS": "1", "CNNKIT_HOOKS": str(self.hooks),
+        env = {**os.environ, **ENV, "CNNKIT_HOOKS": str(self.hooks),
                "CNNKIT_SCHEDULER": "onecycle", **hooks}
         config = tmp / "config.yaml"
         if not config.exists():
             config.write_text(yaml.safe_dump(CONFIG))
-        self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "crash_child.py"), "train", str(config),
-             "--out", str(tmp / run), "--quiet", *args],
-            cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            preexec_fn=preexec)
+        self.process = LAUNCHER[0].spawn(
+            ["train", str(config), "--out", str(tmp / run), "--quiet", *args], env=env,
+            cwd=tmp, stdout=self.hooks / "stdout", stderr=self.hooks / "stderr",
+            status=self.hooks / "status", file_size_limit=file_size_limit)
 
     def wait_paused(self) -> None:
         deadline = time.monotonic() + WAIT
         while not (self.hooks / "paused").exists():
             if self.process.poll() is not None:
-                raise AssertionError(f"child ended before its hook: {self.process.stderr.read()}")
+                raise AssertionError(f"child ended before its hook: {self.stderr()}")
             assert time.monotonic() < deadline, "child never reached its hook"
             time.sleep(0.05)
 
@@ -64,8 +81,11 @@ class Child:
         (self.hooks / "go").touch()
 
     def finish(self) -> tuple[int, str]:
-        _, err = self.process.communicate(timeout=WAIT)
-        return self.process.returncode, err
+        code = self.process.wait(timeout=WAIT)
+        return code, self.stderr()
+
+    def stderr(self) -> str:
+        return (self.hooks / "stderr").read_text()
 
 
 def run_to_end(tmp: Path, run: str, *args: str, **hooks) -> str:
@@ -157,19 +177,14 @@ def test_sigint_saves_and_exits_130(tmp_path):
     assert no_temporary_files(tmp_path / "run")
 
 
-def _small_files_only() -> None:
-    """In the child: files may not grow past 32 KiB (a full disk, for a checkpoint ~90 KiB),
-    and the write fails with EFBIG instead of the default SIGXFSZ kill."""
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, 32 * 1024))
-
-
 @pytest.mark.slow
 def test_failed_save_keeps_the_old_checkpoint_and_exits_nonzero(tmp_path):
     run_to_end(tmp_path, "run", "--set", "train.epochs=1", CNNKIT_SCHEDULER="none")
     before = (tmp_path / "run" / "last.pt").read_bytes()
     assert len(before) > 32 * 1024
-    code, err = Child(tmp_path, "run", "--resume", preexec=_small_files_only,
+    # files may not grow past 32 KiB, a full disk for a checkpoint of ~90 KiB: writes fail
+    # with EFBIG (SIGXFSZ ignored)
+    code, err = Child(tmp_path, "run", "--resume", file_size_limit=32 * 1024,
                       CNNKIT_SCHEDULER="none").finish()
     assert code == 2, err
     assert err.count("\n") == 1 and "last.pt: cannot save (File too large)" in err, err
