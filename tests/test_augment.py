@@ -38,7 +38,7 @@ def loader(augment: Augment | None, *, seed: int = 0, shuffle: bool = True,
 
 
 def augment(cfg: AugmentConfig) -> Augment:
-    return build_augment(cfg, mean=(0.0,), image_size=(20, 20))
+    return build_augment(cfg, mean=(0.0,))
 
 
 @pytest.mark.parametrize("name", list(TRANSFORMS))
@@ -135,7 +135,7 @@ def test_rotation_keeps_a_centred_disc_and_turns_a_bar():
 def test_all_off_means_no_augmenter_and_defaults_are_off(write_config):
     cfg = load_config(write_config())
     assert cfg.data.augment == AugmentConfig()
-    assert build_augment(cfg.data.augment, mean=(0.1,), image_size=(28, 28)) is None
+    assert build_augment(cfg.data.augment, mean=(0.1,)) is None
 
 
 @pytest.mark.parametrize(("key", "value", "expected"), [

@@ -52,12 +52,9 @@ class Augment:
         return images
 
 
-def build_augment(cfg: AugmentConfig, *, mean: tuple[float, ...],
-                  image_size: tuple[int, int] | None = None, source: str | None = None
-                  ) -> Augment | None:
+def build_augment(cfg: AugmentConfig, *, mean: tuple[float, ...]) -> Augment | None:
     """The training batches' augmentation, or None when every transform is off. Its ranges
-    (cutout against model.input's sides included) are checked by `validate.validate`;
-    `image_size` and `source` are accepted for the callers that still pass them."""
+    (cutout against model.input's sides included) are checked by `validate.validate`."""
     enabled = (cfg.translate, cfg.rotate, cfg.scale, cfg.crop_padding, cfg.hflip, cfg.cutout)
     return Augment(cfg, mean=mean) if any(enabled) else None
 

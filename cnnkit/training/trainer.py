@@ -186,8 +186,7 @@ def _fit(run: Run, callbacks: list[Callback]) -> None:
 def _epochs(run: Run, callbacks: list[Callback]) -> None:
     cfg, model, state = run.cfg, run.model, run.state
     device = next(model.parameters()).device
-    augment = build_augment(cfg.data.augment, mean=run.data.mean,
-                            image_size=run.data.input_shape[1:], source=cfg.source)
+    augment = build_augment(cfg.data.augment, mean=run.data.mean)
     shard = {"rank": run.cluster.rank, "world_size": run.cluster.world_size}
     train_loader = run.data.loader("train", batch_size=cfg.train.batch_size, shuffle=True,
                                    seed=cfg.train.seed, device=device, augment=augment, **shard)
