@@ -100,6 +100,8 @@ def test_bad_top_and_checkpoint(cli, digits_run, tmp_path):
     assert code == 2 and "--top: expected 1 or more classes, found 0" in err
     code, _, err = cli("predict", tmp_path / "none.pt", paths[0])
     assert code == 2 and "none.pt: checkpoint not found" in err
+    code, _, err = cli("predict", checkpoint, paths[0], "--device", "tpu")
+    assert code == 2 and "--device: expected auto, cpu, cuda, cuda:N or mps, found 'tpu'" in err
 
 
 @pytest.fixture
@@ -142,7 +144,7 @@ def test_localization_honours_top(cli, locator):
 def test_localization_honours_device(cli, locator):
     checkpoint, image = locator
     code, _, err = cli("predict", checkpoint, image, "--device", "tpu")
-    assert code == 2 and "expected auto, cpu, cuda, cuda:N or mps, found 'tpu'" in err
+    assert code == 2 and "--device: expected auto, cpu, cuda, cuda:N or mps, found 'tpu'" in err
     assert cli("predict", checkpoint, image, "--device", "cpu")[0] == 0
 
 

@@ -73,7 +73,7 @@ def predict_localization(path: str | Path, images: list[str | Path], *,
     image as read) and, with `out_dir`, the drawn PNG's path."""
     if top < 1:
         raise CnnkitError(f"--top: expected 1 or more classes, found {top}")
-    predictor = load_predictor(path, checkpoint, device=resolve_device(device))
+    predictor = load_predictor(path, checkpoint, device=resolve_device(device, key="--device"))
     if out_dir is not None:
         out_dir = Path(out_dir)
         _make_dir(out_dir)

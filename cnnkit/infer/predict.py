@@ -76,7 +76,7 @@ def predict_images(path: str | Path, images: Sequence[str | Path], *, top: int =
     """[{"image": path, "top": [{"class", "probability"}, ...]}, ...], one per image."""
     if top < 1:
         raise CnnkitError(f"--top: expected 1 or more classes, found {top}")
-    dev = resolve_device(device)
+    dev = resolve_device(device, key="--device")
     model, cfg, classes = load_model(path, device=dev, checkpoint=checkpoint)
     load, mean, std = preprocessing(cfg)
     results = []

@@ -54,8 +54,9 @@ class RunResult:
     ema: nn.Module | None = None  # the weight average, where train.ema_decay is on
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks cuda, then mps, then cpu; a named device must exist."""
+def resolve_device(name: str, *, key: str = "train.device") -> torch.device:
+    """`auto` picks cuda, then mps, then cpu; a named device must exist. `key` is what the
+    user wrote it as, for the error (`--device` on the command line)."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -65,10 +66,10 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"train.device: expected auto, cpu, cuda, cuda:N or mps, "
+        raise ConfigError(f"{key}: expected auto, cpu, cuda, cuda:N or mps, "
                           f"found {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device: {name} asked for, but torch sees no CUDA device")
+        raise ConfigError(f"{key}: {name} asked for, but torch sees no CUDA device")
     return device
 
 
