@@ -16,6 +16,11 @@ from typing import Any
 from cnnkit.errors import ConfigError
 from cnnkit.schema import AugmentConfig, Config, Range
 
+# what torch can hold: a learning rate (or any float) past float32's largest overflows inside
+# the optimizer, a seed past int64 inside torch.manual_seed; both after the run has started
+FLOAT32_MAX = 3.4028234663852886e38
+INT64 = (-(2**63), 2**63 - 1)
+
 
 def validate(cfg: Config) -> Config:
     """Check every range and cross-key rule of a coerced config; returns it unchanged."""
@@ -23,6 +28,11 @@ def validate(cfg: Config) -> Config:
         if isinstance(value, float) and not math.isfinite(value):
             expected = bounds.text if bounds and bounds.text else "a finite number"
             _fail(cfg, path, f"expected {expected}, found {value}")
+        if isinstance(value, float) and abs(value) > FLOAT32_MAX:
+            _fail(cfg, path, f"expected a number of size at most 3.4e38 (torch keeps it as "
+                             f"float32), found {value:g}")
+        if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
+            _fail(cfg, path, f"expected an integer that fits in 64 bits, found {value}")
         if bounds is not None and not bounds.holds(value):
             _fail(cfg, path, f"expected {bounds.expected(value)}, found {value}")
     for rule in RULES:

@@ -1,5 +1,6 @@
-"""The one validation pass (cnnkit/schema.py): every range and cross-key rule fails at load
-time, as one line naming the config file and the full key path, before any file is written."""
+"""The one validation pass (cnnkit/validate.py over cnnkit/schema.py): every range and
+cross-key rule fails at load time, as one line naming the config file and the full key path,
+before any file is written."""
 
 from __future__ import annotations
 
@@ -96,6 +97,15 @@ def _error(path, overrides: list[str]) -> str:
     ("model.input=[]", "model.input: expected 1 to 3 positive sizes (C, H, W), found []"),
     ("model.input=[1, 1, 28, 28]",
      "model.input: expected 1 to 3 positive sizes (C, H, W), found [1, 1, 28, 28]"),
+    # what torch cannot hold fails here, not inside Adam or torch.manual_seed after the start
+    ("train.lr=1.0e39",
+     "train.lr: expected a number of size at most 3.4e38 (torch keeps it as float32), "
+     "found 1e+39"),
+    ("train.seed=100000000000000000000",
+     "train.seed: expected an integer that fits in 64 bits, found 100000000000000000000"),
+    ("data.localization.seed=-9223372036854775809",
+     "data.localization.seed: expected an integer that fits in 64 bits, "
+     "found -9223372036854775809"),
 ])
 def test_a_bad_value_names_the_file_and_the_key_path(write_config, setting, expected):
     path = write_config()  # SMALL_CONV: model.input [1, 28, 28], train.lr 0.005
@@ -229,7 +239,8 @@ def test_a_checkpoint_config_is_validated_too():
                                       "data.augment.cutout=40", "train.schedule.gamma=0",
                                       "train.early_stopping.patience=-1",
                                       "train.label_smoothing=1", "model.input=[0, 28, 28]",
-                                      "data.train_per_class=0"])
+                                      "data.train_per_class=0", "train.lr=1.0e39",
+                                      "train.seed=100000000000000000000"])
 def test_cnnkit_train_refuses_before_writing_anything(write_config, tmp_path, capsys, override):
     """These failed only after the run directory (or config.yaml) was written."""
     path = write_config()
