@@ -240,13 +240,11 @@ def _validate(run: Run, loader) -> dict[str, float]:
 
 
 def _record(state: RunState, row: dict, monitor: str) -> None:
-    """An epoch's row into the state; best.pt's epoch moves where `monitor` improves (every
-    epoch where the row has no such column)."""
+    """An epoch's row into the state; best.pt's epoch moves where `monitor` improves. Every
+    row has the monitor's column: without a validation split the config allows only train_*."""
     state.history.append(row)
     state.epoch, state.step, state.totals = row["epoch"], 0, None
-    if monitor not in row:
-        state.best_epoch = row["epoch"]
-    elif improves(row[monitor], state.best, monitor):
+    if improves(row[monitor], state.best, monitor):
         state.best, state.best_epoch = row[monitor], row["epoch"]
 
 
