@@ -74,15 +74,11 @@ def build_model(config: Config | str | Path, *, overrides: tuple[str, ...] = ())
     """Build the model a config (or a config file) describes, with `overrides` applied."""
     cfg = resolve_config(config, overrides)
     builder = _Builder(source=cfg.source, aux_heads=cfg.model.aux_heads)
-    shape = _input_shape(cfg)
+    shape: Shape = tuple(cfg.model.input)  # 1 to 3 positive sizes, as validate.py checks
     children, out = builder.named_children(cfg.model.layers, "", shape, top=True)
     model = Network(children, input_shape=shape, output_shape=out, layers=builder.layers)
     apply_init(model, cfg.model.init)
     return model
-
-
-def _input_shape(cfg: Config) -> Shape:
-    return tuple(cfg.model.input)  # 1 to 3 positive sizes: validate.validate checks
 
 
 def is_layer(spec: Any) -> bool:
