@@ -1,0 +1,73 @@
+"""The `cnnkit` command: argument parsing only; the work is done by library functions.
+
+One module per subcommand (`cnnkit/cli/train.py`, ...), each with `register(sub, common,
+overrides)`, which adds its parser, and `run(args) -> int`, which does the command. COMMANDS
+below is the order in which `cnnkit --help` lists them.
+
+Every error from the user's input prints one line on stderr and exits 2 (a traceback only
+with --debug); a malformed command line gets argparse's usage line and error, also exit 2.
+`main(argv)` returns the exit code rather than exiting, so tests run commands in-process.
+
+Nothing heavy is imported at the top of these modules: torch, matplotlib and tqdm are imported
+by the command that needs them, so `cnnkit --help` and `cnnkit --version` stay fast
+(`python -X importtime -m cnnkit --help` shows what is imported)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from cnnkit.errors import CnnkitError
+
+COMMANDS = ("train", "summary", "eval", "predict", "plot", "visualize")
+
+
+class _Version(argparse.Action):
+    """--version: the installed package's version, read from its metadata only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from cnnkit import __version__
+
+        print(f"cnnkit {__version__}")
+        parser.exit()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a subcommand that does not see --debug leaves the attribute alone, so
+    # `cnnkit --debug train x` keeps it (a False default there would overwrite it)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks")
+    overrides = argparse.ArgumentParser(add_help=False)
+    overrides.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                           help="override a config value (repeatable), e.g. train.lr=0.001")
+    parser = argparse.ArgumentParser(prog="cnnkit", parents=[common],
+                                     description="Train and inspect CNNs described in YAML.")
+    parser.add_argument("--version", action=_Version, help="print cnnkit's version and exit")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        command = importlib.import_module(f"cnnkit.cli.{name}")
+        command.register(sub, common, overrides).set_defaults(func=command.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `cnnkit ARGV` (sys.argv[1:] when None) and return its exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, or a usage error argparse has printed
+        return int(exit_.code or 0)  # argparse exits with 0 or 2
+    try:
+        return args.func(args)
+    except CnnkitError as exc:
+        if getattr(args, "debug", False):
+            raise
+        print(f"cnnkit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cnnkit: interrupted", file=sys.stderr)
+        return 130

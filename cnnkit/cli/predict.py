@@ -1,0 +1,45 @@
+"""`cnnkit predict`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from cnnkit.errors import CnnkitError
+
+
+def run(args: argparse.Namespace) -> int:
+    from cnnkit.checkpoint import load_checkpoint
+    from cnnkit.infer.locate import format_prediction, predict_localization, task_of
+    from cnnkit.infer.predict import format_predictions, predict_images
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    if task_of(checkpoint) == "localization":
+        top = 1 if args.top is None else args.top  # the box's class, unless more are asked for
+        results = predict_localization(args.checkpoint, args.images, out_dir=args.out, top=top,
+                                       device=args.device, checkpoint=checkpoint)
+        print(json.dumps(results) if args.json else "\n".join(map(format_prediction, results)))
+        return 0
+    if args.out is not None:
+        raise CnnkitError(f"--out: draws boxes of localization checkpoints; "
+                          f"{args.checkpoint} is a classifier")
+    top = 5 if args.top is None else args.top
+    results = predict_images(args.checkpoint, args.images, top=top, device=args.device,
+                             checkpoint=checkpoint)
+    print(json.dumps(results) if args.json else format_predictions(results))
+    return 0
+
+
+def register(sub, common, overrides) -> argparse.ArgumentParser:
+    p = sub.add_parser("predict", parents=[common], help="classes (or boxes) of image files")
+    p.add_argument("checkpoint")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top", type=int, metavar="K",
+                   help="the K most probable classes per image (default 5; for a localization "
+                        "checkpoint 1, the class of its box)")
+    p.add_argument("--out", metavar="DIR",
+                   help="localization: write each image with its predicted box drawn")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--device", default="auto",
+                   help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    return p
