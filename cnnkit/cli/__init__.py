@@ -20,7 +20,7 @@ import sys
 
 from cnnkit.errors import CnnkitError
 
-COMMANDS = ("train", "summary", "eval", "predict", "plot", "visualize")
+COMMANDS = ("train", "sweep", "runs", "summary", "eval", "predict", "plot", "visualize")
 
 
 class _Version(argparse.Action):

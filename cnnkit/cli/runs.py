@@ -1,0 +1,29 @@
+"""`cnnkit runs`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def run(args: argparse.Namespace) -> int:
+    from cnnkit.inspect.runs import runs_table, to_csv, to_json, to_text
+
+    table = runs_table(args.dirs, sort=args.sort)
+    print(to_json(table) if args.json else to_csv(table) if args.csv else to_text(table),
+          end="" if args.csv else "\n")
+    return 0
+
+
+def register(sub, common, overrides) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "runs", parents=[common], help="a table of the runs under some folders",
+        description="One row per run: the config keys that differ between the runs, status, "
+                    "epochs, the best and final value of a metric, training time; runs that "
+                    "differ only by train.seed also as mean ± sd.")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="run directories or folders of runs")
+    p.add_argument("--sort", metavar="METRIC",
+                   help="show METRIC (default: the runs' train.monitor), best runs first")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="the table as JSON")
+    form.add_argument("--csv", action="store_true", help="one CSV row per run")
+    return p

@@ -1,0 +1,63 @@
+"""`cnnkit sweep`."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+
+def run(args: argparse.Namespace) -> int:
+    from cnnkit.errors import TrainingStopped
+    from cnnkit.training.sweep import plan_sweep, run_sweep
+
+    plan = plan_sweep(args.config, grids=args.grid, seeds=args.seeds, sets=args.set,
+                      yes=args.yes)
+    try:
+        records = run_sweep(plan, args.out, jobs=args.jobs, threads=args.threads,
+                            log=lambda line: print(line, flush=True))
+    except TrainingStopped as stopped:
+        print(f"cnnkit: {stopped}\nresume the sweep with: {_command(args)}", file=sys.stderr,
+              flush=True)
+        return 128 + stopped.signum
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[record.status] = counts.get(record.status, 0) + 1
+    print(f"{len(records)} runs: {', '.join(f'{n} {s}' for s, n in counts.items())}; "
+          f"the table: cnnkit runs {shlex.quote(args.out)}", flush=True)
+    if counts.get("interrupted"):
+        print(f"resume the interrupted runs with: {_command(args)}", flush=True)
+    return 1 if counts.get("failed") or counts.get("interrupted") else 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command that runs this sweep again (and so resumes it)."""
+    argv = ["cnnkit", "sweep", args.config, *[a for g in args.grid for a in ("--grid", g)]]
+    if args.seeds is not None:
+        argv += ["--seeds", *map(str, args.seeds)]
+    argv += [a for s in args.set for a in ("--set", s)] + ["--out", args.out]
+    if args.jobs != 1:
+        argv += ["--jobs", str(args.jobs)]
+    if args.threads is not None:
+        argv += ["--threads", str(args.threads)]
+    return shlex.join(argv + (["--yes"] if args.yes else []))
+
+
+def register(sub, common, overrides) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "sweep", parents=[common, overrides], help="train a config over a grid of values",
+        description="Train one run per combination of the grids' values (and seeds), each in "
+                    "OUT/NAME; run it again to skip finished runs and resume interrupted ones.")
+    p.add_argument("config")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY.PATH=[V1, V2, ...]",
+                   help="values of one key, a YAML list (repeatable; the product is swept)")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                   help="train.seed values, e.g. --seeds 0 1 2")
+    p.add_argument("--out", required=True, help="sweep folder: sweep.json and one run each")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at once, each in a process of its own (default 1: in this one)")
+    p.add_argument("--threads", type=int,
+                   help="torch threads per run (default: the cores / --jobs), recorded so a "
+                        "resumed run keeps them")
+    p.add_argument("--yes", action="store_true", help="allow more than 1,000 runs")
+    return p

@@ -1,0 +1,142 @@
+"""`cnnkit runs`: one row per run found under some folders, with the config keys that differ
+between them (only those), where each run stands and its metric; runs that differ only by
+train.seed summarized as mean ± standard deviation. Read from the run directories' files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cnnkit.errors import CnnkitError
+from cnnkit.training.names import distinct_tails, key_columns, value_text
+from cnnkit.training.rundirs import SEED, RunRecord, differing_keys, flat, read_runs, seed_groups
+
+
+@dataclass
+class Table:
+    metric: str  # the metric whose best and final values are shown
+    keys: dict[str, str]  # column -> config key path, for the keys that differ
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    groups: list[dict[str, Any]] = field(default_factory=list)  # over seeds, 2 runs or more
+
+
+def runs_table(folders: list[str | Path], *, sort: str | None = None) -> Table:
+    records = read_runs(folders)
+    if not records:
+        raise CnnkitError(f"no runs found under {', '.join(map(str, folders))}")
+    metric = sort or Counter(r.monitor for r in records).most_common(1)[0][0]
+    _check_metric(metric, records)
+    keys = differing_keys(records)
+    table = Table(metric, dict(zip(key_columns(keys), keys)))
+    names = distinct_tails([r.path.resolve().parts for r in records])
+    table.runs = [_row(name, record, table) for name, record in zip(names, records)]
+    if sort:
+        table.runs.sort(key=lambda row: _order(row["best"], metric))
+    if SEED in keys:
+        table.groups = [_group(g, table) for g in seed_groups(records, keys) if len(g) > 1]
+    return table
+
+
+def _check_metric(metric: str, records: list[RunRecord]) -> None:
+    known = list(dict.fromkeys(k for r in records if r.history for k in r.history[0]
+                               if k not in ("epoch", "seconds", "lr")))
+    if known and metric not in known:
+        raise CnnkitError(f"--sort {metric}: not a metric of these runs (they have "
+                          f"{', '.join(known)})")
+
+
+def _order(value: float | None, metric: str) -> tuple[bool, float]:
+    """Best first: the lowest loss, the highest anything else; runs without a value last."""
+    if value is None:
+        return True, 0.0
+    return False, value if metric.endswith("loss") else -value
+
+
+def _best(record: RunRecord, metric: str) -> tuple[float | None, int | None, float | None]:
+    """(best value, its epoch, final value) of `metric`; Nones where the run has none."""
+    values = [row[metric] for row in record.history if metric in row]
+    if not values:
+        return None, None, None
+    best = min(values) if metric.endswith("loss") else max(values)
+    return best, values.index(best) + 1, values[-1]
+
+
+def _row(name: str, record: RunRecord, table: Table) -> dict[str, Any]:
+    config = flat(record.config)
+    best, epoch, final = _best(record, table.metric)
+    return {"name": name, **{c: config.get(k) for c, k in table.keys.items()},
+            "status": record.status_text, "epochs": record.epoch, "planned": record.epochs,
+            "best": best, "best_epoch": epoch, "final": final,
+            "seconds": round(record.seconds, 2), "path": str(record.path)}
+
+
+def _group(records: list[RunRecord], table: Table) -> dict[str, Any]:
+    config = flat(records[0].config)
+    scores = [_best(r, table.metric) for r in records if r.history]
+    group = {c: config.get(k) for c, k in table.keys.items() if k != SEED}
+    group.update(runs=len(records), seeds=[flat(r.config).get(SEED) for r in records])
+    for name, values in (("best", [s[0] for s in scores]), ("final", [s[2] for s in scores]),
+                         ("seconds", [r.seconds for r in records if r.history])):
+        values = [v for v in values if v is not None]
+        group[name] = statistics.fmean(values) if values else None
+        group[f"{name}_sd"] = statistics.stdev(values) if len(values) > 1 else None
+    return group
+
+
+def to_json(table: Table) -> str:
+    return json.dumps(asdict(table), indent=1, default=str)
+
+
+def to_csv(table: Table) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(table.runs[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: value_text(v) if isinstance(v, (list, dict, bool)) or v is None
+                      else v for k, v in row.items()} for row in table.runs)
+    return buffer.getvalue()
+
+
+def to_text(table: Table) -> str:
+    m = table.metric
+    header = ["name", *table.keys, "status", "epochs", f"best {m}", "at epoch", f"final {m}",
+              "time"]
+    lines = [header] + [[row["name"], *(value_text(row[c]) for c in table.keys), row["status"],
+                         f"{row['epochs']}/{row['planned']}", _number(row["best"]),
+                         str(row["best_epoch"] or "-"), _number(row["final"]),
+                         _seconds(row["seconds"])] for row in table.runs]
+    text = _aligned(lines)
+    if table.groups:
+        columns = [c for c in table.keys if table.keys[c] != SEED]
+        head = [*columns, "seeds", f"best {m}", f"final {m}", "time"]
+        rows = [[*(value_text(g[c]) for c in columns), str(g["runs"]),
+                 _spread(g["best"], g["best_sd"], _number),
+                 _spread(g["final"], g["final_sd"], _number),
+                 _spread(g["seconds"], g["seconds_sd"], _seconds)] for g in table.groups]
+        text += "\n\nover seeds (mean ± sd):\n" + _aligned([head] + rows)
+    return text
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}s"
+
+
+def _spread(mean: float | None, sd: float | None, show) -> str:
+    if mean is None:
+        return "-"
+    return show(mean) if sd is None else f"{show(mean)} ± {show(sd)}"
+
+
+def _aligned(lines: list[list[str]]) -> str:
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
+                     for line in lines)

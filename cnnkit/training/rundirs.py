@@ -1,0 +1,214 @@
+"""Run directories as a sweep, `cnnkit runs` and `cnnkit plot` see them: where they are, their
+config, their metrics and their status, read from the files alone (no torch).
+
+The status comes from the run's manifest RUN/run.json where it has one; a run directory
+without one is judged by what it holds: metrics.csv's epochs against train.epochs (or early
+stopping's verdict on them), and a failure the sweep recorded in its sweep.json.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cnnkit.errors import CnnkitError
+from cnnkit.schema import EarlyStoppingConfig
+from cnnkit.training.early_stopping import should_stop
+
+SWEEP_FILE = "sweep.json"
+MANIFEST = "run.json"  # issue 14's run manifest: status, epoch, epochs, reason, pid, host
+IGNORED_KEYS = ("out",)  # where a config says to write, not what it learns
+SEED = "train.seed"
+
+
+@dataclass
+class RunRecord:
+    """What a run directory holds, as plain data."""
+
+    path: Path
+    config: dict[str, Any] = field(default_factory=dict)  # config.yaml; {} where missing
+    history: list[dict[str, float]] = field(default_factory=list)  # metrics.csv's rows
+    status: str = "not started"  # finished, interrupted, failed, running, not started
+    epochs: int = 0  # planned (train.epochs)
+    reason: str | None = None  # a failure's one line
+
+    @property
+    def epoch(self) -> int:
+        return len(self.history)
+
+    @property
+    def status_text(self) -> str:
+        if self.status == "interrupted":
+            return f"interrupted at epoch {self.epoch}"
+        if self.status == "failed":
+            return f"failed: {self.reason}" if self.reason else "failed"
+        return self.status
+
+    @property
+    def monitor(self) -> str:
+        return self.config.get("train", {}).get("monitor", "val_acc")
+
+    @property
+    def seconds(self) -> float:
+        return sum(row.get("seconds", 0.0) for row in self.history)
+
+
+def is_run_dir(path: Path) -> bool:
+    return any((path / name).exists() for name in ("config.yaml", "metrics.csv", MANIFEST))
+
+
+def find_runs(folder: str | Path) -> list[Path]:
+    """Run directories at or under `folder`, in name order (a sweep's in its own order)."""
+    folder = Path(folder)
+    if is_run_dir(folder):
+        return [folder]
+    sweep = read_sweep(folder)
+    if sweep is not None:
+        return [folder / name for name in sweep["runs"]]
+    found = []
+    for path in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else ():
+        found += find_runs(path)
+    return found
+
+
+def read_sweep(folder: Path) -> dict | None:
+    """FOLDER/sweep.json (cnnkit.training.sweep), None where the folder holds none."""
+    path = folder / SWEEP_FILE
+    try:
+        sweep = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise CnnkitError(f"{path}: not a readable sweep file ({exc})") from None
+    if not isinstance(sweep, dict) or not isinstance(sweep.get("runs"), dict):
+        raise CnnkitError(f"{path}: not a cnnkit sweep file (no 'runs' mapping)")
+    return sweep
+
+
+def read_run(path: Path, *, failure: str | None = None) -> RunRecord:
+    """A run directory's record; `failure`: the reason a sweep recorded for it, if any."""
+    record = RunRecord(Path(path))
+    config_path = record.path / "config.yaml"
+    if config_path.exists():
+        try:
+            record.config = yaml.safe_load(config_path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise CnnkitError(f"{config_path}: cannot be read ({exc})") from None
+    record.history = read_history(record.path)
+    record.epochs = int(record.config.get("train", {}).get("epochs", 0))
+    manifest = _read_manifest(record.path)
+    if manifest is not None:
+        record.status, record.reason = manifest["status"], manifest.get("reason")
+        record.epochs = int(manifest.get("epochs", record.epochs))
+        if record.status == "running" and _gone(manifest):
+            record.status = "interrupted"
+    else:
+        record.status, record.reason = _judged(record, failure)
+    return record
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    """metrics.csv's rows as numbers; [] where there is none yet."""
+    try:
+        with open(path / "metrics.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        return []
+    try:
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items()} for r in rows]
+    except (TypeError, ValueError):
+        raise CnnkitError(f"{path / 'metrics.csv'}: not a cnnkit metrics file "
+                          f"(non-numeric values)") from None
+
+
+def _judged(record: RunRecord, failure: str | None) -> tuple[str, str | None]:
+    """The status of a run directory without a manifest, from its files."""
+    if failure is not None:
+        return "failed", failure
+    if not record.config:
+        return "not started", None
+    if record.epoch >= record.epochs:
+        return "finished", None
+    train = record.config.get("train", {})
+    stopping = EarlyStoppingConfig(**train.get("early_stopping", {}))
+    if record.history and record.monitor in record.history[0] \
+            and should_stop(record.history, record.monitor, stopping):
+        return "finished", None  # early stopping ended it before train.epochs
+    return "interrupted", None
+
+
+def _read_manifest(path: Path) -> dict | None:
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and "status" in manifest else None
+
+
+def _gone(manifest: dict) -> bool:
+    """A "running" manifest whose process, on this host, no longer exists."""
+    if manifest.get("host") != socket.gethostname() or not manifest.get("pid"):
+        return False
+    try:
+        os.kill(int(manifest["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def read_runs(folders: list[str | Path]) -> list[RunRecord]:
+    """Every run at or under the folders, a sweep's members with their recorded failures."""
+    records = []
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.exists():
+            raise CnnkitError(f"{folder}: no such folder")
+        sweep = read_sweep(folder) if not is_run_dir(folder) else None
+        failures = {name: entry.get("failed") for name, entry in sweep["runs"].items()} \
+            if sweep else {}
+        for path in find_runs(folder):
+            records.append(read_run(path, failure=failures.get(path.name)))
+    return records
+
+
+def flat(config: Any, prefix: str = "") -> dict[str, Any]:
+    """{"train.lr": 0.005, ...}: mappings flattened to key paths; lists kept as values."""
+    if not isinstance(config, dict):
+        return {prefix: config}
+    items: dict[str, Any] = {}
+    for key, value in config.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            items.update(flat(value, path))
+        else:
+            items[path] = value
+    return items
+
+
+def differing_keys(records: list[RunRecord]) -> list[str]:
+    """The config keys whose values are not the same in every run (started ones only)."""
+    configs = [flat(r.config) for r in records if r.config]
+    keys = list(dict.fromkeys(k for c in configs for k in c if k not in IGNORED_KEYS))
+    _missing = object()
+    return [k for k in keys if len({json.dumps(c.get(k, _missing), default=str, sort_keys=True)
+                                    for c in configs}) > 1]
+
+
+def seed_groups(records: list[RunRecord], keys: list[str]) -> list[list[RunRecord]]:
+    """Runs whose `keys` (the differing ones) agree except for train.seed, in first-seen
+    order; a run alone is a group of one."""
+    groups: dict[str, list[RunRecord]] = {}
+    for record in records:
+        values = flat(record.config)
+        ident = json.dumps([values.get(k) for k in keys if k != SEED], default=str)
+        groups.setdefault(ident if record.config else str(record.path), []).append(record)
+    return list(groups.values())
