@@ -10,20 +10,56 @@ from cnnkit.errors import CnnkitError
 
 def run(args: argparse.Namespace) -> int:
     from cnnkit.training.curves import plot_runs, read_metrics
+    from cnnkit.training.names import distinct_tails, key_columns, run_name
+    from cnnkit.training.rundirs import (
+        SEED,
+        differing_keys,
+        find_runs,
+        flat,
+        is_run_dir,
+        read_run,
+        seed_groups,
+    )
 
-    runs = {Path(d).name: read_metrics(d) for d in args.run_dirs}
-    missing = [name for name, rows in runs.items() if args.metric not in rows[0]]
+    # a folder of runs (a sweep, say) stands for every run under it
+    paths = [p for d in args.run_dirs
+             for p in (find_runs(d) if Path(d).is_dir() and not is_run_dir(Path(d)) else [d])]
+    if not paths:
+        raise CnnkitError(f"no runs found under {', '.join(args.run_dirs)}")
+    histories = [read_metrics(p) for p in paths]
+    missing = [str(p) for p, rows in zip(paths, histories) if args.metric not in rows[0]]
     if missing:
         raise CnnkitError(f"--metric {args.metric}: not in the metrics of {', '.join(missing)} "
-                          f"(has {', '.join(next(iter(runs.values()))[0])})")
-    plot_runs(runs, args.out, metric=args.metric)
+                          f"(has {', '.join(histories[0][0])})")
+    records = [read_run(Path(p)) for p in paths]
+    labels = distinct_tails([Path(p).resolve().parts for p in paths])
+    keys = differing_keys(records)
+    by_id = {id(r): (label, h) for r, label, h in zip(records, labels, histories)}
+    lines: dict[str, list] = {}
+    groups = seed_groups(records, keys) if SEED in keys and not args.no_bands \
+        else [[r] for r in records]
+    for group in groups:
+        if len(group) == 1:
+            label, history = by_id[id(group[0])]
+            lines[label] = history
+            continue
+        shown = [(c, flat(group[0].config).get(k)) for c, k in zip(key_columns(keys), keys)
+                 if k != SEED]
+        label = run_name(shown) if shown else Path(paths[0]).resolve().parent.name
+        lines[label] = [by_id[id(r)][1] for r in group]
+    plot_runs(lines, args.out, metric=args.metric)
     print(f"wrote {args.out}")
     return 0
 
 
 def register(sub, common, overrides) -> argparse.ArgumentParser:
-    p = sub.add_parser("plot", parents=[common], help="overlay the curves of several runs")
+    p = sub.add_parser("plot", parents=[common], help="overlay the curves of several runs",
+                       description="One curve per run; a folder stands for the runs under it "
+                                   "(a sweep); runs that differ only by train.seed are one "
+                                   "line, their mean, with a band of ± one sd.")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", default="comparison.png")
     p.add_argument("--metric", default="val_acc")
+    p.add_argument("--no-bands", action="store_true",
+                   help="one line per run, seeds too")
     return p

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import statistics
 import threading
 from pathlib import Path
 
@@ -90,18 +91,38 @@ def plot_curves(history: list[dict], path: str | Path, *, title: str = "") -> No
     save_figure(fig, path)
 
 
-def plot_runs(runs: dict[str, list[dict]], path: str | Path, *, metric: str = "val_acc") -> None:
-    """One curve of `metric` per run, overlaid: the course's model1-vs-model2 figure."""
+def plot_runs(runs: dict[str, list[dict] | list[list[dict]]], path: str | Path, *,
+              metric: str = "val_acc") -> None:
+    """One curve of `metric` per run, overlaid: the course's model1-vs-model2 figure. A value
+    that is a list of histories (runs that differ only by seed) is drawn as its mean over the
+    epochs they all have, with a band of ± one standard deviation."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
-    for name, history in runs.items():
-        ax.plot([r["epoch"] for r in history], [r[metric] for r in history], marker="o",
-                markersize=3, label=name)
+    for name, histories in runs.items():
+        if histories and isinstance(histories[0], dict):
+            histories = [histories]
+        epochs, mean, sd = band(histories, metric)
+        line, = ax.plot(epochs, mean, marker="o", markersize=3,
+                        label=name if len(histories) == 1 else f"{name} ({len(histories)} seeds)")
+        if len(histories) > 1:
+            ax.fill_between(epochs, [m - s for m, s in zip(mean, sd)],
+                            [m + s for m, s in zip(mean, sd)], color=line.get_color(), alpha=0.2,
+                            linewidth=0)
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric.replace("_", " "))
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
     save_figure(fig, path)
+
+
+def band(histories: list[list[dict]], metric: str) -> tuple[list[int], list[float], list[float]]:
+    """(epochs, mean, sd) of `metric` over the runs, at the epochs all of them reached; the
+    sample standard deviation (0 for one run)."""
+    epochs = [row["epoch"] for row in histories[0][:min(len(h) for h in histories)]]
+    columns = [[h[i][metric] for h in histories] for i in range(len(epochs))]
+    mean = [statistics.fmean(c) for c in columns]
+    sd = [statistics.stdev(c) if len(c) > 1 else 0.0 for c in columns]
+    return epochs, mean, sd
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
