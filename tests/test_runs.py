@@ -1,0 +1,162 @@
+"""`cnnkit runs` and `cnnkit plot DIR` on run directories written by hand (no training): the
+differing-keys columns, each status (finished, early-stopped, interrupted, failed, from a
+manifest or a sweep's record), seed aggregation as mean ± sd, and seeds drawn as bands."""
+
+from __future__ import annotations
+
+import json
+import socket
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cnnkit.training.curves import band
+from cnnkit.training.run import metrics_csv
+
+
+def make_run(path: Path, *, lr: float = 0.1, seed: int = 0, epochs: int = 3,
+             acc: tuple[float, ...] = (), patience: int = 0, manifest: dict | None = None
+             ) -> Path:
+    """A run directory as the trainer leaves it: config.yaml, metrics.csv (one row per value
+    of `acc`, 2 seconds an epoch), and run.json where `manifest` is given."""
+    path.mkdir(parents=True)
+    config = {"model": {"input": [1, 28, 28], "layers": [["Flatten"], ["Linear", 10]]},
+              "data": {"name": "mnist-sample"},
+              "train": {"lr": lr, "seed": seed, "epochs": epochs, "monitor": "val_acc",
+                        "early_stopping": {"patience": patience, "min_delta": 0.0}},
+              "out": str(path)}  # differs between runs, but says nothing about them
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
+    rows = [{"epoch": i + 1, "train_loss": 1.0 - a, "train_acc": a, "val_loss": 1.0 - a,
+             "val_acc": a, "lr": lr, "seconds": 2.0} for i, a in enumerate(acc)]
+    if rows:
+        (path / "metrics.csv").write_text(metrics_csv(rows))
+    if manifest is not None:
+        (path / "run.json").write_text(json.dumps({"format": 1, "epochs": epochs, **manifest}))
+    return path
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    """Two learning rates × two seeds: finished, finished, interrupted, failed (manifest)."""
+    out = tmp_path / "sweep"
+    make_run(out / "a", lr=0.1, seed=0, acc=(0.5, 0.7, 0.6))
+    make_run(out / "b", lr=0.1, seed=1, acc=(0.6, 0.8, 0.8))
+    make_run(out / "c", lr=0.01, seed=0, acc=(0.3,))
+    make_run(out / "d", lr=0.01, seed=1, acc=(0.2,), manifest={
+        "status": "failed", "epoch": 1, "reason": "train loss became nan at epoch 2, step 3"})
+    return out
+
+
+def test_the_table_has_only_the_differing_keys_each_status_and_seed_means(sweep, cli):
+    code, out, err = cli("runs", sweep, "--json")
+    assert code == 0, err
+    table = json.loads(out)
+    assert table["metric"] == "val_acc" and table["keys"] == {"lr": "train.lr",
+                                                              "seed": "train.seed"}
+    rows = {row["name"]: row for row in table["runs"]}
+    assert [rows[n]["status"] for n in "abcd"] == [
+        "finished", "finished", "interrupted at epoch 1",
+        "failed: train loss became nan at epoch 2, step 3"]
+    assert (rows["a"]["lr"], rows["a"]["seed"], rows["a"]["epochs"], rows["a"]["planned"]) == (
+        0.1, 0, 3, 3)
+    assert (rows["a"]["best"], rows["a"]["best_epoch"], rows["a"]["final"]) == (0.7, 2, 0.6)
+    assert rows["b"]["seconds"] == 6.0
+    high, low = table["groups"]
+    assert (high["lr"], high["runs"], high["seeds"]) == (0.1, 2, [0, 1]) and "seed" not in high
+    assert high["best"] == pytest.approx(0.75)
+    assert high["best_sd"] == pytest.approx(statistics.stdev([0.7, 0.8]))
+    assert high["final"] == pytest.approx(0.7)
+    assert high["final_sd"] == pytest.approx(statistics.stdev([0.6, 0.8]))
+    assert (low["lr"], low["best"], low["best_sd"]) == (0.01, pytest.approx(0.25),
+                                                        pytest.approx(statistics.stdev([.3, .2])))
+    code, text, _ = cli("runs", sweep)
+    lines = text.splitlines()
+    assert lines[0].split() == ["name", "lr", "seed", "status", "epochs", "best", "val_acc", "at",
+                                "epoch", "final", "val_acc", "time"]
+    assert lines[1].split() == ["a", "0.1", "0", "finished", "3/3", "0.7000", "2", "0.6000",
+                                "6.0s"]
+    assert "over seeds (mean ± sd):" in text and "0.7500 ± 0.0707" in text
+
+
+def test_sort_by_a_metric_csv_and_a_metric_it_does_not_have(sweep, cli):
+    code, out, _ = cli("runs", sweep, "--sort", "val_loss", "--csv")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("name,lr,seed,status,epochs,planned,best,best_epoch,final,")
+    assert [line.split(",")[0] for line in lines[1:]] == ["b", "a", "c", "d"]  # lowest first
+    code, _, err = cli("runs", sweep, "--sort", "val_iou")
+    assert code == 2 and "--sort val_iou: not a metric of these runs (they have train_loss," in err
+
+
+def test_status_without_a_manifest_and_with_a_stale_one(tmp_path, cli):
+    make_run(tmp_path / "stopped", patience=1, epochs=5, acc=(0.6, 0.5))  # early stopping
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    make_run(tmp_path / "killed", acc=(0.6,), manifest={
+        "status": "running", "epoch": 1, "pid": int(dead.stdout), "host": socket.gethostname()})
+    make_run(tmp_path / "elsewhere", acc=(0.6,), manifest={
+        "status": "running", "epoch": 1, "pid": 1, "host": "another-host"})
+    code, out, err = cli("runs", tmp_path, "--json")
+    rows = {row["name"]: row["status"] for row in json.loads(out)["runs"]}
+    assert rows == {"stopped": "finished", "killed": "interrupted at epoch 1",
+                    "elsewhere": "running"}
+
+
+def test_a_sweep_folder_lists_its_members_with_recorded_failures(tmp_path, cli):
+    out = tmp_path / "sweep"
+    make_run(out / "lr=0.1", acc=(0.5, 0.6, 0.7))
+    make_run(out / "lr=100.0", lr=100.0, acc=())
+    (out / "sweep.json").write_text(json.dumps({"format": 1, "runs": {
+        "lr=0.1": {"overrides": ["train.lr=0.1"]},
+        "lr=100.0": {"overrides": ["train.lr=100.0"], "failed": "train loss became nan"},
+        "lr=0.001": {"overrides": ["train.lr=0.001"]}}}))
+    code, out_, err = cli("runs", out, "--json")
+    assert code == 0, err
+    rows = json.loads(out_)["runs"]
+    assert [(r["name"], r["status"]) for r in rows] == [
+        ("lr=0.1", "finished"), ("lr=100.0", "failed: train loss became nan"),
+        ("lr=0.001", "not started")]
+    code, _, err = cli("runs", tmp_path / "nothing")
+    assert code == 2 and "nothing: no such folder" in err
+
+
+def test_plot_dir_draws_seeds_as_one_line_with_a_band(sweep, tmp_path, cli, monkeypatch):
+    drawn = {}
+    monkeypatch.setattr("cnnkit.training.curves.plot_runs",
+                        lambda lines, path, metric: drawn.update(lines))
+    code, _, err = cli("plot", sweep, "--out", tmp_path / "bands.png")
+    assert code == 0, err
+    assert list(drawn) == ["lr=0.1", "lr=0.01"]
+    assert [len(histories) for histories in drawn.values()] == [2, 2]
+    drawn.clear()
+    code, _, err = cli("plot", sweep, "--out", tmp_path / "bands.png", "--no-bands")
+    assert list(drawn) == ["a", "b", "c", "d"]
+
+
+def test_plot_labels_runs_that_share_a_folder_name_by_their_distinct_tails(tmp_path, cli,
+                                                                            monkeypatch):
+    make_run(tmp_path / "x" / "run", acc=(0.5, 0.6))
+    make_run(tmp_path / "y" / "run", acc=(0.4, 0.7), lr=0.2)
+    make_run(tmp_path / "other", acc=(0.4,), lr=0.3)
+    code, _, err = cli("plot", tmp_path / "x" / "run", tmp_path / "y" / "run", tmp_path / "other",
+                       "--out", tmp_path / "runs.png")
+    assert code == 0, err
+    assert (tmp_path / "runs.png").read_bytes()[:4] == b"\x89PNG"
+    drawn = {}
+    monkeypatch.setattr("cnnkit.training.curves.plot_runs",
+                        lambda lines, path, metric: drawn.update(lines))
+    cli("plot", tmp_path, "--out", tmp_path / "runs.png")
+    assert list(drawn) == ["other", "x/run", "y/run"]
+
+
+def test_a_band_is_the_mean_and_sd_over_the_epochs_all_runs_reached():
+    rows = [[{"epoch": 1, "val_acc": 0.5}, {"epoch": 2, "val_acc": 0.7}],
+            [{"epoch": 1, "val_acc": 0.7}, {"epoch": 2, "val_acc": 0.9},
+             {"epoch": 3, "val_acc": 0.95}]]
+    epochs, mean, sd = band(rows, "val_acc")
+    assert epochs == [1, 2] and mean == pytest.approx([0.6, 0.8])
+    assert sd == pytest.approx([statistics.stdev([0.5, 0.7])] * 2)
