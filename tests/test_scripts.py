@@ -33,7 +33,7 @@ PYTHON_SCRIPTS = sorted(SCRIPTS.glob("*.py"))
 QUICK_OPTIONS = {
     "bench.py": ("--sections", "--repeats", "--train-size", "--write", "--doc"),
     "recipe.py": ("--variants", "--seeds", "--set"),
-    "transfer_demo.py": ("--out", "--per-class", "--seeds", "--set"),
+    "transfer_demo.py": ("--out", "--per-class", "--seeds", "--set", "--threads"),
     "localization_canvases.py": ("--n", "--out", "--set"),
     "docs_pictures.sh": ("--quick", "--out"),
 }
@@ -131,24 +131,30 @@ def test_recipe_one_variant_one_epoch_prints_the_table(tmp_path, capsys, monkeyp
 
 def test_transfer_demo_one_seed_one_epoch(tmp_path, capsys):
     out_dir = tmp_path / "td"
-    code = script("transfer_demo.py")["main"](
-        ["--out", str(out_dir), "--per-class", "5", "--seeds", "1", "--set", "train.epochs=1",
-         "--set", "data.train_size=100", "--set", "data.val_size=50"])
-    assert code == 0
+    args = ["--out", str(out_dir), "--per-class", "5", "--seeds", "1", "--set", "train.epochs=1",
+            "--set", "data.train_size=100", "--set", "data.val_size=50", "--threads", "1"]
+    assert script("transfer_demo.py")["main"](args) == 0
     out = capsys.readouterr().out
     assert 0 <= float(re.search(rf"pretrained on digits 0-4: val acc ({NUMBER})", out)[1]) <= 1
-    row = re.search(rf"^ +5 +({NUMBER}) \({NUMBER}-{NUMBER}\) +({NUMBER}) \(", out, re.M)
+    row = re.search(rf"^ +5 +({NUMBER}) ± 0.000 \({NUMBER}-{NUMBER}\) +({NUMBER}) ± ", out,
+                    re.M)
     assert all(0 <= float(acc) <= 1 for acc in row.groups())
-    for run in ("pretrain", "transfer_5_0", "scratch_5_0"):
-        saved = yaml.safe_load((out_dir / run / "config.yaml").read_text())
+    runs = {"pretrain": out_dir / "pretrain",  # the two sweeps' members, named by their values
+            "transfer": out_dir / "transfer" / "train_per_class=5,seed=0",
+            "scratch": out_dir / "scratch" / "train_per_class=5,seed=0"}
+    for run in runs.values():
+        saved = yaml.safe_load((run / "config.yaml").read_text())
         assert saved["train"]["epochs"] == 1 and saved["data"]["train_size"] == 100  # --set
-    states = {run: load_checkpoint(out_dir / run / "best.pt")["model"]
-              for run in ("pretrain", "transfer_5_0", "scratch_5_0")}
+    states = {name: load_checkpoint(run / "best.pt")["model"] for name, run in runs.items()}
     convs = [key for key, value in states["pretrain"].items() if value.dim() == 4]
     assert convs
     for key in convs:  # the transfer run kept the pretrained, frozen convolutions
-        assert torch.equal(states["transfer_5_0"][key], states["pretrain"][key])
-        assert not torch.equal(states["scratch_5_0"][key], states["pretrain"][key])
+        assert torch.equal(states["transfer"][key], states["pretrain"][key])
+        assert not torch.equal(states["scratch"][key], states["pretrain"][key])
+    stamp = (runs["scratch"] / "last.pt").stat().st_mtime_ns
+    assert script("transfer_demo.py")["main"](args) == 0  # run again: nothing is retrained
+    assert "skipped, finished" in capsys.readouterr().out
+    assert (runs["scratch"] / "last.pt").stat().st_mtime_ns == stamp
 
 
 def test_localization_canvases_writes_pngs_and_their_boxes(tmp_path, capsys):
