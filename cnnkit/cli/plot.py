@@ -21,9 +21,10 @@ def run(args: argparse.Namespace) -> int:
         seed_groups,
     )
 
-    # a folder of runs (a sweep, say) stands for every run under it
+    # a folder of runs (a sweep, say) stands for every run under it that has an epoch
     paths = [p for d in args.run_dirs
-             for p in (find_runs(d) if Path(d).is_dir() and not is_run_dir(Path(d)) else [d])]
+             for p in ([r for r in find_runs(d) if (r / "metrics.csv").exists()]
+                       if Path(d).is_dir() and not is_run_dir(Path(d)) else [d])]
     if not paths:
         raise CnnkitError(f"no runs found under {', '.join(args.run_dirs)}")
     histories = [read_metrics(p) for p in paths]

@@ -73,7 +73,9 @@ def find_runs(folder: str | Path) -> list[Path]:
     if sweep is not None:
         return [folder / name for name in sweep["runs"]]
     found = []
-    for path in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else ():
+    children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+        if folder.is_dir() else []
+    for path in children:
         found += find_runs(path)
     return found
 
@@ -167,16 +169,15 @@ def _gone(manifest: dict) -> bool:
 
 def read_runs(folders: list[str | Path]) -> list[RunRecord]:
     """Every run at or under the folders, a sweep's members with their recorded failures."""
-    records = []
+    records, sweeps = [], {}
     for folder in folders:
-        folder = Path(folder)
-        if not folder.exists():
+        if not Path(folder).exists():
             raise CnnkitError(f"{folder}: no such folder")
-        sweep = read_sweep(folder) if not is_run_dir(folder) else None
-        failures = {name: entry.get("failed") for name, entry in sweep["runs"].items()} \
-            if sweep else {}
         for path in find_runs(folder):
-            records.append(read_run(path, failure=failures.get(path.name)))
+            if path.parent not in sweeps:
+                sweeps[path.parent] = read_sweep(path.parent) or {"runs": {}}
+            entry = sweeps[path.parent]["runs"].get(path.name, {})
+            records.append(read_run(path, failure=entry.get("failed")))
     return records
 
 
