@@ -17,9 +17,13 @@ def run(args: argparse.Namespace) -> int:
         records = run_sweep(plan, args.out, jobs=args.jobs, threads=args.threads,
                             log=lambda line: print(line, flush=True))
     except TrainingStopped as stopped:
-        print(f"cnnkit: {stopped}\nresume the sweep with: {_command(args)}", file=sys.stderr,
+        print(f"cnnkit: {stopped}\nresume it with: {_command(args)}", file=sys.stderr,
               flush=True)
         return 128 + stopped.signum
+    except KeyboardInterrupt:  # between runs, or --jobs N (each child saved and stopped)
+        print(f"cnnkit: sweep interrupted\nresume it with: {_command(args)}", file=sys.stderr,
+              flush=True)
+        return 130
     counts: dict[str, int] = {}
     for record in records:
         counts[record.status] = counts.get(record.status, 0) + 1

@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,8 +82,9 @@ def override(key: str, value: Any) -> str:
     return f"{key}={text.removesuffix('...').strip()}"
 
 
-def plan_sweep(config: str | Path, *, grids: list[str] = (), seeds: list[int] | None = None,
-               sets: list[str] = (), yes: bool = False) -> Plan:
+def plan_sweep(config: str | Path, *, grids: Sequence[str] = (),
+               seeds: Sequence[int] | None = None, sets: Sequence[str] = (),
+               yes: bool = False) -> Plan:
     """The members of a sweep, each config checked; nothing is written."""
     grid: dict[str, list[Any]] = {}
     for item in grids:
@@ -106,6 +107,7 @@ def plan_sweep(config: str | Path, *, grids: list[str] = (), seeds: list[int] | 
         raise ConfigError(f"the grid makes {count:,} runs (more than {MAX_RUNS:,}); "
                           f"pass --yes to start them all")
     plan = Plan(Path(config), grid, None if seeds is None else grid[SEED], list(sets))
+    load_config(plan.config, plan.sets)  # the file and the sweep's --set, on their own
     _check_each_value(plan)
     columns = key_columns(list(grid))
     for combo in itertools.product(*grid.values()):
@@ -129,8 +131,6 @@ def _check_each_value(plan: Plan) -> None:
             try:
                 load_config(plan.config, [*plan.sets, override(key, value)])
             except ConfigError as exc:
-                if "config file not found" in str(exc):
-                    raise
                 raise ConfigError(f"--grid {key}: value {value!r}: {exc}") from None
 
 
@@ -211,6 +211,7 @@ class _Book:
         if self.data.get("config") != str(plan.config.resolve()):
             raise CnnkitError(f"{out / SWEEP_FILE}: a sweep of {self.data.get('config')}, not "
                               f"of {plan.config}; give the sweep another --out")
+        self.data.update(grid=plan.grid, seeds=plan.seeds)  # the latest command's
         runs = self.data["runs"]
         for member in plan.members:
             entry = runs.setdefault(member.name, {"overrides": member.overrides})
