@@ -111,6 +111,8 @@ def read_run(path: Path, *, failure: str | None = None) -> RunRecord:
         record.epochs = int(manifest.get("epochs", record.epochs))
         if record.status == "running" and _gone(manifest):
             record.status = "interrupted"
+        if failure is not None and record.status != "finished":  # the sweep saw it fail
+            record.status, record.reason = "failed", failure
     else:
         record.status, record.reason = _judged(record, failure)
     return record
