@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 
 def run(args: argparse.Namespace) -> int:
     from cnnkit.inspect.runs import runs_table, to_csv, to_json, to_text
 
     table = runs_table(args.dirs, sort=args.sort)
-    print(to_json(table) if args.json else to_csv(table) if args.csv else to_text(table),
-          end="" if args.csv else "\n")
+    try:
+        print(to_json(table) if args.json else to_csv(table) if args.csv else to_text(table),
+              end="" if args.csv else "\n", flush=True)
+    except BrokenPipeError:  # `cnnkit runs DIR | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -212,13 +212,15 @@ class _Book:
             raise CnnkitError(f"{out / SWEEP_FILE}: a sweep of {self.data.get('config')}, not "
                               f"of {plan.config}; give the sweep another --out")
         self.data.update(grid=plan.grid, seeds=plan.seeds)  # the latest command's
-        runs = self.data["runs"]
-        for member in plan.members:
-            entry = runs.setdefault(member.name, {"overrides": member.overrides})
+        earlier, runs = self.data["runs"], {}
+        for member in plan.members:  # in the command's order, then any left out of it
+            runs[member.name] = entry = earlier.get(member.name,
+                                                    {"overrides": member.overrides})
             if entry["overrides"] != member.overrides:
                 raise CnnkitError(f"{out / SWEEP_FILE}: run {member.name} was started with "
                                   f"{' '.join(entry['overrides'])}; give the sweep another "
                                   f"--out")
+        self.data["runs"] = {**runs, **{k: v for k, v in earlier.items() if k not in runs}}
         self.save()
 
     def entry(self, member: Member) -> dict:
