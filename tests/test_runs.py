@@ -120,6 +120,8 @@ def test_a_sweep_folder_lists_its_members_with_recorded_failures(tmp_path, cli):
     assert [(r["name"], r["status"]) for r in rows] == [
         ("lr=0.1", "finished"), ("lr=100.0", "failed: train loss became nan"),
         ("lr=0.001", "not started")]
+    assert [r["lr"] for r in rows] == [0.1, 100.0, 0.001]  # the last from its overrides
+    assert rows[2]["planned"] is None
     code, above, _ = cli("runs", tmp_path, "--json")  # the folder above: the same, found
     assert [r["status"] for r in json.loads(above)["runs"]] == [r["status"] for r in rows]
     code, _, err = cli("runs", tmp_path / "nothing")

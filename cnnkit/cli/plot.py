@@ -15,7 +15,6 @@ def run(args: argparse.Namespace) -> int:
         SEED,
         differing_keys,
         find_runs,
-        flat,
         is_run_dir,
         read_run,
         seed_groups,
@@ -44,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
             label, history = by_id[id(group[0])]
             lines[label] = history
             continue
-        shown = [(c, flat(group[0].config).get(k)) for c, k in zip(key_columns(keys), keys)
+        shown = [(c, group[0].values.get(k)) for c, k in zip(key_columns(keys), keys)
                  if k != SEED]
         label = run_name(shown) if shown else Path(paths[0]).resolve().parent.name
         lines[label] = [by_id[id(r)][1] for r in group]

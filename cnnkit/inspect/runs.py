@@ -15,7 +15,7 @@ from typing import Any
 
 from cnnkit.errors import CnnkitError
 from cnnkit.training.names import distinct_tails, key_columns, value_text
-from cnnkit.training.rundirs import SEED, RunRecord, differing_keys, flat, read_runs, seed_groups
+from cnnkit.training.rundirs import SEED, RunRecord, differing_keys, read_runs, seed_groups
 
 
 @dataclass
@@ -68,19 +68,20 @@ def _best(record: RunRecord, metric: str) -> tuple[float | None, int | None, flo
 
 
 def _row(name: str, record: RunRecord, table: Table) -> dict[str, Any]:
-    config = flat(record.config)
+    config = record.values
     best, epoch, final = _best(record, table.metric)
     return {"name": name, **{c: config.get(k) for c, k in table.keys.items()},
-            "status": record.status_text, "epochs": record.epoch, "planned": record.epochs,
+            "status": record.status_text, "epochs": record.epoch,
+            "planned": record.epochs if record.config else None,
             "best": best, "best_epoch": epoch, "final": final,
             "seconds": round(record.seconds, 2), "path": str(record.path)}
 
 
 def _group(records: list[RunRecord], table: Table) -> dict[str, Any]:
-    config = flat(records[0].config)
+    config = records[0].values
     scores = [_best(r, table.metric) for r in records if r.history]
     group = {c: config.get(k) for c, k in table.keys.items() if k != SEED}
-    group.update(runs=len(records), seeds=[flat(r.config).get(SEED) for r in records])
+    group.update(runs=len(records), seeds=[r.values.get(SEED) for r in records])
     for name, values in (("best", [s[0] for s in scores]), ("final", [s[2] for s in scores]),
                          ("seconds", [r.seconds for r in records if r.history])):
         values = [v for v in values if v is not None]
@@ -107,7 +108,8 @@ def to_text(table: Table) -> str:
     header = ["name", *table.keys, "status", "epochs", f"best {m}", "at epoch", f"final {m}",
               "time"]
     lines = [header] + [[row["name"], *(value_text(row[c]) for c in table.keys), row["status"],
-                         f"{row['epochs']}/{row['planned']}", _number(row["best"]),
+                         f"{row['epochs']}/{value_text(row['planned']).replace('null', '-')}",
+                         _number(row["best"]),
                          str(row["best_epoch"] or "-"), _number(row["final"]),
                          _seconds(row["seconds"])] for row in table.runs]
     text = _aligned(lines)

@@ -38,6 +38,12 @@ class RunRecord:
     status: str = "not started"  # finished, interrupted, failed, running, not started
     epochs: int = 0  # planned (train.epochs)
     reason: str | None = None  # a failure's one line
+    planned: dict[str, Any] = field(default_factory=dict)  # a sweep's overrides, key -> value
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """The config as key paths -> values; a sweep member not started yet: its overrides."""
+        return flat(self.config) if self.config else dict(self.planned)
 
     @property
     def epoch(self) -> int:
@@ -179,8 +185,19 @@ def read_runs(folders: list[str | Path]) -> list[RunRecord]:
             if path.parent not in sweeps:
                 sweeps[path.parent] = read_sweep(path.parent) or {"runs": {}}
             entry = sweeps[path.parent]["runs"].get(path.name, {})
-            records.append(read_run(path, failure=entry.get("failed")))
+            record = read_run(path, failure=entry.get("failed"))
+            record.planned = dict(_parsed(item) for item in entry.get("overrides", []))
+            records.append(record)
     return records
+
+
+def _parsed(item: str) -> tuple[str, Any]:
+    """`train.lr=0.001` (an override as sweep.json keeps it) -> ("train.lr", 0.001)."""
+    key, _, text = item.partition("=")
+    try:
+        return key, yaml.safe_load(text)
+    except yaml.YAMLError:
+        return key, text
 
 
 def flat(config: Any, prefix: str = "") -> dict[str, Any]:
@@ -198,12 +215,18 @@ def flat(config: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def differing_keys(records: list[RunRecord]) -> list[str]:
-    """The config keys whose values are not the same in every run (started ones only)."""
-    configs = [flat(r.config) for r in records if r.config]
-    keys = list(dict.fromkeys(k for c in configs for k in c if k not in IGNORED_KEYS))
+    """The config keys whose values are not the same in every run; a sweep member not
+    started yet counts only with the keys its overrides set."""
+    started = [r.values for r in records if r.config]
+    planned = [r.values for r in records if not r.config]
+    keys = list(dict.fromkeys(k for c in started + planned for k in c if k not in IGNORED_KEYS))
     _missing = object()
-    return [k for k in keys if len({json.dumps(c.get(k, _missing), default=str, sort_keys=True)
-                                    for c in configs}) > 1]
+
+    def seen(key: str) -> set[str]:
+        values = [c.get(key, _missing) for c in started] + [c[key] for c in planned if key in c]
+        return {json.dumps(v, default=str, sort_keys=True) for v in values}
+
+    return [k for k in keys if len(seen(k)) > 1]
 
 
 def seed_groups(records: list[RunRecord], keys: list[str]) -> list[list[RunRecord]]:
@@ -211,7 +234,7 @@ def seed_groups(records: list[RunRecord], keys: list[str]) -> list[list[RunRecor
     order; a run alone is a group of one."""
     groups: dict[str, list[RunRecord]] = {}
     for record in records:
-        values = flat(record.config)
+        values = record.values
         ident = json.dumps([values.get(k) for k in keys if k != SEED], default=str)
-        groups.setdefault(ident if record.config else str(record.path), []).append(record)
+        groups.setdefault(ident if values else str(record.path), []).append(record)
     return list(groups.values())
