@@ -111,15 +111,16 @@ class AugmentConfig:
 class DataConfig:
     name: str = "mnist-sample"
     root: str | None = None  # folder of on-disk datasets (mnist, imagefolder)
-    train_size: int | None = ranged(None, ge=1)  # carved from the training files, stratified
-    # by class; 0 validation examples: a run without a validation split (train_* monitor only)
+    # carved from the training files, stratified by class
+    train_size: int | None = ranged(None, ge=1, le=2**40)
+    # 0 validation examples: a run without a validation split (train_* monitor only)
     val_size: int | None = ranged(None, ge=0)  # None: the dataset's default (mnist-sample:
     # 4,000 and 1,000)
     mean: list[float] | None = None  # per channel, on the [0, 1] scale; None: dataset default
     std: list[float] | None = ranged(None, gt=0)
     download: bool = False  # fetch through torchvision when the files are missing
     # imagefolder: side of the square crop fed to the model, in pixels
-    image_size: int = ranged(224, ge=1, text="a positive size in pixels")
+    image_size: int = ranged(224, ge=1, le=65536, text="a size in pixels from 1 to 65536")
     # imagefolder: DataLoader worker processes decoding images (0: in-process)
     workers: int = ranged(4, ge=0, text="0 or more processes")
     skip_bad: bool = False  # imagefolder: skip files that cannot be decoded (one warning)
@@ -168,9 +169,12 @@ class EarlyStoppingConfig:
 @dataclass
 class TrainConfig:
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = ranged(0.005, gt=0)
-    batch_size: int = ranged(1000, ge=1, text="a positive integer")
-    epochs: int = ranged(10, ge=0)
+    lr: float = ranged(0.005, gt=0, le=1e3)  # past 1e3 a typing slip, not a rate
+    batch_size: int = ranged(1000, ge=1, le=2**24, text="a positive integer up to 16,777,216")
+    # micro-batches each batch is split into: the same update (BatchNorm statistics aside) in
+    # 1/N of the activation memory
+    accumulate_steps: int = ranged(1, ge=1, le=2**24, text="a positive integer")
+    epochs: int = ranged(10, ge=0, le=1_000_000)
     weight_decay: float = ranged(0.0, ge=0)
     momentum: float = ranged(0.9, ge=0)  # sgd only
     nesterov: bool = False  # sgd only; needs momentum > 0
@@ -180,6 +184,11 @@ class TrainConfig:
     monitor: Literal["val_acc", "val_loss", "train_acc", "train_loss"] = "val_acc"
     # steps between progress-bar updates (the only host syncs)
     log_every: int = ranged(20, ge=1, text="a positive integer")
+    # seconds between progress lines where stderr is not a terminal (a file, a scheduler)
+    log_every_seconds: float = ranged(30.0, gt=0, text="a positive number of seconds")
+    # the run stops when its loss, averaged over log_every steps, grows past this factor of
+    # its first log_every steps' average; null: only a NaN/inf stops it
+    diverge_factor: float | None = ranged(1e4, gt=1, text="a factor > 1 or null")
     # also save last.pt every N steps mid-epoch
     checkpoint_every_steps: int | None = ranged(None, ge=1,
                                                 text="a positive number of steps or null")

@@ -174,7 +174,8 @@ def test_grad_clip_in_training_changes_the_run(write_config, tmp_path):
     ("train.grad_clip", "-1", "train.grad_clip: expected a positive max norm or null, found"),
     ("train.grad_clip", ".nan", "train.grad_clip: expected a positive max norm"),
     ("train.checkpoint_every_steps", "0", "train.checkpoint_every_steps: expected a positive"),
-    ("train.batch_size", "0", "train.batch_size: expected a positive integer, found 0"),
+    ("train.batch_size", "0",
+     "train.batch_size: expected a positive integer up to 16,777,216, found 0"),
     ("train.lr", ".inf", "train.lr: expected a finite number, found inf"),
 ])
 def test_bad_reliability_options_fail_before_anything_runs(write_config, tmp_path, key, value,

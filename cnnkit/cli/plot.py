@@ -16,8 +16,10 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise CnnkitError(f"--metric {args.metric}: not in the metrics of {', '.join(missing)} "
                           f"(has {', '.join(next(iter(runs.values()))[0])})")
+    from cnnkit.training.log import display
+
     plot_runs(runs, args.out, metric=args.metric)
-    print(f"wrote {args.out}")
+    print(display(f"wrote {args.out}"))
     return 0
 
 

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure  # the OO API: no pyplot state, safe off th
 
 from cnnkit.atomic import atomic_write
 from cnnkit.errors import CnnkitError
+from cnnkit.training.log import display
 
 
 def save_figure(fig: Figure, path: str | Path) -> None:
@@ -86,7 +87,7 @@ def plot_curves(history: list[dict], path: str | Path, *, title: str = "") -> No
         ax.set_ylabel(LABELS.get(metric, metric))
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(title)
+    fig.suptitle(display(title))  # a non-UTF-8 file name: its odd bytes as U+FFFD
     save_figure(fig, path)
 
 
@@ -96,7 +97,7 @@ def plot_runs(runs: dict[str, list[dict]], path: str | Path, *, metric: str = "v
     ax = fig.subplots()
     for name, history in runs.items():
         ax.plot([r["epoch"] for r in history], [r[metric] for r in history], marker="o",
-                markersize=3, label=name)
+                markersize=3, label=display(name))
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric.replace("_", " "))
     ax.grid(alpha=0.3)
