@@ -44,7 +44,7 @@ def test_header_progress_lines_epoch_line_and_train_log(write_config, tmp_path, 
     assert re.fullmatch(r"epoch 1  step \d/6  loss \d+\.\d{4}  [\d,]+ img/s  ETA \d:\d\d:\d\d",
                         progress[0])
     epoch = next(line for line in out.splitlines() if line.startswith("epoch   1/1"))
-    assert re.search(r"  lr 0\.005  [\d,]+ img/s  \d+\.\d\ds  \* best$", epoch)
+    assert re.search(r"  \d+\.\d\ds  lr 0\.005  [\d,]+ img/s  \* best$", epoch)
     assert out.splitlines()[-1].startswith("best.pt holds epoch 1: val_acc 0.")
     log = (tmp_path / "run" / "train.log").read_text()
     for line in [*out.splitlines(), *progress]:

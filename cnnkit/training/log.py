@@ -92,15 +92,16 @@ def _clock(seconds: float) -> str:
 
 def epoch_line(row: dict, epochs: int, metrics: tuple[str, ...] = ("loss", "acc"), *,
                images: int = 0, best: bool = False) -> str:
-    """`epoch  3/30  train loss 0.1234 acc 0.9610  val loss ...  lr 0.005  2,400 img/s  1.20s
-    *` over the task's metrics (no val part without a validation split); `*`: the new best."""
+    """`epoch  3/30  train loss 0.1234 acc 0.9610  val loss ...  1.20s  lr 0.005  2,400 img/s
+    * best` over the task's metrics (no val part without a validation split); `* best`: the
+    epoch best.pt now holds."""
     splits = [" ".join([split] + [f"{m} {row[f'{split}_{m}']:.4f}" for m in metrics])
               for split in ("train", "val") if f"{split}_{metrics[0]}" in row]
     speed = f"  {images / row['seconds']:,.0f} img/s" if images and row["seconds"] > 0 else ""
     lr = f"  lr {row['lr']:.3g}" if "lr" in row else ""
     mark = "  * best" if best else ""
-    return (f"epoch {row['epoch']:>3}/{epochs}  {'  '.join(splits)}{lr}{speed}  "
-            f"{row['seconds']:.2f}s{mark}")
+    return (f"epoch {row['epoch']:>3}/{epochs}  {'  '.join(splits)}  {row['seconds']:.2f}s"
+            f"{lr}{speed}{mark}")
 
 
 def header_lines(run: Run, steps_per_epoch: int) -> list[str]:
