@@ -104,8 +104,20 @@ def test_a_non_utf8_config_and_run_name_end_to_end(cli, tmp_path):
 
 def test_writing_under_a_regular_file_is_one_line(cli, trained_run, tmp_path):
     (tmp_path / "file").write_text("x")
-    code, _, err = cli("plot", trained_run[1].out_dir, "--out", tmp_path / "file" / "p.png")
+    run = trained_run[1].out_dir
+    code, _, err = cli("plot", run, "--out", tmp_path / "file" / "p.png")
     assert code == 2 and err.count("\n") == 1 and "cannot save (Not a directory)" in err
+    code, _, err = cli("visualize", run / "best.pt", "filters", "--out",
+                       tmp_path / "file" / "f.png")
+    assert code == 2 and err.count("\n") == 1 and "cannot save (Not a directory)" in err
+
+
+def test_readers_are_not_writers(cli, trained_run, tmp_path):
+    """plot and eval read a run that some process is training (its lock held)."""
+    run = trained_run[1].out_dir
+    with lock_directory(run):
+        assert cli("plot", run, "--out", tmp_path / "c.png")[0] == 0
+        assert cli("eval", run / "best.pt")[0] == 0
 
 
 def test_the_lock_is_exclusive_and_dropped_on_close(tmp_path):
