@@ -87,11 +87,12 @@ def train_one_epoch(stepper: Stepper, loader, *, epoch: int, start: int = 0,
         batch = task.stats(main_logits(output).detach(), y, loss)
         totals = batch if totals is None else totals + batch
         bar.update(1)
-        if (step + 1) % log_every == 0:  # the loss is read only here (a host sync on a GPU)
-            if not bar.disable:
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-            if progress is not None and progress.due():
-                progress.line(step + 1, loss.item())
+        if not bar.disable and (step + 1) % log_every == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        # the loss is read where the watch reads anyway: every step on the CPU, where a read
+        # costs nothing, every log_every steps on a GPU (a host sync)
+        if progress is not None and (step + 1) % watch.check_every == 0 and progress.due():
+            progress.line(step + 1, loss.item())
         if on_step is not None:
             on_step(StepEnd(epoch, step + 1, steps, totals, watch))
     watch.check()
