@@ -112,7 +112,7 @@ class DataConfig:
     name: str = "mnist-sample"
     root: str | None = None  # folder of on-disk datasets (mnist, imagefolder)
     # carved from the training files, stratified by class
-    train_size: int | None = ranged(None, ge=1, le=2**40)
+    train_size: int | None = ranged(None, ge=1)
     # 0 validation examples: a run without a validation split (train_* monitor only)
     val_size: int | None = ranged(None, ge=0)  # None: the dataset's default (mnist-sample:
     # 4,000 and 1,000)
@@ -120,7 +120,7 @@ class DataConfig:
     std: list[float] | None = ranged(None, gt=0)
     download: bool = False  # fetch through torchvision when the files are missing
     # imagefolder: side of the square crop fed to the model, in pixels
-    image_size: int = ranged(224, ge=1, le=65536, text="a size in pixels from 1 to 65536")
+    image_size: int = ranged(224, ge=1, text="a positive size in pixels")
     # imagefolder: DataLoader worker processes decoding images (0: in-process)
     workers: int = ranged(4, ge=0, text="0 or more processes")
     skip_bad: bool = False  # imagefolder: skip files that cannot be decoded (one warning)
@@ -169,12 +169,12 @@ class EarlyStoppingConfig:
 @dataclass
 class TrainConfig:
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = ranged(0.005, gt=0, le=1e3)  # past 1e3 a typing slip, not a rate
-    batch_size: int = ranged(1000, ge=1, le=2**24, text="a positive integer up to 16,777,216")
+    lr: float = ranged(0.005, gt=0)  # at most MAX_LR (validate.py)
+    batch_size: int = ranged(1000, ge=1, text="a positive integer")
     # micro-batches each batch is split into: the same update (BatchNorm statistics aside) in
     # 1/N of the activation memory
-    accumulate_steps: int = ranged(1, ge=1, le=2**24, text="a positive integer")
-    epochs: int = ranged(10, ge=0, le=1_000_000)
+    accumulate_steps: int = ranged(1, ge=1, text="a positive integer")
+    epochs: int = ranged(10, ge=0)
     weight_decay: float = ranged(0.0, ge=0)
     momentum: float = ranged(0.9, ge=0)  # sgd only
     nesterov: bool = False  # sgd only; needs momentum > 0

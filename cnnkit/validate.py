@@ -80,16 +80,29 @@ ROOT_HOLDS = {
 
 def _input_is_an_example_shape(cfg: Config) -> Problem:
     shape = cfg.model.input
-    if not 1 <= len(shape) <= 3 or min(shape) < 1 or max(shape) > MAX_SIZE:
-        return "model.input", (f"expected 1 to 3 sizes (C, H, W) from 1 to {MAX_SIZE}, found "
+    if not 1 <= len(shape) <= 3 or min(shape) < 1:
+        return "model.input", f"expected 1 to 3 positive sizes (C, H, W), found {list(shape)}"
+    if max(shape) > MAX_SIZE:
+        return "model.input", (f"expected sizes (C, H, W) of at most {MAX_SIZE}, found "
                                f"{list(shape)}")
     return None
 
 
-# an example's size and a layer's repeat count past these are typing slips, not models: the
-# builder would allocate without end (the largest in configs/: 224 and 36)
+# an example's size, a layer's repeat count and a learning rate past these are typing slips,
+# not models: the builder would allocate without end (the largest in configs/: 224 and 36), an
+# optimizer overflow (train.lr: 1e39 inside Adam)
 MAX_SIZE = 65536
 MAX_REPEAT = 10_000
+MAX_LR = 1e3
+
+
+def _sizes_are_sane(cfg: Config) -> Problem:
+    if cfg.data.image_size > MAX_SIZE:
+        return "data.image_size", (f"expected a size in pixels of at most {MAX_SIZE}, found "
+                                   f"{cfg.data.image_size}")
+    if cfg.train.lr > MAX_LR:
+        return "train.lr", f"expected a learning rate of at most {MAX_LR:g}, found {cfg.train.lr}"
+    return None
 
 
 def _repeats_are_sane(cfg: Config) -> Problem:
@@ -204,7 +217,8 @@ def _no_val_split(cfg: Config) -> Problem:
 
 
 RULES: list[Callable[[Config], Problem]] = [
-    _input_is_an_example_shape, _repeats_are_sane, _nesterov_needs_momentum, _unfreeze_needs_freeze,
+    _input_is_an_example_shape, _repeats_are_sane, _sizes_are_sane, _nesterov_needs_momentum,
+    _unfreeze_needs_freeze,
     _lr_groups_are_disjoint, _schedule_fits, _cutout_fits_the_image, _augment_is_for_tensors,
     _no_val_split, _root_where_read_from_disk, _imagefolder_splits_as_they_are,
     _digits_fit_the_canvas]

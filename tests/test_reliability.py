@@ -174,8 +174,7 @@ def test_grad_clip_in_training_changes_the_run(write_config, tmp_path):
     ("train.grad_clip", "-1", "train.grad_clip: expected a positive max norm or null, found"),
     ("train.grad_clip", ".nan", "train.grad_clip: expected a positive max norm"),
     ("train.checkpoint_every_steps", "0", "train.checkpoint_every_steps: expected a positive"),
-    ("train.batch_size", "0",
-     "train.batch_size: expected a positive integer up to 16,777,216, found 0"),
+    ("train.batch_size", "0", "train.batch_size: expected a positive integer, found 0"),
     ("train.lr", ".inf", "train.lr: expected a finite number, found inf"),
 ])
 def test_bad_reliability_options_fail_before_anything_runs(write_config, tmp_path, key, value,
@@ -357,11 +356,12 @@ LAYERS = "model: {input: [1, 28, 28], layers: [[Flatten], [Linear, 10]]}\n"
     (LAYERS + "train: {seed: 100000000000000000000}\n",
      "train.seed: expected an integer that fits in 64 bits"),
     (LAYERS + "train: {lr: 1.0e39}\n", "train.lr: expected a number of size at most 3.4e38"),
-    (LAYERS + "train: {lr: 5000}\n", "train.lr: expected a number in (0, 1000.0], found 5000"),
+    (LAYERS + "train: {lr: 5000}\n",
+     "train.lr: expected a learning rate of at most 1000, found 5000"),
     ("model: {input: [1, 28, 28], layers: [[Repeat, 100000000000, [ReLU]]]}\n",
      "model.layers.0.1: expected a repeat count from 1 to 10,000, found 100000000000"),
     ("model: {input: [1, 28, 1000000], layers: [[Flatten]]}\n",
-     "model.input: expected 1 to 3 sizes (C, H, W) from 1 to 65536"),
+     "model.input: expected sizes (C, H, W) of at most 65536, found [1, 28, 1000000]"),
     (LAYERS + "#" * 1_000_001, "bytes; a config is at most 1,000,000 bytes"),
 ])
 def test_configs_that_cannot_hurt(cli, tmp_path, text, message):
