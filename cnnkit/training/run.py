@@ -69,6 +69,8 @@ def open_run_dir(out: Path, cfg: Config, *, resume: bool, command: list[str],
     """Lock the run directory (created where missing), check that it may be trained into,
     remove a killed writer's temporaries and write the manifest; the checkpoint to resume
     from (None: start from scratch). Nothing is written into a folder that is refused."""
+    if resume and not out.is_dir():
+        raise CnnkitError(f"{out}: no run directory to resume")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -160,6 +160,7 @@ def _close_after(rundir: RunDirectory, exc: BaseException, log: RunLog) -> None:
     """The manifest's last word on a run that did not finish, and its error in train.log."""
     if isinstance(exc, (TrainingStopped, KeyboardInterrupt)):
         status, reason = "interrupted", str(exc) or "interrupted (Ctrl-C)"
+        log(f"cnnkit: {reason}", echo=False)  # the CLI prints it, with the resume command
     else:
         status = "failed"
         reason = str(exc) if isinstance(exc, CnnkitError) else f"{type(exc).__name__}: {exc}"
