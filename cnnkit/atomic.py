@@ -22,13 +22,22 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise CnnkitError(f"{path}: cannot save ({exc.strerror or exc}); "
                           f"the previous file, if any, is unchanged") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a temporary file that may not exist, nor be creatable (a parent that is a
+    regular file, a read-only folder): the write's own error is the one to report."""
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -56,7 +65,7 @@ def remove_stale_temps(directory: str | Path) -> list[Path]:
     for tmp in Path(directory).glob(".*.*.tmp"):
         pid = tmp.name[:-len(".tmp")].rsplit(".", 1)[-1]
         if pid.isdigit() and not _alive(int(pid)):
-            tmp.unlink(missing_ok=True)
+            _discard(tmp)
             removed.append(tmp)
     return removed
 

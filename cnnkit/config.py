@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
+import stat
 import types
 import typing
 from pathlib import Path
@@ -73,10 +75,8 @@ def apply_override(raw: dict, item: str, *, source: str = "<config>") -> None:
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. train.lr=0.001")
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {item!r}: value is not valid YAML ({_first_line(exc)})") from None
+    value = safe_yaml(text, where=f"--set {item!r}: value is not valid YAML") \
+        if text.strip() else None
     parts = key.strip().split(".")
     node = raw
     for depth, part in enumerate(parts[:-1]):
@@ -103,18 +103,79 @@ def _list_index(items: list, part: str, item: str, where: list[str]) -> int:
     return int(part)
 
 
+# a config is a few KB; these bound what a wrong file (a dataset, /dev/zero, a YAML bomb) costs
+MAX_BYTES = 1_000_000
+MAX_DEPTH = 100
+
+
 def _read_yaml(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ConfigError(f"{path}: not a regular file; a config is a YAML file")
+            data = f.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+    if len(data) > MAX_BYTES:
+        raise ConfigError(f"{path}: {os.path.getsize(path):,} bytes; a config is at most "
+                          f"{MAX_BYTES:,} bytes (is this a config?)")
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc})") from None
+    raw = safe_yaml(text, where=f"{path}: not valid YAML")
     return {} if raw is None else raw
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key written twice in one mapping (plain safe_load
+    keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' at lines {seen[key]} and {line}",
+                    key_node.start_mark)
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def safe_yaml(text: str, *, where: str) -> Any:
+    """One YAML document read safely: no Python tags, no duplicate keys, nesting at most
+    MAX_DEPTH deep (counted on the parser's events, which do not recurse; PyYAML's composer
+    does, and a list nested 5,000 deep ends in a RecursionError). ConfigError `where: ...`."""
+    try:
+        loader = _Loader(text)
+        try:
+            depth = 0
+            while loader.check_event():
+                event = loader.get_event()
+                if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                    depth += 1
+                    if depth > MAX_DEPTH:
+                        line = event.start_mark.line + 1
+                        raise ConfigError(f"{where}: line {line}: nested more than {MAX_DEPTH} "
+                                          f"levels deep")
+                elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                    depth -= 1
+        finally:
+            loader.dispose()
+        loader = _Loader(text)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: {_yaml_problem(exc)}") from None
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

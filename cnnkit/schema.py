@@ -111,8 +111,9 @@ class AugmentConfig:
 class DataConfig:
     name: str = "mnist-sample"
     root: str | None = None  # folder of on-disk datasets (mnist, imagefolder)
-    train_size: int | None = ranged(None, ge=1)  # carved from the training files, stratified
-    # by class; 0 validation examples: a run without a validation split (train_* monitor only)
+    # carved from the training files, stratified by class
+    train_size: int | None = ranged(None, ge=1)
+    # 0 validation examples: a run without a validation split (train_* monitor only)
     val_size: int | None = ranged(None, ge=0)  # None: the dataset's default (mnist-sample:
     # 4,000 and 1,000)
     mean: list[float] | None = None  # per channel, on the [0, 1] scale; None: dataset default
@@ -168,8 +169,11 @@ class EarlyStoppingConfig:
 @dataclass
 class TrainConfig:
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = ranged(0.005, gt=0)
+    lr: float = ranged(0.005, gt=0)  # at most MAX_LR (validate.py)
     batch_size: int = ranged(1000, ge=1, text="a positive integer")
+    # micro-batches each batch is split into: the same update (BatchNorm statistics aside) in
+    # 1/N of the activation memory
+    accumulate_steps: int = ranged(1, ge=1, text="a positive integer")
     epochs: int = ranged(10, ge=0)
     weight_decay: float = ranged(0.0, ge=0)
     momentum: float = ranged(0.9, ge=0)  # sgd only
@@ -180,6 +184,11 @@ class TrainConfig:
     monitor: Literal["val_acc", "val_loss", "train_acc", "train_loss"] = "val_acc"
     # steps between progress-bar updates (the only host syncs)
     log_every: int = ranged(20, ge=1, text="a positive integer")
+    # seconds between progress lines where stderr is not a terminal (a file, a scheduler)
+    log_every_seconds: float = ranged(30.0, gt=0, text="a positive number of seconds")
+    # the run stops when its loss, averaged over log_every steps, grows past this factor of
+    # its first log_every steps' average; null: only a NaN/inf stops it
+    diverge_factor: float | None = ranged(1e4, gt=1, text="a factor > 1 or null")
     # also save last.pt every N steps mid-epoch
     checkpoint_every_steps: int | None = ranged(None, ge=1,
                                                 text="a positive number of steps or null")

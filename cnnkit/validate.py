@@ -82,6 +82,41 @@ def _input_is_an_example_shape(cfg: Config) -> Problem:
     shape = cfg.model.input
     if not 1 <= len(shape) <= 3 or min(shape) < 1:
         return "model.input", f"expected 1 to 3 positive sizes (C, H, W), found {list(shape)}"
+    if max(shape) > MAX_SIZE:
+        return "model.input", (f"expected sizes (C, H, W) of at most {MAX_SIZE}, found "
+                               f"{list(shape)}")
+    return None
+
+
+# an example's size, a layer's repeat count and a learning rate past these are typing slips,
+# not models: the builder would allocate without end (the largest in configs/: 224 and 36), an
+# optimizer overflow (train.lr: 1e39 inside Adam)
+MAX_SIZE = 65536
+MAX_REPEAT = 10_000
+MAX_LR = 1e3
+
+
+def _sizes_are_sane(cfg: Config) -> Problem:
+    if cfg.data.image_size > MAX_SIZE:
+        return "data.image_size", (f"expected a size in pixels of at most {MAX_SIZE}, found "
+                                   f"{cfg.data.image_size}")
+    if cfg.train.lr > MAX_LR:
+        return "train.lr", f"expected a learning rate of at most {MAX_LR:g}, found {cfg.train.lr}"
+    return None
+
+
+def _repeats_are_sane(cfg: Config) -> Problem:
+    """[Repeat, N, LAYER] with N up to MAX_REPEAT; the builder checks the rest of its form."""
+    stack: list[tuple[str, Any]] = [("model.layers", cfg.model.layers)]
+    while stack:  # iterative: a config nested deep must not recurse here
+        path, node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) \
+            if isinstance(node, list) else ()
+        if isinstance(node, list) and len(node) >= 2 and node[0] == "Repeat" \
+                and isinstance(node[1], int) and node[1] > MAX_REPEAT:
+            return f"{path}.1", (f"expected a repeat count from 1 to {MAX_REPEAT:,}, "
+                                 f"found {node[1]}")
+        stack.extend((f"{path}.{key}", child) for key, child in items)
     return None
 
 
@@ -182,7 +217,8 @@ def _no_val_split(cfg: Config) -> Problem:
 
 
 RULES: list[Callable[[Config], Problem]] = [
-    _input_is_an_example_shape, _nesterov_needs_momentum, _unfreeze_needs_freeze,
+    _input_is_an_example_shape, _repeats_are_sane, _sizes_are_sane, _nesterov_needs_momentum,
+    _unfreeze_needs_freeze,
     _lr_groups_are_disjoint, _schedule_fits, _cutout_fits_the_image, _augment_is_for_tensors,
     _no_val_split, _root_where_read_from_disk, _imagefolder_splits_as_they_are,
     _digits_fit_the_canvas]

@@ -20,6 +20,7 @@ import torch
 import yaml
 
 from cnnkit.checkpoint import load_checkpoint
+from cnnkit.training.rundir import is_locked, lock_directory, read_manifest
 from tests.conftest import ROOT, SMALL_CONV
 from tests.forkserver import ForkServer, Subprocesses
 
@@ -204,3 +205,73 @@ def test_read_only_run_directory_keeps_the_old_checkpoint(tmp_path):
         (tmp_path / "run").chmod(0o755)
     assert code == 2 and err.count("\n") == 1 and "cannot save" in err, err
     assert (tmp_path / "run" / "last.pt").read_bytes() == before
+
+
+def test_two_writers_racing_into_one_directory_one_is_refused(tmp_path):
+    """Two real processes started together into the same --out: one trains (it is held at
+    its first step to make the race last), the other exits 2 at once naming the holder; the
+    run that finishes is whole."""
+    pair = [Child(tmp_path, "run", CNNKIT_PAUSE_STEP="1") for _ in range(2)]
+    deadline = time.monotonic() + WAIT
+    while all(child.process.poll() is None for child in pair):
+        assert time.monotonic() < deadline, "neither child was refused"
+        time.sleep(0.05)
+    loser = next(child for child in pair if child.process.poll() is not None)
+    winner = next(child for child in pair if child is not loser)
+    code, err = loser.finish()
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"run directory {tmp_path / 'run'} is in use by process {winner.process.pid} on " \
+        in err
+    winner.wait_paused()
+    winner.go()
+    assert winner.finish()[0] == 0
+    manifest = read_manifest(tmp_path / "run")
+    assert manifest["status"] == "finished" and manifest["pid"] == winner.process.pid
+    assert manifest["epoch"] == manifest["epochs"] == 3
+
+
+def test_sigkill_releases_the_lock_and_the_run_reads_as_interrupted(tmp_path):
+    child = Child(tmp_path, "run", CNNKIT_PAUSE_STEP="6")
+    child.wait_paused()
+    assert is_locked(tmp_path / "run")
+    assert read_manifest(tmp_path / "run")["status"] == "running"
+    child.process.send_signal(signal.SIGKILL)
+    child.finish()
+    manifest = read_manifest(tmp_path / "run")
+    assert manifest["status"] == "interrupted" and "killed" in manifest["reason"]
+    with lock_directory(tmp_path / "run"):  # free: the kernel dropped the flock
+        pass
+    run_to_end(tmp_path, "run", "--resume")
+    assert read_manifest(tmp_path / "run")["status"] == "finished"
+
+
+def test_kill_before_the_first_checkpoint_leaves_a_run_that_resumes(tmp_path):
+    """Killed inside its first write of last.pt: the temp file is removed on the next start,
+    and `cnnkit resume RUN` starts the run over from its recorded config."""
+    child = Child(tmp_path, "run", CNNKIT_PAUSE_SAVE="1")
+    child.wait_paused()
+    child.process.send_signal(signal.SIGKILL)
+    child.finish()
+    run = tmp_path / "run"
+    assert not (run / "last.pt").exists() and list(run.glob(".last.pt.*.tmp"))
+    hooks = tmp_path / "hooks-resume"
+    hooks.mkdir()
+    process = LAUNCHER[0].spawn(["resume", str(run), "--quiet"], env={**os.environ, **ENV,
+                                "CNNKIT_SCHEDULER": "onecycle"}, cwd=tmp_path,
+                                stdout=hooks / "stdout", stderr=hooks / "stderr",
+                                status=hooks / "status", file_size_limit=None)
+    assert process.wait(timeout=WAIT) == 0, (hooks / "stderr").read_text()
+    assert not list(run.glob(".*.tmp")) and (run / "last.pt").is_file()
+    assert read_manifest(run)["status"] == "finished"
+
+
+def test_sigint_while_torch_imports_is_one_line_exit_130(tmp_path):
+    """Ctrl-C in the first second of `python -m cnnkit train` (torch still importing)."""
+    import subprocess
+
+    process = subprocess.Popen([sys.executable, "-m", "cnnkit", "train", "x.yaml"], cwd=tmp_path,
+                               env={**os.environ, **ENV}, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.6)
+    process.send_signal(signal.SIGINT)
+    err = process.communicate(timeout=WAIT)[1]
+    assert process.returncode == 130 and err == "cnnkit: interrupted\n", err

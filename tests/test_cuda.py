@@ -71,6 +71,11 @@ def test_the_hot_loop_never_waits_for_the_gpu(write_config, tmp_path):
     try:
         train_one_epoch(Stepper(model, optimizer, scheduler, Checked(), speed=speed), loader,
                         epoch=1)
+        # the divergence watch's sums and micro-batches add no sync either (its window and
+        # check come every log_every = 20 steps, past these 10)
+        torch.cuda.set_sync_debug_mode("error")
+        train_one_epoch(Stepper(model, optimizer, scheduler, Checked(), speed=speed,
+                                diverge_factor=1e4, accumulate=2), loader, epoch=2)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 

@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 from cnnkit.data.shards import batches_per_epoch, shard_bounds
 from cnnkit.data.tensors import Split, TensorLoader, epoch_permutation
 from cnnkit.training.distributed import loss_weight
+from cnnkit.training.rundir import read_manifest
 from cnnkit.training.trainer import train
 from tests.conftest import ROOT, SMALL_CONV
 
@@ -141,6 +142,10 @@ def test_torchrun_command_trains(write_config, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("epoch   1/1") == 1  # rank 0 alone prints
     assert (tmp_path / "run" / "last.pt").is_file()
+    # rank 0 alone locks the directory and keeps its manifest and log: one header, one holder
+    manifest = read_manifest(tmp_path / "run")
+    assert manifest["status"] == "finished" and manifest["epoch"] == 1
+    assert (tmp_path / "run" / "train.log").read_text().count("run directory ") == 1
 
 
 def test_sharded_batches_equal_reference_slicing_with_real_normalization():

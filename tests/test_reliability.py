@@ -344,3 +344,33 @@ def test_stale_temporary_files_of_dead_writers_are_removed(tmp_path):
         path.write_bytes(b"x")
     assert remove_stale_temps(tmp_path) == [dead]
     assert not dead.exists() and alive.exists() and keep.exists()
+
+
+LAYERS = "model: {input: [1, 28, 28], layers: [[Flatten], [Linear, 10]]}\n"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("model: " + "[" * 5000 + "]" * 5000, "not valid YAML: line 1: nested more than 100 levels"),
+    (LAYERS + "train:\n  lr: 0.1\n  seed: 1\n  lr: 0.2\n",
+     "duplicate key 'lr' at lines 3 and 5"),
+    (LAYERS + "train: {seed: 100000000000000000000}\n",
+     "train.seed: expected an integer that fits in 64 bits"),
+    (LAYERS + "train: {lr: 1.0e39}\n", "train.lr: expected a number of size at most 3.4e38"),
+    (LAYERS + "train: {lr: 5000}\n",
+     "train.lr: expected a learning rate of at most 1000, found 5000"),
+    ("model: {input: [1, 28, 28], layers: [[Repeat, 100000000000, [ReLU]]]}\n",
+     "model.layers.0.1: expected a repeat count from 1 to 10,000, found 100000000000"),
+    ("model: {input: [1, 28, 1000000], layers: [[Flatten]]}\n",
+     "model.input: expected sizes (C, H, W) of at most 65536, found [1, 28, 1000000]"),
+    (LAYERS + "#" * 1_000_001, "bytes; a config is at most 1,000,000 bytes"),
+])
+def test_configs_that_cannot_hurt(cli, tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    code, _, err = cli("summary", path)
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_a_config_that_is_not_a_regular_file(cli):
+    code, _, err = cli("summary", "/dev/zero")
+    assert code == 2 and "/dev/zero: not a regular file" in err

@@ -98,12 +98,12 @@ def test_status_without_a_manifest_and_with_a_stale_one(tmp_path, cli):
                           capture_output=True, text=True, check=True)
     make_run(tmp_path / "killed", acc=(0.6,), manifest={
         "status": "running", "epoch": 1, "pid": int(dead.stdout), "host": socket.gethostname()})
-    make_run(tmp_path / "elsewhere", acc=(0.6,), manifest={
+    make_run(tmp_path / "elsewhere", acc=(0.6,), manifest={  # the lock decides, not the host
         "status": "running", "epoch": 1, "pid": 1, "host": "another-host"})
     code, out, err = cli("runs", tmp_path, "--json")
     rows = {row["name"]: row["status"] for row in json.loads(out)["runs"]}
     assert rows == {"stopped": "finished", "killed": "interrupted at epoch 1",
-                    "elsewhere": "running"}
+                    "elsewhere": "interrupted at epoch 1"}
 
 
 def test_a_sweep_folder_lists_its_members_with_recorded_failures(tmp_path, cli):

@@ -66,9 +66,9 @@ def test_refuses_to_overwrite_a_run(write_config, tmp_path):
 
 def test_resume_refuses_a_different_run(write_config, tmp_path):
     train(write_config(), out_dir=tmp_path / "run", quiet=True, overrides=("train.epochs=1",))
-    with pytest.raises(ConfigError, match="differs from the run's at train.lr"):
+    with pytest.raises(ConfigError, match="differs from the run's at train.weight_decay"):
         train(write_config(), out_dir=tmp_path / "run", quiet=True, resume=True,
-              overrides=("train.lr=0.1",))
+              overrides=("train.weight_decay=0.1",))
 
 
 def test_model_and_data_must_agree(write_config, tmp_path):

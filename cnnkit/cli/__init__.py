@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
+import threading
 
 from cnnkit.errors import CnnkitError
 
-COMMANDS = ("train", "sweep", "runs", "summary", "eval", "predict", "plot", "visualize")
+COMMANDS = ("train", "resume", "sweep", "runs", "summary", "eval", "predict", "plot",
+            "visualize")
 
 
 class _Version(argparse.Action):
@@ -56,7 +60,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `cnnkit ARGV` (sys.argv[1:] when None) and return its exit code."""
+    """Run `cnnkit ARGV` (sys.argv[1:] when None) and return its exit code. Ctrl-C at any
+    moment, torch's import included, is one line and exit 130."""
+    previous = _exit_on_interrupt_inside_imports()
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("cnnkit: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _exit_on_interrupt_inside_imports():
+    """Python raises KeyboardInterrupt wherever the main thread is, and inside importlib
+    (torch's import takes seconds) it can land in a callback that only prints "Exception
+    ignored" and goes on. So a Ctrl-C there ends the process at once, in one line: nothing
+    is being written while modules import (a run directory's lock dies with the process).
+    Elsewhere it is the usual KeyboardInterrupt. Installed only over Python's own handler,
+    from the main thread; returns the handler to put back (None: none installed)."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return None
+
+    def on_interrupt(signum, frame) -> None:
+        while frame is not None:
+            if frame.f_code.co_filename.startswith("<frozen importlib"):
+                sys.stdout.flush()
+                sys.stderr.write("cnnkit: interrupted\n")
+                sys.stderr.flush()
+                os._exit(130)
+            frame = frame.f_back
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGINT, on_interrupt)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # --help, --version, or a usage error argparse has printed
@@ -66,8 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     except CnnkitError as exc:
         if getattr(args, "debug", False):
             raise
-        print(f"cnnkit: error: {exc}", file=sys.stderr)
+        print(_printable(f"cnnkit: error: {exc}"), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("cnnkit: interrupted", file=sys.stderr)
-        return 130
+
+
+def _printable(text: str) -> str:
+    """A path's undecodable bytes (a non-UTF-8 file name) as U+FFFD, not an encoding error."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

@@ -10,6 +10,7 @@ from cnnkit.errors import CnnkitError
 
 def run(args: argparse.Namespace) -> int:
     from cnnkit.training.curves import plot_runs, read_metrics
+    from cnnkit.training.log import display
     from cnnkit.training.names import distinct_tails, key_columns, run_name
     from cnnkit.training.rundirs import (
         SEED,
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         label = run_name(shown) if shown else Path(paths[0]).resolve().parent.name
         lines[label] = [by_id[id(r)][1] for r in group]
     plot_runs(lines, args.out, metric=args.metric)
-    print(f"wrote {args.out}")
+    print(display(f"wrote {args.out}"))
     return 0
 
 

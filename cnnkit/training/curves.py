@@ -12,6 +12,7 @@ from matplotlib.figure import Figure  # the OO API: no pyplot state, safe off th
 
 from cnnkit.atomic import atomic_write
 from cnnkit.errors import CnnkitError
+from cnnkit.training.log import display
 
 
 def save_figure(fig: Figure, path: str | Path) -> None:
@@ -87,7 +88,7 @@ def plot_curves(history: list[dict], path: str | Path, *, title: str = "") -> No
         ax.set_ylabel(LABELS.get(metric, metric))
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(title)
+    fig.suptitle(display(title))  # a non-UTF-8 file name: its odd bytes as U+FFFD
     save_figure(fig, path)
 
 
@@ -103,7 +104,8 @@ def plot_runs(runs: dict[str, list[dict] | list[list[dict]]], path: str | Path, 
             histories = [histories]
         epochs, mean, sd = band(histories, metric)
         line, = ax.plot(epochs, mean, marker="o", markersize=3,
-                        label=name if len(histories) == 1 else f"{name} ({len(histories)} seeds)")
+                        label=display(name) if len(histories) == 1
+                        else f"{display(name)} ({len(histories)} seeds)")
         if len(histories) > 1:
             ax.fill_between(epochs, [m - s for m, s in zip(mean, sd)],
                             [m + s for m, s in zip(mean, sd)], color=line.get_color(), alpha=0.2,

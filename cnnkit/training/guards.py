@@ -16,30 +16,56 @@ from cnnkit.errors import DivergenceError
 
 
 class FiniteWatch:
-    """Remembers the first step whose loss was not finite, and its value, on the device."""
+    """Remembers, on the device, the first step whose loss was not finite, or whose running
+    loss (the mean over a window of `window` steps) grew past `factor` times the first
+    window's mean (`baseline`, carried from epoch to epoch): a run that diverges without
+    reaching inf (SGD at a huge rate) stops as a NaN does."""
 
-    def __init__(self, device: torch.device, *, epoch: int, check_every: int):
-        self.epoch = epoch
-        self.check_every = check_every
-        self.first_step = torch.full((), -1.0, dtype=torch.float64, device=device)
-        self.value = torch.zeros((), dtype=torch.float64, device=device)
+    def __init__(self, device: torch.device, *, epoch: int, check_every: int, window: int = 20,
+                 factor: float | None = None, baseline: torch.Tensor | None = None):
+        self.epoch, self.check_every, self.window, self.factor = epoch, check_every, window, factor
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        self.first_step = zero - 1.0
+        self.value = zero
+        self.grew = torch.zeros((), dtype=torch.bool, device=device)
+        self.baseline = zero - 1.0 if baseline is None else baseline  # < 0: not yet measured
+        self._sum, self._count = zero, 0
 
     def observe(self, loss: torch.Tensor, step: int) -> None:
         """Record `loss` of batch `step` (0-based within the epoch); checks when due."""
         loss = loss.detach().double()
-        new = ~torch.isfinite(loss) & (self.first_step < 0)
-        self.first_step = torch.where(new, float(step), self.first_step)
-        self.value = torch.where(new, loss, self.value)
+        self._flag(~torch.isfinite(loss), loss, step, grew=False)
+        if self.factor is not None:
+            self._sum, self._count = self._sum + loss, self._count + 1
+            if self._count == self.window:  # host arithmetic decides when; the device compares
+                mean = self._sum / self.window
+                measured = self.baseline > 0
+                self._flag(measured & (mean > self.factor * self.baseline), mean, step,
+                           grew=True)
+                self.baseline = torch.where(self.baseline < 0, mean, self.baseline)
+                self._sum, self._count = torch.zeros_like(self._sum), 0
         if (step + 1) % self.check_every == 0:
             self.check()
 
+    def _flag(self, bad: torch.Tensor, value: torch.Tensor, step: int, *, grew: bool) -> None:
+        new = bad & (self.first_step < 0)
+        self.first_step = torch.where(new, float(step), self.first_step)
+        self.value = torch.where(new, value, self.value)
+        self.grew = torch.where(new, grew, self.grew)
+
     def check(self) -> None:
         step, value = int(self.first_step.item()), self.value.item()
-        if step >= 0:
+        if step < 0:
+            return
+        where = f"at epoch {self.epoch + 1}, step {step + 1}"
+        if bool(self.grew.item()):
             raise DivergenceError(
-                f"train loss became {value} at epoch {self.epoch + 1}, step {step + 1}: stopped "
-                f"without saving, the last checkpoint is unchanged (lower train.lr or set "
-                f"train.grad_clip)")
+                f"train loss diverged {where}: its mean over {self.window} steps reached "
+                f"{value:.4g}, past train.diverge_factor {self.factor:g} times its first "
+                f"{self.window} steps' mean ({self.baseline.item():.4g}); stopped without "
+                f"saving")
+        raise DivergenceError(
+            f"train loss became {value} {where}: stopped without saving")
 
 
 def check_every_for(device: torch.device, log_every: int) -> int:

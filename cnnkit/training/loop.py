@@ -3,6 +3,7 @@ on the device (the host reads them once per epoch and split)."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from cnnkit.tasks import Task, main_logits
 from cnnkit.training.distributed import Cluster, all_sum, loss_weight
 from cnnkit.training.ema import EMA
 from cnnkit.training.guards import FiniteWatch, check_every_for, clip_gradients
+from cnnkit.training.log import Progress, RunLog
 from cnnkit.training.speed import Speed
 
 
@@ -35,6 +37,11 @@ class Stepper:
     grad_clip: float | None = None  # max L2 norm of all gradients together; None: no clipping
     log_every: int = 20  # steps between progress-bar updates (the only host syncs)
     quiet: bool = True  # no progress bar
+    accumulate: int = 1  # micro-batches each batch is split into (one update per batch)
+    log: RunLog | None = None  # progress lines (train.log; stderr when not a terminal)
+    log_every_seconds: float = 30.0
+    diverge_factor: float | None = None  # see guards.FiniteWatch
+    baseline: torch.Tensor | None = None  # the loss the watch compares with, across epochs
 
 
 @dataclass
@@ -55,29 +62,26 @@ def train_one_epoch(stepper: Stepper, loader, *, epoch: int, start: int = 0,
     """One pass over the training split, from batch `start` with the metric sums `totals` of
     the batches before it (mid-epoch resume); `on_step` is called after each step. Metrics
     add up on the device; the host reads them once per `log_every` steps for the progress bar
-    and once at the end."""
-    model, optimizer, task = stepper.model, stepper.optimizer, stepper.task
-    cluster, log_every, steps = stepper.cluster, stepper.log_every, len(loader)
+    (or progress line) and once at the end."""
+    model, task = stepper.model, stepper.task
+    log_every, steps = stepper.log_every, len(loader)
     device = next(model.parameters()).device
     speed = stepper.speed or Speed.plain(device)
     model.train()
-    watch = FiniteWatch(device, epoch=epoch, check_every=check_every_for(device, log_every))
+    watch = FiniteWatch(device, epoch=epoch, check_every=check_every_for(device, log_every),
+                        # an epoch shorter than log_every still gets a window to compare
+                        window=max(1, min(log_every, steps)), factor=stepper.diverge_factor,
+                        baseline=stepper.baseline)
+    terminal = sys.stderr.isatty()
     bar = tqdm(total=steps, initial=start, desc=f"epoch {epoch + 1}", leave=False,
-               unit="batch", disable=stepper.quiet or not sys.stderr.isatty())
+               unit="batch", disable=stepper.quiet or not terminal)
+    progress = None if stepper.log is None else Progress(
+        stepper.log, every=stepper.log_every_seconds, epoch=epoch, steps=steps, start=start,
+        batch_size=loader.global_batch_size(start) if hasattr(loader, "global_batch_size")
+        else 0, echo=not terminal)
     begin = time.perf_counter()
     for step, (x, y) in enumerate(loader.batches(epoch, start=start), start=start):
-        with speed.autocast():
-            output = model(speed.inputs(x))
-            loss = task.loss(output, y)
-        watch.observe(loss, step)  # before the update: on the CPU a NaN never reaches weights
-        optimizer.zero_grad(set_to_none=True)
-        if cluster.active:  # DDP averages over ranks; weigh by shard size (host arithmetic)
-            loss_to_step = loss * loss_weight(y.shape[0], loader.global_batch_size(step),
-                                              cluster.world_size)
-        else:
-            loss_to_step = loss
-        speed.backward_step(loss_to_step, optimizer, before_step=lambda: clip_gradients(
-            model.parameters(), stepper.grad_clip))
+        output, loss = _step(stepper, speed, watch, x, y, step, loader)
         stepper.scheduler.step()
         if stepper.ema is not None:
             stepper.ema.update(model)
@@ -86,15 +90,66 @@ def train_one_epoch(stepper: Stepper, loader, *, epoch: int, start: int = 0,
         bar.update(1)
         if not bar.disable and (step + 1) % log_every == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
+        # the loss is read where the watch reads anyway: every step on the CPU, where a read
+        # costs nothing, every log_every steps on a GPU (a host sync)
+        if progress is not None and (step + 1) % watch.check_every == 0 and progress.due():
+            progress.line(step + 1, loss.item())
         if on_step is not None:
             on_step(StepEnd(epoch, step + 1, steps, totals, watch))
     watch.check()
+    stepper.baseline = watch.baseline
     if totals is None:
         raise CnnkitError(f"epoch {epoch + 1}: the training split gave no batches")
-    metrics = task.summarize(all_sum(totals, cluster))  # syncs the device: honest time below
+    metrics = task.summarize(all_sum(totals, stepper.cluster))  # syncs: honest time below
     seconds = time.perf_counter() - begin
     bar.close()
     return metrics, seconds
+
+
+def _step(stepper: Stepper, speed: Speed, watch: FiniteWatch, x: torch.Tensor,
+          y: torch.Tensor, step: int, loader) -> tuple[Any, torch.Tensor]:
+    """One optimizer step on batch `step`: forward and backward over `stepper.accumulate`
+    micro-batches (each loss weighed by its share of the batch, so the gradient is the whole
+    batch's), then the update. The output and the loss of the whole batch."""
+    model, optimizer, cluster = stepper.model, stepper.optimizer, stepper.cluster
+    optimizer.zero_grad(set_to_none=True)
+    parts = _micro_batches(x.shape[0], stepper.accumulate)
+    outputs, loss = [], None
+    for i, (lo, hi) in enumerate(parts):
+        last = i == len(parts) - 1
+        with speed.autocast():
+            output = model(speed.inputs(x[lo:hi]))
+            part = stepper.task.loss(output, y[lo:hi])
+        share = (hi - lo) / x.shape[0]
+        loss = part.detach() * share if loss is None else loss + part.detach() * share
+        if last:  # before the update: on the CPU a NaN never reaches the weights
+            watch.observe(loss, step)
+        weight = share
+        if cluster.active:  # DDP averages over ranks; weigh by shard size (host arithmetic)
+            weight *= loss_weight(y.shape[0], loader.global_batch_size(step), cluster.world_size)
+        scaled = part if weight == 1.0 else part * weight
+        if last:
+            speed.backward_step(scaled, optimizer, before_step=lambda: clip_gradients(
+                model.parameters(), stepper.grad_clip))
+        else:  # gradients add up; under DDP the ranks exchange them once, at the last part
+            with model.no_sync() if cluster.active else contextlib.nullcontext():
+                (speed.scaler.scale(scaled) if speed.scaler else scaled).backward()
+        outputs.append(output)
+    return _joined(outputs), loss
+
+
+def _micro_batches(n: int, parts: int) -> list[tuple[int, int]]:
+    """[lo, hi) bounds of `parts` near-equal slices of n examples (fewer when n < parts)."""
+    parts = max(1, min(parts, n))
+    bounds = [round(i * n / parts) for i in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _joined(outputs: list[Any]) -> Any:
+    """The micro-batches' outputs as one batch's (the main logits are what stats read)."""
+    if len(outputs) == 1:
+        return outputs[0]
+    return torch.cat([main_logits(o).detach() for o in outputs])
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from cnnkit.tasks import Task
 from cnnkit.training.distributed import Cluster
 from cnnkit.training.early_stopping import best_index
 from cnnkit.training.ema import EMA
+from cnnkit.training.rundir import MANIFEST, RunDirectory, lock_directory
 from cnnkit.training.speed import Speed
 
 
@@ -57,30 +59,72 @@ class Run:
     speed: Speed
     cluster: Cluster
     quiet: bool = False
+    log: Callable[..., None] = print  # training.log.RunLog: console and train.log
+    rundir: RunDirectory | None = None  # rank 0: the lock and the manifest
+    saved: tuple[int, int] | None = None  # (epoch, step) of the last checkpoint written
 
 
-def open_run_dir(out: Path, cfg: Config, *, resume: bool) -> dict | None:
-    if resume:
-        checkpoint = load_checkpoint(out / "last.pt", for_resume=True)
-        check_same_run(checkpoint["config"], cfg, out / "last.pt")
-        remove_stale_temps(out)
-        return checkpoint
-    if (out / "last.pt").exists() or (out / "metrics.csv").exists():
-        raise CnnkitError(f"{out}: already holds a run; pass --resume to continue it, "
-                          f"or --out DIR to train elsewhere")
+def open_run_dir(out: Path, cfg: Config, *, resume: bool, command: list[str],
+                 say: Callable[[str], None] = print) -> tuple[RunDirectory, dict | None]:
+    """Lock the run directory (created where missing), check that it may be trained into,
+    remove a killed writer's temporaries and write the manifest; the checkpoint to resume
+    from (None: start from scratch). Nothing is written into a folder that is refused."""
+    if resume and not out.is_dir():
+        raise CnnkitError(f"{out}: no run directory to resume")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CnnkitError(f"{out}: cannot create the run directory ({exc.strerror})") from None
-    return None
+    lock = lock_directory(out)
+    try:
+        checkpoint = _admit(out, cfg, resume=resume, say=say)
+        remove_stale_temps(out)
+        versions = {"cnnkit": __version__, "torch": torch.__version__}
+        return RunDirectory.start(out, lock, command=command, epochs=cfg.train.epochs,
+                                  epoch=checkpoint["epoch"] if checkpoint else 0,
+                                  versions=versions, fresh=checkpoint is None), checkpoint
+    except BaseException:
+        lock.close()
+        raise
 
 
-# keys that do not change what is learned, so a resumed run may set them anew
-RESUME_MAY_CHANGE = ("train.epochs", "train.log_every", "train.tensorboard",
-                     "train.checkpoint_every_steps", "train.device", "data.workers")
+def _admit(out: Path, cfg: Config, *, resume: bool, say: Callable[[str], None]) -> dict | None:
+    """The checkpoint to resume from, or None; CnnkitError for a folder that is not ours."""
+    is_run = (out / MANIFEST).exists()
+    has_run = (out / "last.pt").exists() or (out / "metrics.csv").exists()  # older runs too
+    if not is_run and not has_run and any(not _stale_temp(p) for p in out.iterdir()):
+        raise CnnkitError(f"{out}: holds files but is not a cnnkit run directory (no "
+                          f"{MANIFEST}); train into a new or empty folder (--out DIR)")
+    if not resume:
+        if has_run:
+            raise CnnkitError(f"{out}: already holds a run; pass --resume to continue it, "
+                              f"or --out DIR to train elsewhere")
+        return None
+    if not (out / "last.pt").exists():
+        if not is_run:
+            raise CnnkitError(f"{out}: holds no run to resume (no {MANIFEST}, no last.pt)")
+        say(f"{out}: no checkpoint was written before the run stopped; starting it from "
+            f"its config")
+        return None
+    checkpoint = load_checkpoint(out / "last.pt", for_resume=True)
+    check_same_run(checkpoint["config"], cfg, out / "last.pt", done=checkpoint["epoch"])
+    return checkpoint
 
 
-def check_same_run(saved: dict, cfg: Config, path: Path) -> None:
+def _stale_temp(path: Path) -> bool:
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+# keys that do not change what is learned, so a resumed run may set them anew (train.epochs
+# within the rules of check_epochs)
+RESUME_MAY_CHANGE = ("train.epochs", "train.lr", "train.log_every", "train.log_every_seconds",
+                     "train.tensorboard", "train.checkpoint_every_steps", "train.device",
+                     "train.diverge_factor", "train.accumulate_steps", "data.workers")
+# schedules laid out over the run's total number of steps: its length is part of the run
+LENGTH_BOUND_SCHEDULES = ("cosine", "onecycle")
+
+
+def check_same_run(saved: dict, cfg: Config, path: Path, *, done: int = 0) -> None:
     """Resume continues the same run: only keys that do not change what is learned may."""
     now = config_to_dict(cfg)
     differ = [key for key in _flat_diff(saved, now) if key not in RESUME_MAY_CHANGE]
@@ -88,6 +132,20 @@ def check_same_run(saved: dict, cfg: Config, path: Path) -> None:
         raise ConfigError(f"{path}: the config differs from the run's at {', '.join(differ)}; "
                           f"resume continues the same run (only {', '.join(RESUME_MAY_CHANGE)} "
                           f"may change)")
+    check_epochs(saved["train"]["epochs"], cfg, path, done=done)
+
+
+def check_epochs(planned: int, cfg: Config, path: Path, *, done: int) -> None:
+    """train.epochs on resume: never fewer than were done; changed only where the schedule
+    does not depend on the run's length."""
+    epochs, schedule = cfg.train.epochs, cfg.train.schedule.name
+    if epochs < done:
+        raise ConfigError(f"{path}: train.epochs {epochs} is fewer than the {done} epochs this "
+                          f"run has done; set train.epochs to {done} or more")
+    if epochs != planned and schedule in LENGTH_BOUND_SCHEDULES:
+        raise ConfigError(f"{path}: train.epochs: the {schedule} schedule lays its learning "
+                          f"rate over all {planned} planned epochs, so the run cannot change to "
+                          f"{epochs} (its rate would jump); train a new run instead")
 
 
 def _flat_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -117,6 +175,20 @@ def restore(checkpoint: dict, model, optimizer, scheduler, *, ema: EMA | None = 
     return RunState(epoch=checkpoint["epoch"], step=checkpoint.get("step", 0),
                     totals=checkpoint.get("totals"), history=history,
                     best=checkpoint.get("best"), best_epoch=best_epoch)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, scheduler, *, old: float, new: float) -> None:
+    """A resumed run's new train.lr: every group's rate (lr_groups keep their ratios) and
+    the schedule's base rates scaled by new / old, from the step reached on."""
+    if new == old:
+        return
+    scale = new / old
+    for group in optimizer.param_groups:
+        for key in ("lr", "initial_lr"):
+            if key in group:
+                group[key] *= scale
+    scheduler.base_lrs = [lr * scale for lr in scheduler.base_lrs]
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
 
 
 def _best_epoch(checkpoint: dict, history: list[dict]) -> int | None:
@@ -158,6 +230,9 @@ def save(run: Run, *, best: bool, metrics: bool = True) -> None:
         save_checkpoint(out / "best.pt", checkpoint, out / "last.pt")
     else:
         save_checkpoint(out / "last.pt", checkpoint)
+    run.saved = (state.epoch, state.step)
+    if run.rundir is not None and not state.step:
+        run.rundir.update(epoch=state.epoch)
     if metrics:
         atomic_write_text(out / "metrics.csv", metrics_csv(state.history))
 

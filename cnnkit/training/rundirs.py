@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +19,9 @@ import yaml
 from cnnkit.errors import CnnkitError
 from cnnkit.schema import EarlyStoppingConfig
 from cnnkit.training.early_stopping import should_stop
+from cnnkit.training.rundir import MANIFEST, read_manifest
 
 SWEEP_FILE = "sweep.json"
-MANIFEST = "run.json"  # issue 14's run manifest: status, epoch, epochs, reason, pid, host
 IGNORED_KEYS = ("out",)  # where a config says to write, not what it learns
 SEED = "train.seed"
 
@@ -111,12 +109,10 @@ def read_run(path: Path, *, failure: str | None = None) -> RunRecord:
             raise CnnkitError(f"{config_path}: cannot be read ({exc})") from None
     record.history = read_history(record.path)
     record.epochs = int(record.config.get("train", {}).get("epochs", 0))
-    manifest = _read_manifest(record.path)
-    if manifest is not None:
+    manifest = read_manifest(record.path)  # "running" with no lock held reads "interrupted"
+    if manifest is not None and "status" in manifest:
         record.status, record.reason = manifest["status"], manifest.get("reason")
         record.epochs = int(manifest.get("epochs", record.epochs))
-        if record.status == "running" and _gone(manifest):
-            record.status = "interrupted"
         if failure is not None and record.status != "finished":  # the sweep saw it fail
             record.status, record.reason = "failed", failure
     else:
@@ -152,27 +148,6 @@ def _judged(record: RunRecord, failure: str | None) -> tuple[str, str | None]:
             and should_stop(record.history, record.monitor, stopping):
         return "finished", None  # early stopping ended it before train.epochs
     return "interrupted", None
-
-
-def _read_manifest(path: Path) -> dict | None:
-    try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) and "status" in manifest else None
-
-
-def _gone(manifest: dict) -> bool:
-    """A "running" manifest whose process, on this host, no longer exists."""
-    if manifest.get("host") != socket.gethostname() or not manifest.get("pid"):
-        return False
-    try:
-        os.kill(int(manifest["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
 
 
 def read_runs(folders: list[str | Path]) -> list[RunRecord]:

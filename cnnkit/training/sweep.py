@@ -147,9 +147,10 @@ def _make_names_unique(members: list[Member]) -> None:
 
 @contextlib.contextmanager
 def sweep_lock(out: Path) -> Iterator[None]:
-    """The sweep's own lock on its folder: a second sweep of DIR refuses to start.
-    The one call site to point at issue 14's run-directory lock (lock_directory(out)) once
-    it is merged; until then an flock that the kernel drops with the process."""
+    """The sweep's own lock on its folder: a second sweep of DIR refuses to start. An flock
+    that the kernel drops with the process, as the run directory's (training/rundir.py); a
+    file of its own, since the run lock names its holder from run.json and a sweep folder
+    has none, and each member's run directory takes the run lock as well."""
     import fcntl
 
     fd = os.open(out / ".sweep.lock", os.O_RDWR | os.O_CREAT, 0o644)

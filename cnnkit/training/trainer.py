@@ -23,7 +23,7 @@ from cnnkit.data import Data, build_data
 from cnnkit.data.augment import build_augment
 from cnnkit.data.checks import check_splits
 from cnnkit.data.shards import batches_per_epoch
-from cnnkit.errors import ConfigError
+from cnnkit.errors import CnnkitError, ConfigError, DivergenceError, TrainingStopped
 from cnnkit.models.builder import Network, build_model
 from cnnkit.models.freeze import freeze_for_training, unfreeze
 from cnnkit.models.weights import load_pretrained, with_pretrained_defaults
@@ -38,9 +38,11 @@ from cnnkit.training.distributed import (
 )
 from cnnkit.training.early_stopping import improves, should_stop
 from cnnkit.training.ema import build_ema
+from cnnkit.training.log import RunLog, epoch_line, header_lines, oom_message
 from cnnkit.training.loop import StepEnd, Stepper, evaluate, train_one_epoch
 from cnnkit.training.optim import build_optimizer, build_scheduler
-from cnnkit.training.run import Run, RunState, metrics_csv, open_run_dir, restore
+from cnnkit.training.run import Run, RunState, metrics_csv, open_run_dir, restore, set_lr
+from cnnkit.training.rundir import MANIFEST, RunDirectory
 from cnnkit.training.signals import GracefulStop
 from cnnkit.training.speed import Speed, compile_model, prepare_model, resolve_speed
 from cnnkit.training.tensorboard import TensorBoardLogger
@@ -79,10 +81,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def default_out_dir(cfg: Config) -> Path:
-    return Path(cfg.out) if cfg.out else Path("runs") / Path(cfg.source).stem
-
-
 def prepare(cfg: Config, device: torch.device, *, model: Network | None = None
             ) -> tuple[Network, Data, Task]:
     """Model and data for a config, checked against each other before any step; `model`, when
@@ -106,31 +104,86 @@ def prepare(cfg: Config, device: torch.device, *, model: Network | None = None
 
 def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
           resume: bool = False, quiet: bool = False, overrides: tuple[str, ...] = (),
-          callbacks: Sequence[Callback] = ()) -> RunResult:
+          callbacks: Sequence[Callback] = (), command: Sequence[str] = ()) -> RunResult:
     """Train the model a config describes; write metrics, curves and checkpoints to the run
-    dir. `callbacks` see every step and epoch after the default ones (callbacks.py)."""
+    dir. `callbacks` see every step and epoch after the default ones (callbacks.py);
+    `command` is what started it, for the manifest (the CLI passes its argv)."""
     cfg = with_pretrained_defaults(resolve_config(config, overrides))
     out = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
     device = resolve_device(cfg.train.device)
     cluster = Cluster.from_env(device)  # one process unless started by torchrun
+    log = RunLog(quiet=quiet or not cluster.is_main)
+    command = list(command) or ["cnnkit.train", str(cfg.source)]
     try:
-        return _train(cfg, out, cluster.device_for(device), cluster, resume=resume,
-                      quiet=quiet or not cluster.is_main, callbacks=callbacks)
+        return _train(cfg, out, cluster.device_for(device), cluster, resume=resume, log=log,
+                      callbacks=callbacks, command=command)
     finally:
+        log.close()
         cluster.close()
 
 
+def default_out_dir(cfg: Config) -> Path:
+    """The config's `out`, else the run directory the config file sits in (RUN/config.yaml
+    belongs to RUN), else runs/NAME."""
+    source = Path(cfg.source)
+    if source.name == "config.yaml" and (source.parent / MANIFEST).exists():
+        return source.parent
+    return Path(cfg.out) if cfg.out else Path("runs") / source.stem
+
+
 def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, resume: bool,
-           quiet: bool, callbacks: Sequence[Callback] = ()) -> RunResult:
+           log: RunLog, callbacks: Sequence[Callback], command: list[str]) -> RunResult:
     check_batch(cfg.train.batch_size, cluster)
-    checkpoint = on_main(lambda: open_run_dir(out, cfg, resume=resume), cluster)
+    opened: list[RunDirectory] = []
+
+    def open_dir() -> dict | None:  # rank 0 only: the others never touch the directory
+        rundir, checkpoint = open_run_dir(out, cfg, resume=resume, command=command, say=log)
+        opened.append(rundir)
+        log.open(out / "train.log")
+        return checkpoint
+
+    checkpoint = on_main(open_dir, cluster)
+    rundir = opened[0] if opened else None
+    try:
+        result = _run(cfg, out, device, cluster, checkpoint, log=log, callbacks=callbacks,
+                      rundir=rundir)
+    except BaseException as exc:
+        if rundir is not None:
+            _close_after(rundir, exc, log)
+        raise
+    if rundir is not None:
+        rundir.close("finished")
+    return result
+
+
+def _close_after(rundir: RunDirectory, exc: BaseException, log: RunLog) -> None:
+    """The manifest's last word on a run that did not finish, and its error in train.log."""
+    if isinstance(exc, (TrainingStopped, KeyboardInterrupt)):
+        status, reason = "interrupted", str(exc) or "interrupted (Ctrl-C)"
+        log(f"cnnkit: {reason}", echo=False)  # the CLI prints it, with the resume command
+    else:
+        status = "failed"
+        reason = str(exc) if isinstance(exc, CnnkitError) else f"{type(exc).__name__}: {exc}"
+        log(f"cnnkit: error: {reason}", echo=False)  # the CLI prints it
+    try:
+        rundir.close(status, reason.splitlines()[0] if reason else None)
+    except CnnkitError:  # the disk that failed the run may fail this too; the lock is gone
+        pass
+
+
+def _run(cfg: Config, out: Path, device: torch.device, cluster: Cluster,
+         checkpoint: dict | None, *, log: RunLog, callbacks: Sequence[Callback],
+         rundir: RunDirectory | None) -> RunResult:
+    quiet = log.quiet
+    if cluster.is_main:  # first, so that a run killed before any checkpoint can be resumed
+        atomic_write_text(out / "config.yaml", dump_config(cfg))
     loggers = [TensorBoardLogger(out, first_epoch=checkpoint["epoch"] if checkpoint else 0,
                                  source=cfg.source)] \
         if cfg.train.tensorboard and cluster.is_main else []  # first: a missing package fails
     seed_everything(cfg.train.seed)
     model, data, task = prepare(cfg, device)
     if checkpoint is None and cfg.model.weights:
-        _load_weights(out, cfg, model, data, quiet=quiet, write=cluster.is_main)
+        _load_weights(out, cfg, model, data, log=log, write=cluster.is_main)
     freeze_for_training(model, cfg.train, source=cfg.source)
     speed = resolve_speed(device, precision=cfg.train.precision,
                           channels_last=cfg.train.channels_last, model=model)
@@ -148,19 +201,39 @@ def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, re
         if cfg.train.unfreeze_at is not None and started >= cfg.train.unfreeze_at:
             unfreeze(model, optimizer, scheduler, cfg.train, source=cfg.source)
         state = restore(checkpoint, model, optimizer, scheduler, ema=ema, scaler=speed.scaler)
+        set_lr(optimizer, scheduler, old=checkpoint["config"]["train"]["lr"], new=cfg.train.lr)
     run = Run(cfg, out, model, data, task, optimizer, scheduler, ema, state, speed, cluster,
-              quiet=quiet)
+              quiet=quiet, log=log, rundir=rundir)
+    run.saved = (state.epoch, state.step) if checkpoint is not None else None
+    for line in header_lines(run, steps_per_epoch):
+        log(line)
     if cluster.is_main:  # under torchrun only rank 0 writes
-        atomic_write_text(out / "config.yaml", dump_config(cfg))
         atomic_write_text(out / "classes.json", json.dumps(list(data.classes)))  # index -> name
         if state.history:  # last.pt is the truth; a kill may have come before metrics.csv
             atomic_write_text(out / "metrics.csv", metrics_csv(state.history))
     with GracefulStop() as stop:
         # SignalStop last: every other callback sees an epoch before a signal ends the run
-        _fit(run, [*_default_callbacks(run, stop, loggers), *callbacks, SignalStop(stop)])
-    if not quiet:
-        print(_saved_line(out, cfg.train.epochs), flush=True)
+        try:
+            _fit(run, [*_default_callbacks(run, stop, loggers), *callbacks, SignalStop(stop)])
+        except DivergenceError as exc:
+            raise DivergenceError(f"{exc}; {_resume_hint(run)}") from None
+        except torch.OutOfMemoryError:
+            raise CnnkitError(oom_message(cfg.train, device)) from None
+    log(_saved_line(out, cfg.train.epochs))
+    if state.best_epoch is not None:
+        log(f"best.pt holds epoch {state.best_epoch}: {cfg.train.monitor} {state.best:.4f}")
     return RunResult(out, model, state.history, ema.module if ema else None)
+
+
+def _resume_hint(run: Run) -> str:
+    """Where the last checkpoint is, and how to go on from it with a lower rate."""
+    lower = f"{run.cfg.train.lr / 10:g}"
+    if run.saved is None:
+        return f"no checkpoint was written; start again with a lower train.lr (e.g. {lower})"
+    epoch, step = run.saved
+    where = f"epoch {epoch + 1}, step {step}" if step else f"the end of epoch {epoch}"
+    return (f"{run.out / 'last.pt'} (from {where}) is unchanged; resume from it with a lower "
+            f"rate: cnnkit resume {run.out} --set train.lr={lower}")
 
 
 def _default_callbacks(run: Run, stop: GracefulStop, loggers: list[Callback]
@@ -170,8 +243,7 @@ def _default_callbacks(run: Run, stop: GracefulStop, loggers: list[Callback]
     if run.cluster.is_main:
         callbacks.append(Curves(run.out / "curves.png", title=Path(run.cfg.source).stem))
     callbacks += loggers
-    if not run.quiet:
-        callbacks.append(_EpochLines())
+    callbacks.append(_EpochLines())
     return callbacks
 
 
@@ -199,7 +271,11 @@ def _epochs(run: Run, callbacks: list[Callback]) -> None:
     stepper = Stepper(_step_model(cfg, model, train_loader, run.task, run.speed, run.cluster),
                       run.optimizer, run.scheduler, run.task, speed=run.speed,
                       cluster=run.cluster, ema=run.ema, grad_clip=cfg.train.grad_clip,
-                      log_every=cfg.train.log_every, quiet=run.quiet)
+                      log_every=cfg.train.log_every, quiet=run.quiet,
+                      accumulate=cfg.train.accumulate_steps, log=run.log if
+                      run.cluster.is_main else None,
+                      log_every_seconds=cfg.train.log_every_seconds,
+                      diverge_factor=cfg.train.diverge_factor)
 
     def on_step(step: StepEnd) -> None:
         for callback in callbacks:
@@ -207,13 +283,11 @@ def _epochs(run: Run, callbacks: list[Callback]) -> None:
 
     for epoch in range(state.epoch, cfg.train.epochs):
         if should_stop(state.history, cfg.train.monitor, cfg.train.early_stopping):
-            if not run.quiet:
-                print(_stop_line(state, cfg.train), flush=True)
+            run.log(_stop_line(state, cfg.train))
             break
         if cfg.train.unfreeze_at == epoch + 1 and state.step == 0:
             joined = unfreeze(model, run.optimizer, run.scheduler, cfg.train, source=cfg.source)
-            if not run.quiet:
-                print(f"epoch {epoch + 1}: unfroze {joined:,} parameters", flush=True)
+            run.log(f"epoch {epoch + 1}: unfroze {joined:,} parameters")
         totals = None if state.totals is None else state.totals.to(device)
         train_metrics, seconds = train_one_epoch(stepper, train_loader, epoch=epoch,
                                                  start=state.step, totals=totals,
@@ -267,17 +341,19 @@ def _step_model(cfg: Config, model: nn.Module, loader, task: Task, speed: Speed,
 
 class _EpochLines(Callback):
     def on_epoch_end(self, run: Run, row: dict) -> None:
-        print(_epoch_line(row, run.cfg.train.epochs, run.task.metrics), flush=True)
+        if run.cluster.is_main:
+            run.log(epoch_line(row, run.cfg.train.epochs, run.task.metrics,
+                               images=len(run.data.splits["train"]),
+                               best=run.state.best_epoch == row["epoch"]))
 
 
-def _load_weights(out: Path, cfg: Config, model: nn.Module, data: Data, *, quiet: bool,
+def _load_weights(out: Path, cfg: Config, model: nn.Module, data: Data, *, log: RunLog,
                   write: bool = True) -> None:
     """Pretrained weights in; the load report printed and kept as load_report.txt."""
     report = load_pretrained(model, cfg, classes=list(data.classes))
     if write:
         atomic_write_text(out / "load_report.txt", report.format(full=True) + "\n")
-    if not quiet:
-        print(report.format(), flush=True)
+    log(report.format())
 
 
 def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
@@ -304,9 +380,4 @@ def _saved_line(out: Path, epochs: int) -> str:
     return f"run saved in {out}/ ({', '.join(files)})"
 
 
-def _epoch_line(row: dict, epochs: int, metrics: tuple[str, ...] = ("loss", "acc")) -> str:
-    """`epoch  3/30  train loss 0.1234 acc 0.9610  val loss ...`, over the task's metrics
-    (no val part where the run has no validation split)."""
-    splits = [" ".join([split] + [f"{m} {row[f'{split}_{m}']:.4f}" for m in metrics])
-              for split in ("train", "val") if f"{split}_{metrics[0]}" in row]
-    return f"epoch {row['epoch']:>3}/{epochs}  {'  '.join(splits)}  {row['seconds']:.2f}s"
+_epoch_line = epoch_line  # its old name, which tests/test_localization_run.py reads

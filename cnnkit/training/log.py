@@ -1,0 +1,142 @@
+"""What a run prints, written for a file as much as for a terminal.
+
+Every line goes to stdout (progress to stderr) unless the run is quiet, and is appended to
+RUN/train.log with its UTC time, the final error line included. A terminal gets tqdm's bar;
+anything else (nohup, a batch scheduler, a notebook) a progress line every
+`train.log_every_seconds`, printed only at a step where the loss is read anyway (the NaN
+watch's cadence on a GPU), so logging adds no host sync:
+
+    epoch 1  step 120/600  loss 0.4113  2,310 img/s  ETA 0:00:41
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from cnnkit.schema import TrainConfig
+    from cnnkit.training.run import Run
+
+
+def display(text: str) -> str:
+    """`text` safe to print anywhere: a path's undecodable bytes (surrogate escapes, as
+    Python reads a non-UTF-8 file name) become U+FFFD instead of an UnicodeEncodeError."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+class RunLog:
+    """`log(line)`: printed (unless quiet) and appended to train.log once `open` was called."""
+
+    def __init__(self, *, quiet: bool = False):
+        self.quiet = quiet
+        self._file: TextIO | None = None
+
+    def open(self, path: Path) -> None:
+        try:
+            self._file = open(path, "a", encoding="utf-8", errors="replace", buffering=1)
+        except OSError:  # a read-only run directory: the checkpoints report it, in one line
+            self._file = None
+
+    def __call__(self, text: str, *, err: bool = False, echo: bool = True) -> None:
+        text = display(text)
+        if echo and not self.quiet:
+            print(text, file=sys.stderr if err else sys.stdout, flush=True)
+        if self._file is not None:
+            stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            try:
+                for line in text.splitlines() or [""]:
+                    self._file.write(f"{stamp}  {line}\n")
+            except OSError:  # a full disk must not hide the run's own error
+                self.close()
+
+    def close(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
+
+
+class Progress:
+    """Progress lines for a log that is not a terminal: one at the first step whose loss is
+    read after `every` seconds since the last line (or the epoch's start)."""
+
+    def __init__(self, log: RunLog, *, every: float, epoch: int, steps: int, start: int,
+                 batch_size: int, echo: bool):
+        self.log, self.every, self.epoch, self.steps = log, every, epoch, steps
+        self.batch_size, self.echo = batch_size, echo
+        self.begin = self.last = time.monotonic()
+        self.start = start
+
+    def due(self) -> bool:
+        return time.monotonic() - self.last >= self.every
+
+    def line(self, done: int, loss: float) -> None:
+        now = time.monotonic()
+        rate = (done - self.start) / max(now - self.begin, 1e-9)  # batches per second
+        eta = (self.steps - done) / rate if rate > 0 else 0.0
+        self.log(f"epoch {self.epoch + 1}  step {done}/{self.steps}  loss {loss:.4f}  "
+                 f"{rate * self.batch_size:,.0f} img/s  ETA {_clock(eta)}", err=True,
+                 echo=self.echo)
+        self.last = now
+
+
+def _clock(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=round(seconds)))
+
+
+def epoch_line(row: dict, epochs: int, metrics: tuple[str, ...] = ("loss", "acc"), *,
+               images: int = 0, best: bool = False) -> str:
+    """`epoch  3/30  train loss 0.1234 acc 0.9610  val loss ...  1.20s  lr 0.005  2,400 img/s
+    * best` over the task's metrics (no val part without a validation split); `* best`: the
+    epoch best.pt now holds."""
+    splits = [" ".join([split] + [f"{m} {row[f'{split}_{m}']:.4f}" for m in metrics])
+              for split in ("train", "val") if f"{split}_{metrics[0]}" in row]
+    speed = f"  {images / row['seconds']:,.0f} img/s" if images and row["seconds"] > 0 else ""
+    lr = f"  lr {row['lr']:.3g}" if "lr" in row else ""
+    mark = "  * best" if best else ""
+    return (f"epoch {row['epoch']:>3}/{epochs}  {'  '.join(splits)}  {row['seconds']:.2f}s"
+            f"{lr}{speed}{mark}")
+
+
+def header_lines(run: Run, steps_per_epoch: int) -> list[str]:
+    """Who trains what where: the start header of the console and train.log."""
+    import torch
+
+    import cnnkit
+
+    cfg, speed, model = run.cfg, run.speed, run.model
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    sizes = {name: len(split) for name, split in run.data.splits.items()}
+    device = next(model.parameters()).device
+    accumulate = cfg.train.accumulate_steps
+    micro = f" in {accumulate} micro-batches" if accumulate > 1 else ""
+    start = f"resuming at epoch {run.state.epoch + 1}" + (
+        f", step {run.state.step + 1}" if run.state.step else "") \
+        if run.saved is not None else "starting"
+    return [
+        f"cnnkit {cnnkit.__version__}, torch {torch.__version__}: {start} {cfg.source}",
+        f"device {device}, precision {speed.precision}, channels_last "
+        f"{'on' if speed.channels_last else 'off'}, compile {'on' if cfg.train.compile else 'off'}"
+        + (f", {run.cluster.world_size} processes" if run.cluster.active else ""),
+        f"parameters {total:,} ({trainable:,} trainable)",
+        f"data {cfg.data.name}: {sizes.get('train', 0):,} train, {sizes.get('val', 0):,} val; "
+        f"batch {cfg.train.batch_size}{micro}, {steps_per_epoch:,} steps per epoch, "
+        f"{cfg.train.epochs} epochs",
+        f"run directory {run.out}",
+    ]
+
+
+def oom_message(train: TrainConfig, device: object) -> str:
+    per_pass = -(-train.batch_size // train.accumulate_steps)
+    return (f"{device} ran out of memory with {per_pass} examples per forward pass "
+            f"(train.batch_size {train.batch_size}, train.accumulate_steps "
+            f"{train.accumulate_steps}); set train.accumulate_steps to "
+            f"{train.accumulate_steps * 2} or more for the same update in smaller "
+            f"micro-batches, or lower train.batch_size")

@@ -1,0 +1,112 @@
+"""Logs a person can read in a file (header, progress lines, epoch line, train.log), the
+divergence stop, gradient accumulation, and the out-of-memory message."""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+
+import pytest
+import torch
+
+import cnnkit.training.loop
+from cnnkit.checkpoint import load_checkpoint
+from cnnkit.config import load_config
+from cnnkit.training.callbacks import Callback
+from cnnkit.training.loop import Stepper, train_one_epoch
+from cnnkit.training.rundir import read_manifest
+from cnnkit.training.trainer import prepare, train
+from tests.conftest import SMALL_CONV
+
+QUICK = {**SMALL_CONV, "data": {"name": "mnist-sample", "train_size": 150, "val_size": 50},
+         "train": {"batch_size": 50, "epochs": 1, "device": "cpu", "log_every": 1}}
+
+
+class Slow(Callback):
+    def on_step_end(self, run, step) -> None:
+        time.sleep(0.12)
+
+
+def test_header_progress_lines_epoch_line_and_train_log(write_config, tmp_path, capsys):
+    """Not a terminal (captured): a progress line on stderr every log_every_seconds, while
+    the epoch runs; stdout and stderr both land in train.log."""
+    path = write_config(QUICK)
+    train(path, out_dir=tmp_path / "run", callbacks=[Slow()],
+          overrides=("train.log_every_seconds=0.1",))
+    out, err = capsys.readouterr()
+    header = out.splitlines()[:5]
+    assert re.match(r"cnnkit \S+, torch \S+: starting .*small\.yaml$", header[0])
+    assert header[1].startswith("device cpu, precision fp32, channels_last ")
+    assert header[2] == "parameters 5,386 (5,386 trainable)"
+    assert header[3] == ("data mnist-sample: 150 train, 50 val; batch 50, 3 steps per epoch, "
+                         "1 epochs")
+    assert header[4] == f"run directory {tmp_path / 'run'}"
+    progress = [line for line in err.splitlines() if line.startswith("epoch 1  step ")]
+    assert len(progress) >= 2, err  # 3 steps of >= 120 ms each, a line per 100 ms
+    assert re.fullmatch(r"epoch 1  step \d/3  loss \d+\.\d{4}  [\d,]+ img/s  ETA \d:\d\d:\d\d",
+                        progress[0])
+    epoch = next(line for line in out.splitlines() if line.startswith("epoch   1/1"))
+    assert re.search(r"  \d+\.\d\ds  lr 0\.005  [\d,]+ img/s  \* best$", epoch)
+    assert out.splitlines()[-1].startswith("best.pt holds epoch 1: val_acc 0.")
+    log = (tmp_path / "run" / "train.log").read_text()
+    for line in [*out.splitlines(), *progress]:
+        assert f"  {line}\n" in log
+
+
+def test_divergence_stops_names_the_checkpoint_and_resumes_at_a_lower_rate(
+        cli, write_config, tmp_path):
+    """SGD at a rate of 50 grows the loss without reaching inf: the factor watch stops it
+    with last.pt untouched (finite, from epoch 1), and the run resumes at a sane rate."""
+    sgd = {**QUICK, "train": {**QUICK["train"], "optimizer": "sgd", "lr": 0.01,
+                              "momentum": 0.0, "epochs": 2}}
+    path, run = write_config(sgd), tmp_path / "run"
+    assert cli("train", path, "--out", run, "--quiet", "--set", "train.epochs=1")[0] == 0
+    good = (run / "last.pt").read_bytes()
+    code, _, err = cli("resume", run, "--set", "train.lr=50", "--set", "train.epochs=2")
+    assert code == 2 and err.count("\n") == 1
+    assert "train loss diverged at epoch 2, step " in err and "train.diverge_factor" in err
+    assert f"{run / 'last.pt'} (from the end of epoch 1) is unchanged; resume from it with a " \
+        f"lower rate: cnnkit resume {run} --set train.lr=5" in err
+    assert (run / "last.pt").read_bytes() == good
+    assert read_manifest(run)["status"] == "failed"
+    assert err.strip().removeprefix("cnnkit: error: ") in (run / "train.log").read_text()
+    code, _, err = cli("resume", run, "--set", "train.lr=0.01", "--set", "train.epochs=2",
+                       "--quiet")
+    assert code == 0, err
+    saved = load_checkpoint(run / "last.pt", for_resume=True)
+    assert saved["epoch"] == 2 and saved["optimizer"]["param_groups"][0]["lr"] == 0.01
+
+
+def test_accumulation_gives_the_update_of_the_whole_batch(write_config):
+    """An epoch of 50-example batches, each as 3 micro-batches (17 + 16 + 17): the same
+    weights and epoch loss as whole batches, float rounding aside."""
+    cpu = torch.device("cpu")
+    model, data, task = prepare(load_config(write_config(QUICK)), cpu)
+    initial = copy.deepcopy(model.state_dict())
+    results = []
+    for parts, net in ((1, model), (3, copy.deepcopy(model))):
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 1.0)
+        loader = data.loader("train", batch_size=50, shuffle=True, seed=0, device=cpu)
+        metrics, _ = train_one_epoch(Stepper(net, optimizer, scheduler, task, accumulate=parts),
+                                     loader, epoch=0)
+        results.append((net.state_dict(), metrics))
+    (whole, whole_metrics), (split, split_metrics) = results
+    for name, value in whole.items():
+        torch.testing.assert_close(split[name], value, rtol=1e-5, atol=1e-6, msg=name)
+    assert not torch.equal(whole["0.weight"], initial["0.weight"])  # it did learn
+    assert split_metrics["loss"] == pytest.approx(whole_metrics["loss"], rel=1e-5)
+    assert split_metrics["acc"] == whole_metrics["acc"]
+
+
+def test_out_of_memory_is_one_line_naming_the_batch(cli, write_config, tmp_path, monkeypatch):
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(cnnkit.training.loop, "_step", no_memory)
+    code, _, err = cli("train", write_config(QUICK), "--out", tmp_path / "run", "--quiet",
+                       "--set", "train.accumulate_steps=2")
+    assert code == 2 and err.count("\n") == 1
+    assert ("ran out of memory with 25 examples per forward pass (train.batch_size 50, "
+            "train.accumulate_steps 2); set train.accumulate_steps to 4 or more") in err
