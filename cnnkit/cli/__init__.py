@@ -20,7 +20,7 @@ import sys
 
 from cnnkit.errors import CnnkitError
 
-COMMANDS = ("train", "summary", "eval", "predict", "plot", "visualize")
+COMMANDS = ("train", "summary", "eval", "predict", "plot", "visualize", "export")
 
 
 class _Version(argparse.Action):
