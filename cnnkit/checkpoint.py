@@ -268,14 +268,14 @@ def restore_part(path: str | Path, what: str, load: Callable[[], Any]) -> Any:
 
 def check_like(saved: Any, fresh: Any, where: str = "") -> str | None:
     """Where `saved` differs in structure from `fresh` (the same object's state_dict now):
-    its keys, list lengths, value types and tensor shapes; None where they agree."""
+    its keys, value types and tensor shapes, list items pairwise; None where they agree."""
     if isinstance(fresh, dict):
         if not isinstance(saved, dict) or set(saved) != set(fresh):
             return where or "its keys"
         return next((d for k in fresh if (d := check_like(saved[k], fresh[k], f"{where}.{k}"
                                                           .lstrip(".")))), None)
-    if isinstance(fresh, (list, tuple)):
-        if not isinstance(saved, (list, tuple)) or len(saved) != len(fresh):
+    if isinstance(fresh, (list, tuple)):  # lengths may differ: unfreezing adds a group
+        if not isinstance(saved, (list, tuple)):
             return where
         return next((d for i, (s, f) in enumerate(zip(saved, fresh))
                      if (d := check_like(s, f, f"{where}[{i}]"))), None)

@@ -10,6 +10,7 @@ dataset's defaults.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 from cnnkit.data import mnist_sample
@@ -53,12 +54,18 @@ def resolve_normalization(cfg: Config) -> Config:
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **resolved))
 
 
-def preprocessing_record(cfg: Config) -> dict[str, Any]:
+def preprocessing_record(cfg: Config, *, mean: Sequence[float] | None = None,
+                         std: Sequence[float] | None = None) -> dict[str, Any]:
     """How an image becomes this model's input, as plain data for a checkpoint: decode to
     `channels` (L or RGB), resize (the shorter side to `resize`, then a centre crop to
     height × width, where `resize` is set; else straight to height × width) with
-    `interpolation`, scale to [0, 1], subtract `mean`, divide by `std` (per channel)."""
+    `interpolation`, scale to [0, 1], subtract `mean`, divide by `std` (per channel).
+    `mean` and `std`, when given, are what the data used (a dataset registered elsewhere has
+    no default here)."""
     cfg = resolve_normalization(cfg)
+    if mean is not None and std is not None:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, mean=list(mean),
+                                                                std=list(std)))
     if cfg.data.mean is None or cfg.data.std is None:
         raise ConfigError(f"{cfg.source}: data.mean, data.std: null, and '{cfg.data.name}' has "
                           f"no default normalization; set both")

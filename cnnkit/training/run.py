@@ -196,7 +196,8 @@ def save(run: Run, *, best: bool, metrics: bool = True) -> None:
         "config": config_to_dict(run.cfg),
         "task": run.cfg.task.name,
         "classes": list(run.data.classes),
-        "preprocessing": preprocessing_record(run.cfg),  # what predict does to a new image
+        # what predict does to a new image, with the numbers the data used
+        "preprocessing": preprocessing_record(run.cfg, mean=run.data.mean, std=run.data.std),
         "cnnkit_version": __version__,
     }
     if run.ema is not None:
