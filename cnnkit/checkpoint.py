@@ -266,6 +266,21 @@ def restore_part(path: str | Path, what: str, load: Callable[[], Any]) -> Any:
                               f"({type(exc).__name__}: {_first_line(exc)})") from None
 
 
+def as_dtypes_of(weights: dict[str, torch.Tensor], reference: dict[str, torch.Tensor],
+                 path: str | Path) -> dict[str, torch.Tensor]:
+    """`weights` in the dtypes of the model's own `reference` state_dict; an integer tensor
+    where the model has a float one (or the reverse) is a CheckpointError. (load_state_dict
+    with assign=True would keep a file's dtypes and fail in the first forward pass.)"""
+    out = {}
+    for key, tensor in weights.items():
+        dtype = reference[key].dtype if key in reference else tensor.dtype
+        if tensor.dtype != dtype and tensor.is_floating_point() != dtype.is_floating_point:
+            raise CheckpointError(f"{path}: weights do not fit the model ({key} is "
+                                  f"{tensor.dtype}, the model's is {dtype})")
+        out[key] = tensor.to(dtype)
+    return out
+
+
 def check_like(saved: Any, fresh: Any, where: str = "") -> str | None:
     """Where `saved` differs in structure from `fresh` (the same object's state_dict now):
     its keys, value types and tensor shapes, list items pairwise; None where they agree."""

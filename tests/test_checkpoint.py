@@ -97,6 +97,7 @@ def _fiddle(state: dict, form: str) -> object:
         "weights-missing-key": lambda: model.pop(first),
         "weights-extra-key": lambda: model.update({"extra.weight": torch.zeros(2)}),
         "weights-non-tensor": lambda: model.update({first: 1.5}),
+        "weights-dtype": lambda: model.update({first: model[first].long()}),
         "classes-count": lambda: state.update(classes=["a", "b"]),
         "preprocessing-shape": lambda: state["preprocessing"].update(channels=3,
                                                                      mean=[0.5] * 3,
@@ -120,6 +121,7 @@ def _fiddle(state: dict, form: str) -> object:
 
 FORMS = ["not-a-dict", "model-is-int", "config-is-str", "config-bad-value",
          "weights-wrong-shape", "weights-missing-key", "weights-extra-key", "weights-non-tensor",
+         "weights-dtype",
          "classes-count", "preprocessing-shape", "task-unknown", "epoch-negative",
          "epoch-not-history", "history-row", "optimizer-not-state", "optimizer-wrong-shape",
          "scheduler-keys", "rng-missing", "rng-torch-length", "ema-bad", "format-newer"]
@@ -128,8 +130,9 @@ RESUME_ONLY = {"optimizer-wrong-shape", "scheduler-keys", "rng-torch-length"}
 # what only inference reads: a resumed run writes both anew from its config and data
 INFERENCE_ONLY = {"classes-count", "preprocessing-shape"}
 # what model.weights does not read: a weight file's other keys are checked for structure only
+# (transfer copies tensors into the model's own, casting an integer weight)
 WEIGHTS_FINE = RESUME_ONLY | {"classes-count", "preprocessing-shape", "config-bad-value",
-                              "weights-missing-key", "weights-extra-key"}
+                              "weights-missing-key", "weights-extra-key", "weights-dtype"}
 
 
 def _write(path, state, *, form: str) -> None:

@@ -161,3 +161,17 @@ def test_onnx_matches_pytorch(trained_run, cli, tmp_path):
     code, out, err = cli("export", trained_run[1].out_dir, "--out", tmp_path / "m.pt",
                          "--onnx", tmp_path / "m.onnx")
     assert code == 0 and "m.onnx (outputs within" in out, err
+
+
+def test_localization_through_the_same_door(trained_localization_run, cli, tmp_path):
+    """cnnkit.load and visualize read a localization run as they read a classifier."""
+    run = trained_localization_run[1].out_dir
+    canvas = np.zeros((32, 32), dtype=np.uint8)
+    canvas[8:24, 12:20] = 255  # a bright bar where a digit would be
+    Image.fromarray(canvas, mode="L").save(tmp_path / "bar.png")
+    (result,) = cnnkit.load(run).predict(tmp_path / "bar.png", top=2)
+    assert {"object", "p_object", "box", "box_pixels", "class", "probability"} <= set(result)
+    assert len(result["top"]) == 2
+    code, out, err = cli("visualize", run, "saliency", "--image", tmp_path / "bar.png",
+                         "--out", tmp_path / "s.png")
+    assert code == 0 and (tmp_path / "s.png").is_file(), err

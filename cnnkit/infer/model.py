@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from cnnkit.checkpoint import load_checkpoint
+from cnnkit.checkpoint import as_dtypes_of, load_checkpoint
 from cnnkit.config import apply_override, config_from_dict
 from cnnkit.data.preprocess import preprocessing_record
 from cnnkit.errors import CheckpointError, CnnkitError
@@ -142,8 +142,9 @@ def model_of_checkpoint(state: dict, path: str | Path, cfg: Config) -> Network:
     time or memory goes to an init they would overwrite (seconds for VGG's 143 M parameters)."""
     with torch.device("meta"):
         model = build_model(cfg)
+    weights = as_dtypes_of(inference_weights(state)[0], model.state_dict(), path)
     try:
-        model.load_state_dict(inference_weights(state)[0], assign=True)
+        model.load_state_dict(weights, assign=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the model "
                               f"({str(exc).splitlines()[0]})") from None

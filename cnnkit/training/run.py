@@ -17,6 +17,7 @@ import torch
 from cnnkit import __version__
 from cnnkit.atomic import atomic_write_text, remove_stale_temps
 from cnnkit.checkpoint import (
+    as_dtypes_of,
     check_like,
     load_checkpoint,
     restore_part,
@@ -117,6 +118,7 @@ def restore(checkpoint: dict, model, optimizer, scheduler, *, ema: EMA | None = 
             ) -> RunState:
     """Everything save wrote back into the run's objects; where the run stands. A part that
     does not fit (shapes, keys, types) is one CheckpointError naming `path` and the part."""
+    as_dtypes_of(checkpoint["model"], model.state_dict(), path)  # an integer weight: refused
     restore_part(path, "model", lambda: model.load_state_dict(checkpoint["model"]))
     if ema is not None:
         if "ema" not in checkpoint:
