@@ -240,6 +240,11 @@ def check_structure(state: dict[str, Any], path: str | Path) -> None:
     if state.get("format", FORMAT) > FORMAT:
         raise CheckpointError(f"{path}: written by a newer cnnkit (checkpoint format "
                               f"{state['format']}; this one reads up to {FORMAT})")
+    if "step" in state and "totals" in state and (state["step"] == 0) != (
+            state["totals"] is None):
+        raise CheckpointError(f"{path}: malformed checkpoint: 'step' {state['step']} and "
+                              f"'totals' disagree (sums are kept exactly when an epoch is "
+                              f"part done)")
     if "history" in state and "epoch" in state and (
             len(state["history"]) != state["epoch"]
             or [r["epoch"] for r in state["history"]] != list(range(1, state["epoch"] + 1))):

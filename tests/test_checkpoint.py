@@ -104,6 +104,7 @@ def _fiddle(state: dict, form: str) -> object:
                                                                      std=[0.5] * 3),
         "task-unknown": lambda: state.update(task=7),
         "epoch-negative": lambda: state.update(epoch=-1),
+        "step-without-totals": lambda: state.update(step=3),
         "epoch-not-history": lambda: state.update(epoch=5),
         "history-row": lambda: state.update(history=[{"epoch": "one"}, {"epoch": 2}]),
         "optimizer-not-state": lambda: state.update(optimizer={"state": [], "param_groups": 1}),
@@ -123,6 +124,7 @@ FORMS = ["not-a-dict", "model-is-int", "config-is-str", "config-bad-value",
          "weights-wrong-shape", "weights-missing-key", "weights-extra-key", "weights-non-tensor",
          "weights-dtype",
          "classes-count", "preprocessing-shape", "task-unknown", "epoch-negative",
+         "step-without-totals",
          "epoch-not-history", "history-row", "optimizer-not-state", "optimizer-wrong-shape",
          "scheduler-keys", "rng-missing", "rng-torch-length", "ema-bad", "format-newer"]
 # what only training from the file uses: the other commands may load such a file as it is
