@@ -81,16 +81,17 @@ def load_predictor(path: str | Path, *, device: str | torch.device = "cpu",
     path = checkpoint_path(path)
     state = load_checkpoint(path)
     raw, record = _recorded_config(state, path)
-    cfg = _with_overrides(raw, path, overrides)
+    own = _parse(raw, path)  # as the checkpoint holds it: an error names the file
+    cfg = _with_overrides(raw, path, overrides)  # an error names the --set
     model = model_of_checkpoint(state, path, cfg)
-    if [record["channels"], record["height"], record["width"]] != list(model.input_shape):
+    if [record["channels"], record["height"], record["width"]] != list(own.model.input):
         raise CheckpointError(f"{path}: malformed checkpoint: its preprocessing gives "
                               f"{record['channels']}×{record['height']}×{record['width']} "
-                              f"but the model takes {'×'.join(map(str, model.input_shape))}")
-    task = state.get("task", cfg.task.name)
-    if task != cfg.task.name:
+                              f"but its model takes {'×'.join(map(str, own.model.input))}")
+    task = state.get("task", own.task.name)
+    if task != own.task.name:
         raise CheckpointError(f"{path}: malformed checkpoint: task '{task}' but its config "
-                              f"says '{cfg.task.name}'")
+                              f"says '{own.task.name}'")
     classes = _classes(state, model, task, path)
     return Predictor(model, cfg, classes, task, record, inference_weights(state)[1], path,
                      torch.device("cpu")).to(device)
@@ -126,11 +127,8 @@ def _parse(raw: dict, path: Path) -> Config:
 
 
 def _with_overrides(raw: dict, path: Path, overrides: Sequence[str]) -> Config:
-    """The config, checked as the checkpoint holds it (an error names the file), then with the
-    command line's overrides (an error names the --set)."""
-    cfg = _parse(raw, path)
-    if not overrides:
-        return cfg
+    """The config with the command line's overrides applied."""
+    raw = copy.deepcopy(raw)
     for item in overrides:
         apply_override(raw, item, source=str(path))
     return config_from_dict(raw, source=str(path))
