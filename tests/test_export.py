@@ -116,7 +116,7 @@ def test_load_predicts_paths_pil_images_and_tensors(trained_run, digits):
     files = sorted(digits.rglob("*.png"))[:3]
     by_path = predictor.predict(files, top=3)
     pil = [Image.open(f) for f in files]
-    tensors = [torch.from_numpy(np.asarray(p)).unsqueeze(0) for p in pil]  # uint8 (1, 28, 28)
+    tensors = [torch.from_numpy(np.array(p)).unsqueeze(0) for p in pil]  # uint8 (1, 28, 28)
     for other in (predictor.predict(pil, top=3), predictor.predict(tensors, top=3)):
         assert [r["top"] for r in other] == [r["top"] for r in by_path]
     assert by_path[0]["image"] == str(files[0]) and len(by_path[0]["top"]) == 3
