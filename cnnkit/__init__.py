@@ -13,15 +13,17 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cnnkit.config import load_config
+    from cnnkit.infer.model import load
     from cnnkit.models.builder import build_model
     from cnnkit.training.trainer import train
 
-__all__ = ["__version__", "build_model", "load_config", "train"]
+__all__ = ["__version__", "build_model", "load", "load_config", "train"]
 
 # public name -> the module that defines it; `train` is the function, not a subpackage
 # (the loop's package is `cnnkit.training` so that it never shadows this name)
 _LAZY = {
     "build_model": "cnnkit.models.builder",
+    "load": "cnnkit.infer.model",  # a checkpoint or run directory -> a ready Predictor
     "load_config": "cnnkit.config",
     "train": "cnnkit.training.trainer",
 }

@@ -1,12 +1,28 @@
-"""Checkpoints: plain dicts of state_dicts plus config, epoch and history (nanoGPT-style),
-written atomically and only ever read with `torch.load(weights_only=True)`."""
+"""The checkpoint file format, and the one door through which every checkpoint is read.
+
+A checkpoint is a plain dict of state_dicts plus config, epoch and history (nanoGPT-style),
+serialized once by `torch.save`, then followed by a trailer, MAGIC + SHA-256 of every byte
+before it (the zip's headers and padding included, which a digest inside the pickle could not
+see). Reading checks the trailer, then `torch.load(weights_only=True)` (a digest proves
+integrity, not origin), then the structure of every key it knows, so a damaged or crafted file
+is one CheckpointError naming it, never a traceback from deep in torch.
+
+Files without a trailer are either weight files from elsewhere (torchvision `.pth`), which
+load as they are, or cnnkit checkpoints written before the trailer (no `format` key), which
+load with a one-line warning. A file whose content says it has a trailer (`format` >= 2) but
+whose trailer is missing or not the marker is damaged: the check fails closed.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import math
 import pickle
 import random
 import re
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,26 +32,34 @@ import torch
 from cnnkit.atomic import atomic_write
 from cnnkit.errors import CheckpointError
 
+FORMAT = 2  # 1: no trailer, mean/std beside the weights; 2: trailer, `preprocessing`
+MAGIC = b"CNNKITSHA256"
+TRAILER = len(MAGIC) + 32  # marker + SHA-256 digest
 RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "rng", "history", "config")
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any], *also: str | Path) -> None:
-    """Write `state` to `path`, then to each of `also`, serialized once. Serialized in memory
-    first: torch.save's zip writer turns a failed write (disk full, file too large) into a
-    RuntimeError, where a plain write gives the OSError that `atomic_write` reports in one
-    line."""
+    """Write `state` to `path`, then to each of `also`, serialized once, stamped with the
+    format and the cnnkit and torch versions, and followed by the digest trailer. Serialized in
+    memory first: torch.save's zip writer turns a failed write (disk full, file too large)
+    into a RuntimeError, where a plain write gives the OSError that `atomic_write` reports in
+    one line."""
+    from cnnkit import __version__
+
+    stamped = {**state, "format": FORMAT, "cnnkit_version": __version__,
+               "torch_version": torch.__version__.split("+")[0]}
     buffer = io.BytesIO()
-    torch.save(state, buffer)
+    torch.save(stamped, buffer)
+    buffer.write(MAGIC + hashlib.sha256(buffer.getbuffer()).digest())  # ~2 ms per 10 MB
     for target in (path, *also):
         atomic_write(target, lambda f: f.write(buffer.getbuffer()))
 
 
 def load_checkpoint(path: str | Path, *, for_resume: bool = False) -> dict[str, Any]:
-    """Read a checkpoint; any problem is one CheckpointError that names the path."""
+    """A cnnkit checkpoint, its digest and structure checked; any problem is one
+    CheckpointError that names the path."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    state = read_weights_only(path)
+    state = read_file(path)
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: not a cnnkit checkpoint (no 'model' state)")
     if for_resume:
@@ -46,11 +70,47 @@ def load_checkpoint(path: str | Path, *, for_resume: bool = False) -> dict[str, 
     return state
 
 
-def read_weights_only(path: Path) -> Any:
-    """`torch.load(weights_only=True)` on CPU; any failure is one CheckpointError naming the
-    path (shared with cnnkit.models.weights, which reads torchvision-format files)."""
+def read_file(path: str | Path) -> Any:
+    """Whatever a weights file holds: a cnnkit checkpoint is digest- and structure-checked
+    (see the module's doc); anything else is returned as `torch.load(weights_only=True)` read
+    it (shared with cnnkit.models.weights, which reads torchvision-format files)."""
+    path = Path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint not found") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read it ({exc.strerror})") from None
+    body, trailer = data[:-TRAILER], data[-TRAILER:]
+    signed = trailer.startswith(MAGIC)
+    if signed and hashlib.sha256(body).digest() != trailer[len(MAGIC):]:
+        raise CheckpointError(f"{path}: damaged: its bytes do not match the digest written "
+                              f"with it (copy it again, or use another checkpoint)")
+    state = _torch_load(path, body if signed else data)
+    if not signed:
+        if isinstance(state, dict) and "format" in state and "model" in state:
+            raise CheckpointError(f"{path}: damaged: its digest trailer is missing or broken "
+                                  f"(truncated or changed bytes)")
+        if _is_cnnkit_checkpoint(state):
+            print(f"cnnkit: warning: {path}: written before checkpoints carried a digest; its "
+                  f"integrity cannot be checked (re-save it with cnnkit export)", file=sys.stderr)
+            check_structure(state, path)
+        return state  # a weights file from elsewhere: no digest to check
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a cnnkit checkpoint (no 'model' state)")
+    check_structure(state, path)
+    return state
+
+
+def _is_cnnkit_checkpoint(state: Any) -> bool:
+    return isinstance(state, dict) and "model" in state and "config" in state
+
+
+def _torch_load(path: Path, data: bytes) -> Any:
+    """`torch.load(weights_only=True)` on CPU; any failure is one CheckpointError."""
+    buffer = io.BytesIO(data)
+    try:
+        return torch.load(buffer, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         if found:
@@ -67,6 +127,185 @@ def read_weights_only(path: Path) -> Any:
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:120] if text else type(exc).__name__
+
+
+# --- structure: every key cnnkit writes, what it must be ---------------------------------
+
+def _int(low: int = 0) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _finite(v: Any) -> bool:
+    return _number(v) and math.isfinite(v)
+
+
+def _state_dict(v: Any) -> bool:
+    return isinstance(v, dict) and all(  # empty: a model without parameters (Flatten only)
+        isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in v.items())
+
+
+def _numbers(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(_finite(x) for x in v)
+
+
+def _history(v: Any) -> bool:
+    return isinstance(v, list) and all(
+        isinstance(row, dict) and set(row) == set(v[0]) and _int(1)(row.get("epoch"))
+        and all(isinstance(k, str) and _number(x) for k, x in row.items()) for row in v)
+
+
+def _rng(v: Any) -> bool:
+    if not isinstance(v, dict) or not {"python", "numpy", "torch"} <= set(v):
+        return False
+    python, numpy_, cpu = v["python"], v["numpy"], v["torch"]
+    return (isinstance(python, (tuple, list)) and len(python) == 3
+            and isinstance(python[1], (tuple, list)) and len(python[1]) == 625
+            and all(_int()(x) for x in python[1])
+            and isinstance(numpy_, (tuple, list)) and len(numpy_) == 5
+            and isinstance(numpy_[1], torch.Tensor) and numpy_[1].shape == (624,)
+            and _int()(numpy_[2]) and _int()(numpy_[3]) and _number(numpy_[4])
+            and _uint8(cpu) and all(_uint8(t) for t in v.get("cuda", [])))
+
+
+def _uint8(v: Any) -> bool:
+    return isinstance(v, torch.Tensor) and v.dtype == torch.uint8 and v.dim() == 1
+
+
+def _optimizer(v: Any) -> bool:
+    return (isinstance(v, dict) and isinstance(v.get("state"), dict)
+            and isinstance(v.get("param_groups"), list) and bool(v["param_groups"])
+            and all(isinstance(g, dict) and isinstance(g.get("params"), list)
+                    for g in v["param_groups"]))
+
+
+def _ema(v: Any) -> bool:
+    return (isinstance(v, dict) and _finite(v.get("decay")) and _int()(v.get("updates"))
+            and _state_dict(v.get("model")))
+
+
+def _preprocessing(v: Any) -> bool:
+    return (isinstance(v, dict) and _int(1)(v.get("channels")) and _int(1)(v.get("height"))
+            and _int(1)(v.get("width")) and _numbers(v.get("mean")) and _numbers(v.get("std"))
+            and len(v["mean"]) == len(v["std"]) == v["channels"] and min(v["std"]) > 0
+            and (v.get("resize") is None or _int(1)(v["resize"]))
+            and v.get("interpolation") in ("nearest", "bilinear", "bicubic"))
+
+
+def _text(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+STRUCTURE: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "model": (_state_dict, "a state_dict (parameter names to tensors)"),
+    "config": (lambda v: isinstance(v, dict), "a config mapping"),
+    "classes": (lambda v: isinstance(v, list) and all(_text(c) for c in v), "a list of names"),
+    "mean": (_numbers, "a list of numbers"),
+    "std": (_numbers, "a list of numbers"),
+    "preprocessing": (_preprocessing, "a preprocessing record (channels, height, width, mean, "
+                                      "std, resize, interpolation)"),
+    "task": (_text, "a task name"),
+    "epoch": (_int(), "an integer >= 0"),
+    "step": (_int(), "an integer >= 0"),
+    "totals": (_optional(lambda v: isinstance(v, torch.Tensor) and v.dim() == 1
+                         and v.is_floating_point()), "a 1-D float tensor or null"),
+    "history": (_history, "a list of metric rows with the same keys, each with its epoch"),
+    "best": (_optional(_number), "a number or null"),
+    "best_epoch": (_optional(_int(1)), "an epoch number or null"),
+    "rng": (_rng, "the RNG states (python, numpy, torch)"),
+    "optimizer": (_optimizer, "an optimizer state_dict"),
+    "scheduler": (lambda v: isinstance(v, dict) and all(_text(k) for k in v),
+                  "a scheduler state_dict"),
+    "scaler": (lambda v: isinstance(v, dict), "a GradScaler state_dict"),
+    "ema": (_ema, "a weight average (decay, updates, model)"),
+    "cnnkit_version": (_text, "a version string"),
+    "torch_version": (_text, "a version string"),
+    "format": (_int(1), "a format number"),
+}
+
+
+def check_structure(state: dict[str, Any], path: str | Path) -> None:
+    """Every known key holds what cnnkit writes there, and the keys agree with each other."""
+    for key, (check, expected) in STRUCTURE.items():
+        if key in state and not check(state[key]):
+            raise CheckpointError(f"{path}: malformed checkpoint: '{key}' should be {expected}, "
+                                  f"found {_describe(state[key])}")
+    if state.get("format", FORMAT) > FORMAT:
+        raise CheckpointError(f"{path}: written by a newer cnnkit (checkpoint format "
+                              f"{state['format']}; this one reads up to {FORMAT})")
+    if "step" in state and "totals" in state and (state["step"] == 0) != (
+            state["totals"] is None):
+        raise CheckpointError(f"{path}: malformed checkpoint: 'step' {state['step']} and "
+                              f"'totals' disagree (sums are kept exactly when an epoch is "
+                              f"part done)")
+    if "history" in state and "epoch" in state and (
+            len(state["history"]) != state["epoch"]
+            or [r["epoch"] for r in state["history"]] != list(range(1, state["epoch"] + 1))):
+        raise CheckpointError(f"{path}: malformed checkpoint: 'epoch' is {state['epoch']} but "
+                              f"'history' holds epochs {[r['epoch'] for r in state['history']]}")
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {list(value.shape)}"
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+def restore_part(path: str | Path, what: str, load: Callable[[], Any]) -> Any:
+    """`load()` (a load_state_dict, say), with whatever it raises on a checkpoint's content
+    turned into one CheckpointError naming the file and the part."""
+    try:
+        return load()
+    except CheckpointError:
+        raise
+    except Exception as exc:  # torch raises RuntimeError, ValueError, KeyError, TypeError...
+        raise CheckpointError(f"{path}: its {what} does not fit this run "
+                              f"({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def as_dtypes_of(weights: dict[str, torch.Tensor], reference: dict[str, torch.Tensor],
+                 path: str | Path) -> dict[str, torch.Tensor]:
+    """`weights` in the dtypes of the model's own `reference` state_dict; an integer tensor
+    where the model has a float one (or the reverse) is a CheckpointError. (load_state_dict
+    with assign=True would keep a file's dtypes and fail in the first forward pass.)"""
+    out = {}
+    for key, tensor in weights.items():
+        dtype = reference[key].dtype if key in reference else tensor.dtype
+        if tensor.dtype != dtype and tensor.is_floating_point() != dtype.is_floating_point:
+            raise CheckpointError(f"{path}: weights do not fit the model ({key} is "
+                                  f"{tensor.dtype}, the model's is {dtype})")
+        out[key] = tensor.to(dtype)
+    return out
+
+
+def check_like(saved: Any, fresh: Any, where: str = "") -> str | None:
+    """Where `saved` differs in structure from `fresh` (the same object's state_dict now):
+    its keys, value types and tensor shapes, list items pairwise; None where they agree."""
+    if isinstance(fresh, dict):
+        if not isinstance(saved, dict) or set(saved) != set(fresh):
+            return where or "its keys"
+        return next((d for k in fresh if (d := check_like(saved[k], fresh[k], f"{where}.{k}"
+                                                          .lstrip(".")))), None)
+    if isinstance(fresh, (list, tuple)):  # lengths may differ: unfreezing adds a group
+        if not isinstance(saved, (list, tuple)):
+            return where
+        return next((d for i, (s, f) in enumerate(zip(saved, fresh))
+                     if (d := check_like(s, f, f"{where}[{i}]"))), None)
+    if isinstance(fresh, torch.Tensor):
+        return None if isinstance(saved, torch.Tensor) and saved.shape == fresh.shape else where
+    if _number(fresh):
+        return None if _number(saved) else where
+    if isinstance(fresh, (str, bool)):
+        return None if type(saved) is type(fresh) else where
+    return None  # None (set later, e.g. a scheduler's last value) or anything else: not judged
 
 
 def rng_state() -> dict[str, Any]:

@@ -131,7 +131,8 @@ def test_predict_errors(tmp_path, write_config, cli):
     code, _, err = cli("predict", checkpoint, tmp_path / "bad.png")
     assert code == 2 and "bad.png: cannot decode image" in err
     classifier = tmp_path / "classifier.pt"
-    save_checkpoint(classifier, {"model": {}, "config": {"model": {}}})
+    save_checkpoint(classifier, {"model": {}, "config": {"model": {"input": [1, 8, 8],
+                                                             "layers": [["Flatten"]]}}})
     code, _, err = cli("predict", classifier, tmp_path / "bad.png", "--out", tmp_path / "drawn")
     assert code == 2 and "--out: draws boxes of localization checkpoints" in err
 

@@ -12,9 +12,10 @@ from cnnkit.checkpoint import save_checkpoint
 from cnnkit.config import config_from_dict, config_to_dict
 from cnnkit.data import build_data
 from cnnkit.data.mnist_sample import read_sample
-from cnnkit.infer.locate import load_predictor
-from cnnkit.infer.model import load_model
-from cnnkit.infer.predict import predict_images, preprocessing
+from cnnkit.data.preprocess import preprocessing_record
+from cnnkit.infer.images import prepare
+from cnnkit.infer.model import load_predictor
+from cnnkit.infer.predict import predict_images
 from cnnkit.models.builder import build_model
 from tests.conftest import SMALL_CONV
 from tests.imagefiles import write_class_folders
@@ -41,10 +42,9 @@ def digits_run(tmp_path_factory):
 
 def test_digits_are_read_as_the_dataset_reads_them(digits_run):
     checkpoint, paths, labels = digits_run
-    model, cfg, classes = load_model(checkpoint, device=CPU)
-    assert classes == [str(d) for d in range(10)]
-    load, mean, std = preprocessing(cfg)
-    x = torch.stack([load(p) for p in paths]).float().div(255).sub(mean).div(std)
+    predictor = load_predictor(checkpoint, device=CPU)
+    assert predictor.classes == [str(d) for d in range(10)]
+    x = predictor.inputs(paths)
     images, _ = read_sample()
     expected = (images[4900:4920].float() / 255 - 0.1307) / 0.3081  # mnist-sample's normalization
     assert torch.allclose(x, expected, atol=1e-6)
@@ -76,9 +76,8 @@ def test_folder_images_are_read_as_the_eval_loader_reads_them(tmp_path, monkeypa
         "data": {"name": "imagefolder", "root": str(root), "image_size": 40, "workers": 0}})
     data = build_data(cfg.data)
     (x, _), = data.loader("val", batch_size=6, shuffle=False, seed=0, device=CPU).batches(0)
-    load, mean, std = preprocessing(cfg)
     files = [root / "val" / f for f in data.splits["val"].index.files]
-    mine = torch.stack([load(p) for p in files]).float().div(255).sub(mean).div(std)
+    mine = prepare(files, preprocessing_record(cfg))
     assert torch.allclose(mine, x, atol=1e-5)
 
 
@@ -86,7 +85,7 @@ def test_folder_images_are_read_as_the_eval_loader_reads_them(tmp_path, monkeypa
     (lambda d: d / "missing.png", "missing.png: image not found"),
     (lambda d: (d / "text.jpg", (d / "text.jpg").write_text("hello"))[0],
      "text.jpg: cannot decode image"),
-    (lambda d: d, "cannot decode image"),  # a folder
+    (lambda d: d, "a folder without images"),
 ])
 def test_unreadable_image_is_one_line(cli, digits_run, tmp_path, make, message):
     checkpoint, paths, _ = digits_run
@@ -132,7 +131,7 @@ def test_localization_honours_top(cli, locator):
     assert code == 0, err
     (result,) = json.loads(out)
     assert result["top"] == [{"class": "a", "probability": 0.6}]  # by default the box's class
-    assert (result["class"], result["confidence"]) == ("a", 0.6)
+    assert (result["class"], result["probability"]) == ("a", 0.6)
     code, out, _ = cli("predict", checkpoint, image, "--json", "--top", "2")
     assert [c["class"] for c in json.loads(out)[0]["top"]] == ["a", "b"]
     code, out, _ = cli("predict", checkpoint, image, "--top", "9")

@@ -137,15 +137,15 @@ def test_saliency_is_the_input_gradient_of_the_top_score():
 def test_image_prepared_as_the_dataset_prepares_digits(checkpoint, digit, tmp_path):
     from cnnkit.inspect.visualize import load_network
 
-    _, cfg, _ = load_network(checkpoint)
+    predictor = load_network(checkpoint)
     images, labels = read_sample()
     loader = TensorLoader(Split(images[:1], labels[:1]), batch_size=1, shuffle=False, seed=0,
                           mean=MEAN, std=STD, device=torch.device("cpu"))
     expected, _ = next(loader.batches())
-    torch.testing.assert_close(read_image(digit, cfg), expected)
+    torch.testing.assert_close(read_image(digit, predictor), expected)
     big = tmp_path / "big.png"  # an RGB image of another size: grayscale, resized to 28×28
     Image.fromarray(np.zeros((56, 40, 3), dtype=np.uint8)).save(big)
-    x = read_image(big, cfg)
+    x = read_image(big, predictor)
     assert x.shape == (1, 1, 28, 28)
     torch.testing.assert_close(x, torch.full_like(x, -MEAN[0] / STD[0]))
 
@@ -154,10 +154,10 @@ def test_image_uses_the_configs_normalization(tmp_path):
     checkpoint = _checkpoint(tmp_path, RGB_CONV)
     from cnnkit.inspect.visualize import load_network
 
-    _, cfg, _ = load_network(checkpoint)
+    predictor = load_network(checkpoint)
     path = tmp_path / "gray.png"
     Image.fromarray(np.full((16, 16, 3), 255, dtype=np.uint8)).save(path)
-    x = read_image(path, cfg)  # white: (1 - mean) / std per channel
+    x = read_image(path, predictor)  # white: (1 - mean) / std per channel
     torch.testing.assert_close(x[0, :, 0, 0], torch.tensor([2.5, 3.0, 3.5]))
 
 

@@ -24,7 +24,7 @@ import threading
 from cnnkit.errors import CnnkitError
 
 COMMANDS = ("train", "resume", "sweep", "runs", "summary", "eval", "predict", "plot",
-            "visualize")
+            "visualize", "export")
 
 
 class _Version(argparse.Action):

@@ -4,26 +4,59 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+
+from cnnkit.errors import CnnkitError
 
 
 def run(args: argparse.Namespace) -> int:
     from cnnkit.infer.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, split=args.split, overrides=tuple(args.set))
+    if args.out is not None:
+        _write_out(result, Path(args.out))
     if args.json:
         print(json.dumps(result))
-    else:
-        shown = ("checkpoint", "split", "n", "accuracy", "loss", "weights")
-        others = "".join(f", {k} {v:.4f}" for k, v in result.items() if k not in shown)
-        weights = " (EMA weights)" if result.get("weights") == "ema" else ""
-        print(f"{result['checkpoint']}{weights} on {result['split']} ({result['n']} examples): "
-              f"accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}{others}")
+        return 0
+    shown = ("checkpoint", "split", "n", "accuracy", "loss", "weights", "top5_accuracy",
+             "per_class_accuracy", "classes", "confusion_matrix")
+    others = "".join(f", {k} {v:.4f}" for k, v in result.items() if k not in shown)
+    top5 = f", top-5 {result['top5_accuracy']:.4f}" if "top5_accuracy" in result else ""
+    weights = " (EMA weights)" if result.get("weights") == "ema" else ""
+    print(f"{result['checkpoint']}{weights} on {result['split']} ({result['n']} examples): "
+          f"accuracy {result['accuracy']:.4f}{top5}, loss {result['loss']:.4f}{others}")
+    if args.out is not None:
+        print(f"wrote {Path(args.out) / 'eval.json'} and {Path(args.out) / 'confusion.png'}"
+              if "confusion_matrix" in result else f"wrote {Path(args.out) / 'eval.json'}")
     return 0
 
 
+def _write_out(result: dict, out: Path) -> None:
+    """OUT/eval.json (what --json prints) and, for a classifier, OUT/confusion.png."""
+    from cnnkit.atomic import atomic_write_text
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CnnkitError(f"--out {out}: cannot create the folder ({exc.strerror})") from None
+    atomic_write_text(out / "eval.json", json.dumps(result, indent=1) + "\n")
+    if "confusion_matrix" in result:
+        from cnnkit.inspect.visualize import plot_confusion
+
+        title = f"{result['checkpoint']} on {result['split']} ({result['n']} examples)"
+        plot_confusion(result["confusion_matrix"], result["classes"], out / "confusion.png",
+                       title=title)
+
+
 def register(sub, common, overrides) -> argparse.ArgumentParser:
-    p = sub.add_parser("eval", parents=[common, overrides], help="score a checkpoint")
-    p.add_argument("checkpoint")
+    p = sub.add_parser("eval", parents=[common, overrides],
+                       help="score a checkpoint (or a run directory's best.pt)")
+    p.add_argument("checkpoint", help="a checkpoint file, or a run directory (best.pt, else "
+                                      "last.pt)")
     p.add_argument("--split", default="val", choices=["train", "val", "test"])
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object; classifiers add top5_accuracy (past 5 classes), "
+                        "per_class_accuracy and confusion_matrix")
+    p.add_argument("--out", metavar="DIR",
+                   help="also write DIR/eval.json and, for a classifier, DIR/confusion.png")
     return p

@@ -9,37 +9,50 @@ from cnnkit.errors import CnnkitError
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnkit.checkpoint import load_checkpoint
-    from cnnkit.infer.locate import format_prediction, predict_localization, task_of
-    from cnnkit.infer.predict import format_predictions, predict_images
+    from cnnkit.infer.locate import format_prediction, predict_localization
+    from cnnkit.infer.model import load_predictor
+    from cnnkit.infer.predict import format_predictions, predict, write_csv
+    from cnnkit.training.trainer import resolve_device
 
-    checkpoint = load_checkpoint(args.checkpoint)
-    if task_of(checkpoint) == "localization":
+    predictor = load_predictor(args.checkpoint, device=resolve_device(args.device,
+                                                                      key="--device"))
+    if predictor.task == "localization":
         top = 1 if args.top is None else args.top  # the box's class, unless more are asked for
-        results = predict_localization(args.checkpoint, args.images, out_dir=args.out, top=top,
-                                       device=args.device, checkpoint=checkpoint)
-        print(json.dumps(results) if args.json else "\n".join(map(format_prediction, results)))
-        return 0
-    if args.out is not None:
-        raise CnnkitError(f"--out: draws boxes of localization checkpoints; "
-                          f"{args.checkpoint} is a classifier")
-    top = 5 if args.top is None else args.top
-    results = predict_images(args.checkpoint, args.images, top=top, device=args.device,
-                             checkpoint=checkpoint)
-    print(json.dumps(results) if args.json else format_predictions(results))
+        results = predict_localization(args.checkpoint, args.images, out_dir=args.out,
+                                       top=top, predictor=predictor)
+        text = "\n".join(map(format_prediction, results))
+    else:
+        if args.out is not None:
+            raise CnnkitError(f"--out: draws boxes of localization checkpoints; "
+                              f"{predictor.path} is a classifier")
+        results = predict(predictor, args.images, top=5 if args.top is None else args.top)
+        text = format_predictions(results)
+    if args.csv is not None:
+        write_csv(results, args.csv)
+    if args.json:
+        print(json.dumps(results))
+    elif args.csv is None:
+        print(text)
+    else:
+        print(f"wrote {len(results)} predictions to {args.csv}")
     return 0
 
 
 def register(sub, common, overrides) -> argparse.ArgumentParser:
-    p = sub.add_parser("predict", parents=[common], help="classes (or boxes) of image files")
-    p.add_argument("checkpoint")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p = sub.add_parser("predict", parents=[common],
+                       help="classes (or boxes) of image files and folders")
+    p.add_argument("checkpoint", help="a checkpoint file, or a run directory (best.pt, else "
+                                      "last.pt)")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files, or folders (every image under them, recursively)")
     p.add_argument("--top", type=int, metavar="K",
                    help="the K most probable classes per image (default 5; for a localization "
                         "checkpoint 1, the class of its box)")
     p.add_argument("--out", metavar="DIR",
                    help="localization: write each image with its predicted box drawn")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--csv", metavar="FILE",
+                   help="write the predictions as CSV (image, class, probability, ...)")
+    p.add_argument("--json", action="store_true", help="print the predictions as JSON")
     p.add_argument("--device", default="auto",
                    help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     return p

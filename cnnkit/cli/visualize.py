@@ -17,7 +17,8 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub, common, overrides) -> argparse.ArgumentParser:
     p = sub.add_parser("visualize", parents=[common], help="filters, feature maps, saliency")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint file, or a run directory (best.pt, else "
+                                      "last.pt)")
     pictures = p.add_subparsers(dest="kind", required=True, metavar="PICTURE")
     q = pictures.add_parser("filters", parents=[common], help="a conv layer's weights (PNG)")
     q.add_argument("--layer", help="conv layer path (default: the first)")

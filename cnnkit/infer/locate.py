@@ -6,19 +6,15 @@ drawn box is labelled with the first), and the model runs on the device asked fo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
-from cnnkit.checkpoint import load_checkpoint
-from cnnkit.errors import CheckpointError, CnnkitError, DataError
-from cnnkit.infer.model import load_model
-from cnnkit.models.builder import Network
-from cnnkit.schema import Config
+from cnnkit.errors import CnnkitError, DataError
+from cnnkit.infer.model import Predictor, load_predictor
+from cnnkit.infer.predict import predict
 from cnnkit.tasks.localization import decode
 from cnnkit.training.trainer import resolve_device
 
@@ -26,67 +22,53 @@ MIN_DRAWN = 256  # px: smaller images are enlarged (nearest neighbour) before dr
 BOX_COLOUR, NOTHING_COLOUR = (255, 64, 64), (255, 200, 0)
 
 
-@dataclass
-class Predictor:
-    model: Network
-    classes: list[str]
-    mean: torch.Tensor  # (1, C, 1, 1), [0, 1] scale, on the model's device
-    std: torch.Tensor
-    threshold: float  # p_c at or above which an object is declared
-    device: torch.device
+def read_boxes(predictor: Predictor, output: torch.Tensor, images: list[Any], *, top: int
+               ) -> list[dict[str, Any]]:
+    """The localization head's output (B, 5 + K) read per image: object (bool), p_object,
+    class, probability, top (the `top` most probable classes), box (fractions) and box_pixels
+    (in the image as given)."""
+    threshold = predictor.cfg.task.threshold
+    results = []
+    for image, p, box, probs in zip(images, *(t.float().cpu() for t in decode(output))):
+        values, indices = probs.topk(min(top, probs.numel()))
+        best = [{"class": _class_name(predictor, k), "probability": round(v, 4)}
+                for v, k in zip(values.tolist(), indices.tolist())]
+        fractions = [round(float(v), 4) for v in box]
+        width, height = _size(image)
+        scale = (width, height, width, height)
+        results.append({"object": bool(p >= threshold), "p_object": round(float(p), 4),
+                        "class": best[0]["class"], "probability": best[0]["probability"],
+                        "top": best, "box": fractions,
+                        "box_pixels": [round(f * s, 1) for f, s in zip(fractions, scale)]})
+    return results
 
 
-def task_of(checkpoint: dict) -> str:
-    """The task a checkpoint was trained for; checkpoints older than `task` classify."""
-    return checkpoint.get("config", {}).get("task", {}).get("name", "classification")
-
-
-def load_predictor(path: str | Path, checkpoint: dict | None = None, *,
-                   device: torch.device | None = None) -> Predictor:
-    """The checkpoint's model on `device` (the CPU when None), ready for `predict_one`."""
-    checkpoint = load_checkpoint(path) if checkpoint is None else checkpoint
-    device = torch.device("cpu") if device is None else device
-    model, cfg, _ = load_model(path, device=device, checkpoint=checkpoint)
-    mean, std = _normalization(checkpoint, cfg, path)
-    channels = model.input_shape[0]
-    as_input = [torch.tensor(v, device=device).view(1, -1, 1, 1).expand(1, channels, 1, 1)
-                for v in (mean, std)]
-    return Predictor(model, list(checkpoint.get("classes", [])), *as_input,
-                     cfg.task.threshold, device)
-
-
-def _normalization(checkpoint: dict, cfg: Config, path: str | Path
-                   ) -> tuple[list[float], list[float]]:
-    mean = checkpoint.get("mean", cfg.data.mean)
-    std = checkpoint.get("std", cfg.data.std)
-    if mean is None or std is None:
-        raise CheckpointError(f"{path}: holds no input normalization (mean, std); set "
-                              f"data.mean and data.std in the run's config")
-    return list(mean), list(std)
+def _size(image: Any) -> tuple[int, int]:
+    """(width, height) of an image path, PIL image or (C, H, W) tensor."""
+    if isinstance(image, torch.Tensor):
+        return image.shape[-1], image.shape[-2]
+    if isinstance(image, Image.Image):
+        return image.size
+    with Image.open(image) as opened:  # the header only; the pixels were read already
+        return opened.size
 
 
 def predict_localization(path: str | Path, images: list[str | Path], *,
                          out_dir: str | Path | None = None, top: int = 1, device: str = "auto",
-                         checkpoint: dict | None = None) -> list[dict[str, Any]]:
-    """One dict per image: object (bool), p_object, class, confidence, top (the `top` most
-    probable classes, [{"class", "probability"}, ...]), box (fractions), box_pixels (in the
-    image as read) and, with `out_dir`, the drawn PNG's path."""
-    if top < 1:
-        raise CnnkitError(f"--top: expected 1 or more classes, found {top}")
-    predictor = load_predictor(path, checkpoint, device=resolve_device(device, key="--device"))
+                         predictor: Predictor | None = None) -> list[dict[str, Any]]:
+    """Predictor.predict's dicts and, with `out_dir`, each image drawn with its box as
+    OUT_DIR/STEM.png (the path in "out")."""
+    if predictor is None:
+        predictor = load_predictor(path, device=resolve_device(device, key="--device"))
+    results = predict(predictor, images, top=top)
     if out_dir is not None:
         out_dir = Path(out_dir)
         _make_dir(out_dir)
-    results, used = [], set()
-    for image_path in images:
-        image = read_image(image_path)
-        result = predict_one(predictor, image, top=top)
-        result = {"image": str(image_path), **result}
-        if out_dir is not None:
-            target = _unique(out_dir, Path(image_path).stem, used)
-            draw_prediction(image, result).save(target)
+        used: set[str] = set()
+        for result in results:
+            target = _unique(out_dir, Path(result["image"]).stem, used)
+            draw_prediction(read_image(result["image"]), result).save(target)
             result["out"] = str(target)
-        results.append(result)
     return results
 
 
@@ -100,24 +82,6 @@ def read_image(path: str | Path) -> Image.Image:
             return image
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"{path}: cannot decode image ({exc})") from None
-
-
-@torch.no_grad()
-def predict_one(predictor: Predictor, image: Image.Image, *, top: int = 1) -> dict[str, Any]:
-    channels, height, width = predictor.model.input_shape
-    pixels = image.convert("L" if channels == 1 else "RGB").resize((width, height))
-    array = np.asarray(pixels, dtype=np.float32).reshape(height, width, channels) / 255.0
-    x = torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).to(predictor.device)  # (1, C, H, W)
-    x = (x - predictor.mean) / predictor.std
-    p, box, probs = (t[0].float().cpu() for t in decode(predictor.model(x)))
-    values, indices = probs.topk(min(top, probs.numel()))
-    best = [{"class": _class_name(predictor, k), "probability": round(v, 4)}
-            for v, k in zip(values.tolist(), indices.tolist())]
-    fractions = [round(float(v), 4) for v in box]
-    scale = (image.width, image.height, image.width, image.height)
-    return {"object": bool(p >= predictor.threshold), "p_object": round(float(p), 4),
-            "class": best[0]["class"], "confidence": best[0]["probability"], "top": best,
-            "box": fractions, "box_pixels": [round(f * s, 1) for f, s in zip(fractions, scale)]}
 
 
 def _class_name(predictor: Predictor, k: int) -> str:
@@ -139,7 +103,7 @@ def draw_prediction(image: Image.Image, result: dict[str, Any]) -> Image.Image:
         return canvas
     x, y, w, h = (f * s for f, s in zip(result["box"], (canvas.width, canvas.height) * 2))
     draw.rectangle([x, y, x + w - 1, y + h - 1], outline=BOX_COLOUR, width=line)
-    text = f"{result['class']} {result['confidence']:.2f} (p_c {result['p_object']:.2f})"
+    text = f"{result['class']} {result['probability']:.2f} (p_c {result['p_object']:.2f})"
     _, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     above = y - bottom - line - 3  # the label's background ends just above the box's edge
     left = max(0, min(x, canvas.width - right - 3))  # kept inside the image

@@ -19,10 +19,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from cnnkit.errors import CnnkitError
-from cnnkit.infer.model import load_model
-from cnnkit.infer.predict import preprocessing
-from cnnkit.models.builder import Network
-from cnnkit.schema import Config
+from cnnkit.infer.model import Predictor, load_predictor
 from cnnkit.tasks import main_logits
 from cnnkit.training.curves import save_figure
 
@@ -34,17 +31,17 @@ MAX_GRID = 256  # tiles in a near-square grid (16×16); the title says when some
 SALIENCY_SIZE_IN = (10.0, 3.6)  # input | saliency | saliency over the input
 
 
-def load_network(path: str | Path) -> tuple[Network, Config, list[str]]:
-    """The checkpoint's model on the CPU in eval mode, its config and its class names."""
-    return load_model(path, device=torch.device("cpu"))
+def load_network(path: str | Path) -> Predictor:
+    """The checkpoint's (or run directory's) predictor on the CPU: model, preprocessing,
+    class names."""
+    return load_predictor(path, device="cpu")
 
 
-def read_image(path: str | Path, cfg: Config) -> torch.Tensor:
+def read_image(path: str | Path, predictor: Predictor) -> torch.Tensor:
     """An image file as the model's input, (1, C, H, W) float, prepared as `cnnkit predict`
-    prepares it, i.e. as the checkpoint's dataset evaluates its images. MNIST digits are
-    white on black; a photographed black-on-white digit needs inverting first."""
-    load, mean, std = preprocessing(cfg)  # mean, std: (1, C, 1, 1)
-    return (load(Path(path)).float().div_(255).unsqueeze(0) - mean) / std
+    prepares it: by the checkpoint's preprocessing record. MNIST digits are white on black;
+    a photographed black-on-white digit needs inverting first."""
+    return predictor.inputs([Path(path)])
 
 
 def conv_layers(model: nn.Module) -> dict[str, nn.Conv2d]:
@@ -129,11 +126,15 @@ def plot_activations(model: nn.Module, x: torch.Tensor, out_dir: str | Path) -> 
             for name, maps in outputs.items()]
 
 
-def saliency_map(model: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, int, float]:
+def saliency_map(model: nn.Module, x: torch.Tensor, *, task: str = "classification"
+                 ) -> tuple[np.ndarray, int, float]:
     """|d score / d input| of the top class, max over channels (Simonyan et al. 2014):
-    (H, W) map, the class index, its softmax probability."""
+    (H, W) map, the class index, its softmax probability. For localization the scores are
+    the class scores after p_c and the box: (1, 5 + K) -> (1, K)."""
     x = x.detach().clone().requires_grad_(True)
     logits = main_logits(model.eval()(x))  # (1, K)
+    if task == "localization":
+        logits = logits[:, 5:]
     top = int(logits[0].argmax())
     (grad,) = torch.autograd.grad(logits[0, top], x)  # (1, C, H, W)
     probability = float(torch.softmax(logits.detach()[0], dim=0)[top])
@@ -141,9 +142,10 @@ def saliency_map(model: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, int, fl
 
 
 def plot_saliency(model: nn.Module, x: torch.Tensor, path: str | Path, *,
-                  mean: torch.Tensor, std: torch.Tensor, classes: list[str]) -> Path:
+                  mean: torch.Tensor, std: torch.Tensor, classes: list[str],
+                  task: str = "classification") -> Path:
     """The image beside its saliency for the top class, as a heat map over the image."""
-    saliency, top, probability = saliency_map(model, x)
+    saliency, top, probability = saliency_map(model, x, task=task)
     image = (x[0] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()  # (H, W, C) in [0, 1]
     fig = Figure(figsize=SALIENCY_SIZE_IN, dpi=DPI, layout="constrained")
     axes = fig.subplots(1, 3)
@@ -232,17 +234,44 @@ def visualize(checkpoint: str | Path, kind: str, *, out: str | Path | None = Non
     the files written. `out` defaults to DEFAULT_OUT[kind] in the working directory."""
     if kind not in DEFAULT_OUT:
         raise CnnkitError(f"visualize: unknown picture '{kind}' (valid: {', '.join(DEFAULT_OUT)})")
-    model, cfg, classes = load_network(checkpoint)
+    predictor = load_network(checkpoint)
+    model = predictor.model
     out = Path(DEFAULT_OUT[kind] if out is None else out)
     if kind == "filters":
-        return [plot_filters(model, out, layer=layer, source=str(checkpoint))]
+        return [plot_filters(model, out, layer=layer, source=str(predictor.path))]
     if image is None:
         raise CnnkitError(f"visualize {kind}: needs --image IMAGE")
-    x = read_image(image, cfg)
+    x = read_image(image, predictor)
     if kind == "activations":
         return plot_activations(model, x, out)
-    _, mean, std = preprocessing(cfg)
-    return [plot_saliency(model, x, out, mean=mean[0], std=std[0], classes=classes)]
+    mean, std = (torch.tensor(predictor.preprocessing[k]).view(-1, 1, 1) for k in ("mean", "std"))
+    return [plot_saliency(model, x, out, mean=mean, std=std, classes=predictor.classes,
+                          task=predictor.task)]
+
+
+def plot_confusion(matrix: list[list[int]], classes: list[str], path: str | Path, *,
+                   title: str = "") -> Path:
+    """The confusion matrix as a heat map: rows the true class, columns the predicted one,
+    each cell's count written in it (up to 30 classes; past that the colours alone)."""
+    counts = np.asarray(matrix)
+    k = len(classes)
+    side = min(4.0 + 0.45 * k, 30.0)  # inches: a readable cell up to ~60 classes
+    fig = Figure(figsize=(side + 1.5, side), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(counts, cmap="Blues", interpolation="nearest")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="examples")
+    ticks = range(k) if k <= 60 else []
+    ax.set_xticks(list(ticks), [classes[i] for i in ticks], rotation=90)
+    ax.set_yticks(list(ticks), [classes[i] for i in ticks])
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if k <= 30:
+        high = counts.max() if counts.size else 0
+        for (i, j), n in np.ndenumerate(counts):
+            ax.text(j, i, str(n), ha="center", va="center", fontsize=8,
+                    color="white" if n > high / 2 else "black")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
 
 
 DEFAULT_OUT = {"filters": "filters.png", "activations": "activations", "saliency": "saliency.png"}

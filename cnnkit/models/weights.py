@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from cnnkit.checkpoint import read_weights_only
+from cnnkit.checkpoint import read_file
 from cnnkit.errors import CheckpointError, ConfigError
 from cnnkit.models.blocks import AuxHead
 from cnnkit.models.builder import is_layer
@@ -118,7 +118,7 @@ def read_weights(spec: str, *, source: str = "<config>") -> Pretrained:
     """The state_dict (prefixes stripped) and what is known of it, from a file or torchvision."""
     if spec.startswith(TORCHVISION):
         weights = torchvision_weights(spec, source=source)
-        state = _as_state_dict(read_weights_only(_torchvision_file(weights, spec, source)), spec)
+        state = _as_state_dict(read_file(_torchvision_file(weights, spec, source)), spec)
         return Pretrained(state, spec, categories=list(weights.meta.get("categories") or []),
                           preprocess=_preprocess(weights))
     path = Path(spec)
@@ -128,7 +128,7 @@ def read_weights(spec: str, *, source: str = "<config>") -> Pretrained:
                               f"torchvision:<WeightsEnum>)")
     if path.suffix == ".safetensors":
         return Pretrained(strip_prefixes(_read_safetensors(path)), str(path))
-    raw = read_weights_only(path)
+    raw = read_file(path)
     classes = raw.get("classes") if isinstance(raw, dict) and "model" in raw else None
     return Pretrained(_as_state_dict(raw, str(path)), str(path), classes=classes)
 

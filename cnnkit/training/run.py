@@ -17,9 +17,18 @@ import torch
 
 from cnnkit import __version__
 from cnnkit.atomic import atomic_write_text, remove_stale_temps
-from cnnkit.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from cnnkit.config import config_to_dict
+from cnnkit.checkpoint import (
+    as_dtypes_of,
+    check_like,
+    load_checkpoint,
+    restore_part,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from cnnkit.config import config_from_dict, config_to_dict
 from cnnkit.data import Data
+from cnnkit.data.preprocess import preprocessing_record, resolve_normalization
 from cnnkit.errors import CheckpointError, CnnkitError, ConfigError
 from cnnkit.models.builder import Network
 from cnnkit.schema import Config
@@ -108,6 +117,10 @@ def _admit(out: Path, cfg: Config, *, resume: bool, say: Callable[[str], None]) 
         return None
     checkpoint = load_checkpoint(out / "last.pt", for_resume=True)
     check_same_run(checkpoint["config"], cfg, out / "last.pt", done=checkpoint["epoch"])
+    history = checkpoint["history"]
+    if history and cfg.train.monitor not in history[0]:
+        raise CheckpointError(f"{out / 'last.pt'}: malformed checkpoint: its history has no "
+                              f"{cfg.train.monitor} column (train.monitor)")
     return checkpoint
 
 
@@ -125,8 +138,11 @@ LENGTH_BOUND_SCHEDULES = ("cosine", "onecycle")
 
 
 def check_same_run(saved: dict, cfg: Config, path: Path, *, done: int = 0) -> None:
-    """Resume continues the same run: only keys that do not change what is learned may."""
-    now = config_to_dict(cfg)
+    """Resume continues the same run: only keys that do not change what is learned may.
+    Resolved values are compared with resolved values (a last.pt from before mean and std were
+    resolved holds null there)."""
+    now = config_to_dict(resolve_normalization(cfg))
+    saved = config_to_dict(resolve_normalization(config_from_dict(saved, source=str(path))))
     differ = [key for key in _flat_diff(saved, now) if key not in RESUME_MAY_CHANGE]
     if differ:
         raise ConfigError(f"{path}: the config differs from the run's at {', '.join(differ)}; "
@@ -156,19 +172,26 @@ def _flat_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 def restore(checkpoint: dict, model, optimizer, scheduler, *, ema: EMA | None = None,
-             scaler: torch.amp.GradScaler | None = None) -> RunState:
-    """Everything save wrote back into the run's objects; where the run stands."""
-    model.load_state_dict(checkpoint["model"])
+            scaler: torch.amp.GradScaler | None = None, path: str | Path = "last.pt"
+            ) -> RunState:
+    """Everything save wrote back into the run's objects; where the run stands. A part that
+    does not fit (shapes, keys, types) is one CheckpointError naming `path` and the part."""
+    as_dtypes_of(checkpoint["model"], model.state_dict(), path)  # an integer weight: refused
+    restore_part(path, "model", lambda: model.load_state_dict(checkpoint["model"]))
     if ema is not None:
         if "ema" not in checkpoint:
-            raise CheckpointError("last.pt: holds no weight average (ema) to resume, though "
-                                  "train.ema_decay is on")
-        ema.load_state_dict(checkpoint["ema"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
+            raise CheckpointError(f"{path}: holds no weight average (ema) to resume, though "
+                                  f"train.ema_decay is on")
+        restore_part(path, "weight average (ema)", lambda: ema.load_state_dict(checkpoint["ema"]))
+    _check_optimizer(checkpoint["optimizer"], optimizer, path)
+    restore_part(path, "optimizer state", lambda: optimizer.load_state_dict(
+        checkpoint["optimizer"]))
+    _check_fits(checkpoint["scheduler"], scheduler, path, "scheduler state")
     scheduler.load_state_dict(checkpoint["scheduler"])
     if scaler is not None and "scaler" in checkpoint:  # fp16: the loss scale reached
+        _check_fits(checkpoint["scaler"], scaler, path, "loss scaler state")
         scaler.load_state_dict(checkpoint["scaler"])
-    set_rng_state(checkpoint["rng"])
+    restore_part(path, "RNG state", lambda: set_rng_state(checkpoint["rng"]))
     history = list(checkpoint["history"])
     best_epoch = checkpoint["best_epoch"] if "best_epoch" in checkpoint \
         else _best_epoch(checkpoint, history)
@@ -189,6 +212,34 @@ def set_lr(optimizer: torch.optim.Optimizer, scheduler, *, old: float, new: floa
                 group[key] *= scale
     scheduler.base_lrs = [lr * scale for lr in scheduler.base_lrs]
     scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+
+def _check_fits(saved: dict, owner, path: str | Path, what: str) -> None:
+    """load_state_dict of schedulers and scalers copies whatever it is given; a wrong key or
+    type would only fail steps later, deep in the loop."""
+    differ = check_like(saved, owner.state_dict())
+    if differ:
+        raise CheckpointError(f"{path}: its {what} does not fit this run (at {differ})")
+
+
+def _check_optimizer(saved: dict, optimizer: torch.optim.Optimizer, path: str | Path) -> None:
+    """Groups as this run's (keys, types, sizes) and each parameter's state shaped as the
+    parameter: load_state_dict checks neither shapes nor types."""
+    fresh = optimizer.state_dict()
+    differ = check_like(saved["param_groups"], fresh["param_groups"], "param_groups")
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for index, entry in saved["state"].items():
+        if differ:
+            break
+        if not isinstance(index, int) or not 0 <= index < len(params) \
+                or not isinstance(entry, dict):
+            differ = f"state[{index!r}]"
+            continue
+        differ = next((f"state[{index}].{k}" for k, v in entry.items()
+                       if not (v is None or isinstance(v, torch.Tensor))  # SGD: buffer None
+                       or v is not None and v.dim() > 0 and v.shape != params[index].shape), None)
+    if differ:
+        raise CheckpointError(f"{path}: its optimizer state does not fit this run (at {differ})")
 
 
 def _best_epoch(checkpoint: dict, history: list[dict]) -> int | None:
@@ -217,9 +268,10 @@ def save(run: Run, *, best: bool, metrics: bool = True) -> None:
         "best": state.best,
         "best_epoch": state.best_epoch,
         "config": config_to_dict(run.cfg),
+        "task": run.cfg.task.name,
         "classes": list(run.data.classes),
-        "mean": list(run.data.mean),  # the input normalization, for predicting on new images
-        "std": list(run.data.std),
+        # what predict does to a new image, with the numbers the data used
+        "preprocessing": preprocessing_record(run.cfg, mean=run.data.mean, std=run.data.std),
         "cnnkit_version": __version__,
     }
     if run.ema is not None:

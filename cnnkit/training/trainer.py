@@ -22,6 +22,7 @@ from cnnkit.config import dump_config, resolve_config
 from cnnkit.data import Data, build_data
 from cnnkit.data.augment import build_augment
 from cnnkit.data.checks import check_splits
+from cnnkit.data.preprocess import resolve_normalization
 from cnnkit.data.shards import batches_per_epoch
 from cnnkit.errors import CnnkitError, ConfigError, DivergenceError, TrainingStopped
 from cnnkit.models.builder import Network, build_model
@@ -108,7 +109,8 @@ def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
     """Train the model a config describes; write metrics, curves and checkpoints to the run
     dir. `callbacks` see every step and epoch after the default ones (callbacks.py);
     `command` is what started it, for the manifest (the CLI passes its argv)."""
-    cfg = with_pretrained_defaults(resolve_config(config, overrides))
+    # mean and std resolved to numbers: config.yaml and the checkpoints record what was used
+    cfg = resolve_normalization(with_pretrained_defaults(resolve_config(config, overrides)))
     out = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
     device = resolve_device(cfg.train.device)
     cluster = Cluster.from_env(device)  # one process unless started by torchrun
@@ -200,7 +202,8 @@ def _run(cfg: Config, out: Path, device: torch.device, cluster: Cluster,
         started = checkpoint["epoch"] + (1 if checkpoint.get("step") else 0)
         if cfg.train.unfreeze_at is not None and started >= cfg.train.unfreeze_at:
             unfreeze(model, optimizer, scheduler, cfg.train, source=cfg.source)
-        state = restore(checkpoint, model, optimizer, scheduler, ema=ema, scaler=speed.scaler)
+        state = restore(checkpoint, model, optimizer, scheduler, ema=ema, scaler=speed.scaler,
+                        path=out / "last.pt")
         set_lr(optimizer, scheduler, old=checkpoint["config"]["train"]["lr"], new=cfg.train.lr)
     run = Run(cfg, out, model, data, task, optimizer, scheduler, ema, state, speed, cluster,
               quiet=quiet, log=log, rundir=rundir)

@@ -1,0 +1,30 @@
+"""`cnnkit export`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def run(args: argparse.Namespace) -> int:
+    from cnnkit.infer.export import export
+
+    written = export(args.run, args.out, onnx=args.onnx)
+    print(f"wrote {written['checkpoint']} ({written['bytes'] / 1e6:.2f} MB; the source "
+          f"checkpoint is {written['source_bytes'] / 1e6:.2f} MB)")
+    if "onnx" in written:
+        print(f"wrote {written['onnx']} (outputs within {written['onnx_max_difference']:.1e} "
+              f"of PyTorch's on a sample)")
+    return 0
+
+
+def register(sub, common, overrides) -> argparse.ArgumentParser:
+    p = sub.add_parser("export", parents=[common],
+                       help="a slim checkpoint to share or serve (and ONNX)")
+    p.add_argument("run", metavar="RUN", help="a run directory (best.pt, else last.pt) or a "
+                                              "checkpoint file")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="the slim checkpoint: weights, preprocessing, classes, config, digest")
+    p.add_argument("--onnx", metavar="FILE",
+                   help="also export ONNX (needs onnx, onnxscript and onnxruntime), its outputs "
+                        "checked against PyTorch's on a sample")
+    return p
