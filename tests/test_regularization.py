@@ -114,8 +114,9 @@ def test_without_ema_checkpoints_and_rows_are_unchanged(write_config, tmp_path):
     checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
     assert "ema" not in checkpoint and result.ema is None
     assert inference_weights(checkpoint) == (checkpoint["model"], "raw")
-    assert list(result.history[0]) == ["epoch", "train_loss", "train_acc", "val_loss",
-                                       "val_acc", "lr", "seconds"]
+    assert list(result.history[0]) == ["epoch", "train_loss", "train_acc", "train_balanced_acc",
+                                       "train_macro_f1", "val_loss", "val_acc",
+                                       "val_balanced_acc", "val_macro_f1", "lr", "seconds"]
 
 
 NAN = float("nan")

@@ -38,6 +38,7 @@ from cnnkit.training.distributed import (
 )
 from cnnkit.training.early_stopping import improves, should_stop
 from cnnkit.training.ema import build_ema
+from cnnkit.training.fit import fit_to_data
 from cnnkit.training.loop import StepEnd, Stepper, evaluate, train_one_epoch
 from cnnkit.training.optim import build_optimizer, build_scheduler
 from cnnkit.training.run import Run, RunState, metrics_csv, open_run_dir, restore
@@ -83,11 +84,12 @@ def default_out_dir(cfg: Config) -> Path:
     return Path(cfg.out) if cfg.out else Path("runs") / Path(cfg.source).stem
 
 
-def prepare(cfg: Config, device: torch.device, *, model: Network | None = None
-            ) -> tuple[Network, Data, Task]:
+def prepare(cfg: Config, device: torch.device, *, model: Network | None = None,
+            data: Data | None = None) -> tuple[Network, Data, Task]:
     """Model and data for a config, checked against each other before any step; `model`, when
-    given, is the config's model already built (with a checkpoint's weights, say)."""
-    data = build_data(cfg.data, source=cfg.source)
+    given, is the config's model already built (with a checkpoint's weights, say), `data` the
+    config's data already built."""
+    data = build_data(cfg.data, source=cfg.source) if data is None else data
     task = build_task(cfg)
     check_splits(data.splits, num_classes=len(data.classes),
                  where=f"{cfg.source}: data ({cfg.data.name})", class_targets=task.class_targets)
@@ -123,12 +125,14 @@ def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
 def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, resume: bool,
            quiet: bool, callbacks: Sequence[Callback] = ()) -> RunResult:
     check_batch(cfg.train.batch_size, cluster)
+    data = build_data(cfg.data, source=cfg.source)
+    cfg = fit_to_data(cfg, data, world_size=cluster.world_size, show=cluster.is_main)
     checkpoint = on_main(lambda: open_run_dir(out, cfg, resume=resume), cluster)
     loggers = [TensorBoardLogger(out, first_epoch=checkpoint["epoch"] if checkpoint else 0,
                                  source=cfg.source)] \
         if cfg.train.tensorboard and cluster.is_main else []  # first: a missing package fails
     seed_everything(cfg.train.seed)
-    model, data, task = prepare(cfg, device)
+    model, data, task = prepare(cfg, device, data=data)
     if checkpoint is None and cfg.model.weights:
         _load_weights(out, cfg, model, data, quiet=quiet, write=cluster.is_main)
     freeze_for_training(model, cfg.train, source=cfg.source)
