@@ -16,11 +16,23 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from cnnkit.errors import CnnkitError
 
-COMMANDS = ("train", "summary", "eval", "predict", "plot", "visualize")
+COMMANDS = ("train", "summary", "eval", "predict", "plot", "visualize", "configs", "config",
+            "sample-images")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Descriptions wrapped to the terminal, as argparse does; an epilog that starts with
+    `examples:` kept line by line as written (one command a line)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
 
 class _Version(argparse.Action):
@@ -44,13 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show tracebacks")
     overrides = argparse.ArgumentParser(add_help=False)
     overrides.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
-                           help="override a config value (repeatable), e.g. train.lr=0.001")
+                           help="override one config value, the value read as YAML "
+                                "(repeatable; default: none); see the examples below")
     parser = argparse.ArgumentParser(prog="cnnkit", parents=[common],
                                      description="Train and inspect CNNs described in YAML.")
     parser.add_argument("--version", action=_Version, help="print cnnkit's version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
-        command = importlib.import_module(f"cnnkit.cli.{name}")
+        command = importlib.import_module(f"cnnkit.cli.{name.replace('-', '_')}")
         command.register(sub, common, overrides).set_defaults(func=command.run)
     return parser
 
@@ -71,3 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cnnkit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `cnnkit summary X --json | head`: the reader has gone
+        _stdout_to_devnull()  # so the interpreter's last flush finds no closed pipe either
+        return 141  # 128 + SIGPIPE, as a shell reports a command the pipe ended
+
+
+def _stdout_to_devnull() -> None:
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)

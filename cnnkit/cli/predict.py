@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from cnnkit.cli import HelpFormatter
 from cnnkit.errors import CnnkitError
 
+EPILOG = """examples:
+  cnnkit sample-images samples
+  cnnkit predict runs/mnist_conv/best.pt samples/digit_7.png samples/digit_2.png
+  cnnkit predict runs/mnist_conv/best.pt photo_of_paper.png --invert --top 3
+  cnnkit predict runs/localization_mnist/best.pt canvas.png --out boxes/"""
 
 def run(args: argparse.Namespace) -> int:
     from cnnkit.checkpoint import load_checkpoint
@@ -25,21 +31,31 @@ def run(args: argparse.Namespace) -> int:
                           f"{args.checkpoint} is a classifier")
     top = 5 if args.top is None else args.top
     results = predict_images(args.checkpoint, args.images, top=top, device=args.device,
-                             checkpoint=checkpoint)
+                             checkpoint=checkpoint, invert=args.invert)
     print(json.dumps(results) if args.json else format_predictions(results))
     return 0
 
 
 def register(sub, common, overrides) -> argparse.ArgumentParser:
-    p = sub.add_parser("predict", parents=[common], help="classes (or boxes) of image files")
-    p.add_argument("checkpoint")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p = sub.add_parser(
+        "predict", parents=[common], help="classes (or boxes) of image files",
+        description="Classify image files with a checkpoint: each image is preprocessed as "
+                    "the checkpoint's validation data was (size, channels, normalization) and "
+                    "its most probable classes printed. A localization checkpoint prints the "
+                    "box and its class, and draws it with --out.",
+        epilog=EPILOG, formatter_class=HelpFormatter)
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a cnnkit checkpoint (best.pt)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
     p.add_argument("--top", type=int, metavar="K",
                    help="the K most probable classes per image (default 5; for a localization "
                         "checkpoint 1, the class of its box)")
     p.add_argument("--out", metavar="DIR",
                    help="localization: write each image with its predicted box drawn")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON list of results instead of a line per image")
     p.add_argument("--device", default="auto",
-                   help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+                   help="auto (cuda, then mps, then cpu; the default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--invert", action="store_true",
+                   help="invert each image's brightness first (dark digits on light paper, for "
+                        "a model trained on light on dark, as MNIST is)")
     return p

@@ -54,16 +54,32 @@ def _mnist(cfg: DataConfig) -> Data:
 
     # data.root is set (the schema checks); whether it holds MNIST, load_mnist does
     images, labels = load_mnist(cfg.root, "train", download=cfg.download)
-    val_size = 5000 if cfg.val_size is None else cfg.val_size
-    train_size = len(labels) - val_size if cfg.train_size is None else cfg.train_size
-    if train_size < 1 or train_size + val_size > len(labels):  # sizes >= 1, >= 0: schema
-        raise DataError(f"data.train_size + data.val_size: the MNIST training files hold "
-                        f"{len(labels)} digits; found train_size {train_size}, val_size {val_size}")
+    train_size, val_size = _mnist_sizes(cfg, len(labels))
     train, val = mnist_sample.stratified_split(labels, (train_size, val_size))
     splits = {"train": Split(images[train], labels[train]), "val": Split(images[val], labels[val])}
     test_images, test_labels = load_mnist(cfg.root, "test", download=cfg.download)
     splits["test"] = Split(test_images, test_labels)
     return Data(splits, DIGITS, mnist_sample.MEAN, mnist_sample.STD)
+
+
+MNIST_VAL = 5000  # data.val_size's default for mnist; train_size's: the rest (55,000 of 60,000)
+
+
+def _mnist_sizes(cfg: DataConfig, n: int) -> tuple[int, int]:
+    """(train, val) sizes carved from n training digits; an error names the keys as the user
+    set them, or the default each came from (sizes >= 1 and >= 0: the schema checks)."""
+    val = MNIST_VAL if cfg.val_size is None else cfg.val_size
+    val_text = (f"data.val_size {val}" if cfg.val_size is not None
+                else f"data.val_size's default {MNIST_VAL}")
+    if cfg.train_size is None:
+        if val >= n:
+            raise DataError(f"{val_text}: the MNIST training files hold {n} digits; at most "
+                            f"{n - 1} leaves a training split (data.train_size: the rest)")
+        return n - val, val
+    if cfg.train_size + val > n:
+        raise DataError(f"data.train_size {cfg.train_size} + {val_text}: the MNIST training "
+                        f"files hold {n} digits; together at most {n}")
+    return cfg.train_size, val
 
 
 def _imagefolder(cfg: DataConfig) -> FolderData:

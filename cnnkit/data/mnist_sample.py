@@ -12,6 +12,7 @@ import functools
 import hashlib
 import io
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -84,3 +85,25 @@ def load(*, train_size: int | None, val_size: int | None) -> dict[str, Split]:
     images, labels = read_sample()
     train, val = stratified_split(labels, (train_size, val_size))
     return {"train": Split(images[train], labels[train]), "val": Split(images[val], labels[val])}
+
+
+def write_sample_images(folder: str | Path) -> list[Path]:
+    """One PNG per digit, FOLDER/digit_<d>.png (28×28, light strokes on black as MNIST is),
+    each the first of its class in the default validation split: digits no default run
+    trained on. Existing files of those names are replaced."""
+    from PIL import Image
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{folder}: cannot create the folder ({exc.strerror})") from None
+    images, labels = read_sample()
+    val = stratified_split(labels, SPLIT)[1]
+    paths = []
+    for digit in range(10):
+        index = val[labels[val] == digit][0]
+        path = folder / f"digit_{digit}.png"
+        Image.fromarray(images[index, 0].numpy(), mode="L").save(path)
+        paths.append(path)
+    return paths

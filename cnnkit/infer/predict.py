@@ -20,6 +20,7 @@ from cnnkit.data import mnist_sample
 from cnnkit.data.imagefolder import eval_transform, open_image
 from cnnkit.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.errors import CnnkitError, ConfigError
+from cnnkit.infer.invert import match_brightness
 from cnnkit.infer.model import load_model
 from cnnkit.schema import Config
 from cnnkit.tasks import main_logits
@@ -72,8 +73,10 @@ def classify(model: nn.Module, x: torch.Tensor, classes: list[str], *, top: int
 
 
 def predict_images(path: str | Path, images: Sequence[str | Path], *, top: int = 5,
-                   device: str = "auto", checkpoint: dict | None = None) -> list[dict[str, Any]]:
-    """[{"image": path, "top": [{"class", "probability"}, ...]}, ...], one per image."""
+                   device: str = "auto", checkpoint: dict | None = None, invert: bool = False
+                   ) -> list[dict[str, Any]]:
+    """[{"image": path, "top": [{"class", "probability"}, ...]}, ...], one per image.
+    `invert`: each image's brightness flipped first (infer/invert.py)."""
     if top < 1:
         raise CnnkitError(f"--top: expected 1 or more classes, found {top}")
     dev = resolve_device(device, key="--device")
@@ -82,7 +85,8 @@ def predict_images(path: str | Path, images: Sequence[str | Path], *, top: int =
     results = []
     for start in range(0, len(images), CHUNK):
         paths = [Path(p) for p in images[start:start + CHUNK]]
-        x = torch.stack([load(p) for p in paths]).float().div_(255).sub_(mean).div_(std)
+        raw = match_brightness(torch.stack([load(p) for p in paths]), paths, cfg, invert=invert)
+        x = raw.float().div_(255).sub_(mean).div_(std)
         for path, best in zip(paths, classify(model, x.to(dev), classes, top=top)):
             results.append({"image": str(path), "top": best})
     return results
