@@ -143,9 +143,11 @@ def scripted_eval(monkeypatch, *, acc: list[float] | None = None,
     (0.5 and 1.0 where a list is not given)."""
     accs = iter(acc) if acc is not None else itertools.repeat(0.5)
     losses = iter(loss) if loss is not None else itertools.repeat(1.0)
-    monkeypatch.setattr(cnnkit.training.trainer, "evaluate",
-                        lambda model, loader, task, **_: {"loss": next(losses),
-                                                          "acc": next(accs)})
+    def evaluate(model, loader, task, **_):
+        acc = next(accs)  # the classification task's balanced metrics: the same, here
+        return {"loss": next(losses), "acc": acc, "balanced_acc": acc, "macro_f1": acc}
+
+    monkeypatch.setattr(cnnkit.training.trainer, "evaluate", evaluate)
 
 
 def test_early_stopping_stops_at_the_right_epoch(write_config, tmp_path, monkeypatch, capsys):

@@ -18,6 +18,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 from cnnkit.errors import CnnkitError
 
@@ -69,7 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `cnnkit ARGV` (sys.argv[1:] when None) and return its exit code."""
+    """Run `cnnkit ARGV` (sys.argv[1:] when None) and return its exit code. As the console
+    script (argv None) Python warnings print as one `cnnkit: warning:` line each; called with
+    a list (tests, other programs) the caller's warning handling stays."""
+    if argv is None:
+        warnings.showwarning = _one_line_warning
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # --help, --version, or a usage error argparse has printed
@@ -87,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `cnnkit summary X --json | head`: the reader has gone
         _stdout_to_devnull()  # so the interpreter's last flush finds no closed pipe either
         return 141  # 128 + SIGPIPE, as a shell reports a command the pipe ended
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"cnnkit: warning: {message}", file=file or sys.stderr, flush=True)
 
 
 def _stdout_to_devnull() -> None:

@@ -34,7 +34,7 @@ def register(sub, common, overrides) -> argparse.ArgumentParser:
                     "auto, the head has the fallback count (1000 for the ImageNet zoo, 10 for "
                     "digits, the count of data.classes where set).",
         epilog=EPILOG, formatter_class=HelpFormatter)
-    p.add_argument("config", metavar="CONFIG",
+    p.add_argument("config",
                    help="a config file, or a shipped config's name (e.g. resnet18)")
     p.add_argument("--json", action="store_true",
                    help="the summary as one JSON object instead of a table")

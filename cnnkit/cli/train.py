@@ -46,7 +46,7 @@ def register(sub, common, overrides) -> argparse.ArgumentParser:
                     "directory. CONFIG is a YAML file or the name of a config that ships with "
                     "cnnkit (`cnnkit configs`); a file on disk wins.",
         epilog=EPILOG, formatter_class=HelpFormatter)
-    p.add_argument("config", metavar="CONFIG",
+    p.add_argument("config",
                    help="a config file, or a shipped config's name (e.g. mnist_conv, resnet18)")
     p.add_argument("--out", metavar="DIR",
                    help="run directory (default: the config's out, else runs/CONFIG_NAME)")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
+import warnings
 
 import torch
 
@@ -15,23 +15,29 @@ from cnnkit.data import Data
 from cnnkit.data.shards import batches_per_epoch
 from cnnkit.schema import Config
 
+
+class FitWarning(UserWarning):
+    """A setting that does not fit the data; the CLI prints it as one `cnnkit: warning:` line."""
+
+
 MIN_STEPS = 10  # optimizer steps per epoch below which an epoch says little
 IMBALANCE = 5  # largest class / smallest class above which a warning is printed
 
 
 def fit_to_data(cfg: Config, data: Data, *, world_size: int = 1, show: bool = True) -> Config:
     """The config with the data's class count and class weights resolved (so the saved config
-    holds numbers); `data`'s decoding workers capped at the CPUs. `show`: print the warnings."""
+    holds numbers); `data`'s decoding workers capped at the CPUs. `show`: issue the warnings
+    (FitWarning; under torchrun rank 0 alone)."""
     counts = class_counts(data.splits["train"], len(data.classes))
     model, task = cfg.model, cfg.task
     if model.num_classes == "auto":
         model = dataclasses.replace(model, num_classes=len(data.classes))
     if task.class_weights == "auto" and counts is not None:
         task = dataclasses.replace(task, class_weights=inverse_frequency(counts))
-    warnings = fit_warnings(cfg, data, counts, world_size=world_size)
+    lines = fit_warnings(cfg, data, counts, world_size=world_size)
     if show:
-        for line in warnings:
-            print(f"cnnkit: warning: {line}", file=sys.stderr, flush=True)
+        for line in lines:
+            warnings.warn(line, FitWarning, stacklevel=2)
     return dataclasses.replace(cfg, model=model, task=task)
 
 
@@ -40,8 +46,9 @@ def class_counts(split, num_classes: int) -> list[int] | None:
     labels = getattr(split, "labels", None)
     if labels is None:  # a class-folder split: its index holds the labels
         labels = torch.tensor(split.index.labels, dtype=torch.int64)
-    if labels.dim() != 1:
-        return None
+    if labels.dim() != 1 or labels.dtype not in (torch.int64, torch.int32, torch.uint8) \
+            or (len(labels) and labels.min() < 0):
+        return None  # not class indices; bad labels are check_splits' error, named there
     return torch.bincount(labels, minlength=num_classes).tolist()
 
 
