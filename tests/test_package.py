@@ -272,3 +272,44 @@ def test_installed_package_trains_resnet18_by_name_and_predicts(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split(": ")[1].split()[0] in ("ants", "bees")
+
+
+# -- mnist: the split in use, and sizes -----------------------------------------------------
+
+
+def _mnist_files(root: Path, prefix: str, n: int) -> None:
+    from cnnkit.data.idx import write_idx
+
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    rng = torch.Generator().manual_seed(0)
+    write_idx(raw / f"{prefix}-images-idx3-ubyte",
+              torch.randint(0, 256, (n, 28, 28), generator=rng, dtype=torch.uint8).numpy())
+    write_idx(raw / f"{prefix}-labels-idx1-ubyte", (torch.arange(n) % 10).byte().numpy())
+
+
+def test_eval_on_the_mnist_test_split_reads_the_t10k_files_alone(cli, trained_run, tmp_path):
+    _, result = trained_run
+    _mnist_files(tmp_path / "mnist", "t10k", 30)  # no train files at all
+    code, out, err = cli("eval", result.out_dir / "best.pt", "--split", "test", "--set",
+                         "data.name=mnist", "--set", f"data.root={tmp_path / 'mnist'}")
+    assert code == 0, err
+    assert "on test (30 examples)" in out
+
+
+def test_mnist_split_errors_name_the_keys_set_or_their_defaults(tmp_path):
+    from cnnkit.data import build_data
+    from cnnkit.errors import DataError
+    from cnnkit.schema import DataConfig
+
+    _mnist_files(tmp_path, "train", 100)
+    with pytest.raises(DataError, match=r"^data.val_size's default 5000: the MNIST training "
+                                        r"files hold 100 digits; at most 99 leaves a training"):
+        build_data(DataConfig(name="mnist", root=str(tmp_path)), splits=("train", "val"))
+    with pytest.raises(DataError, match=r"^data.train_size 90 \+ data.val_size 20: the MNIST "
+                                        r"training files hold 100 digits; together at most 100"):
+        build_data(DataConfig(name="mnist", root=str(tmp_path), train_size=90, val_size=20),
+                   splits=("train", "val"))
+    data = build_data(DataConfig(name="mnist", root=str(tmp_path), val_size=20),
+                      splits=("train", "val"))
+    assert (len(data.splits["train"]), len(data.splits["val"])) == (80, 20)

@@ -16,7 +16,8 @@ def evaluate_checkpoint(path: str | Path, *, split: str = "val", overrides: tupl
     checkpoint = load_checkpoint(path)
     cfg = config_of_checkpoint(checkpoint, path, overrides)
     device = resolve_device(cfg.train.device)
-    model, data, task = prepare(cfg, device, model=model_of_checkpoint(checkpoint, path, cfg))
+    model, data, task = prepare(cfg, device, model=model_of_checkpoint(checkpoint, path, cfg),
+                                splits=(split,))  # only the files of that split are read
     kind = inference_weights(checkpoint)[1]
     loader = data.loader(split, batch_size=cfg.train.batch_size, shuffle=False, seed=0,
                          device=device)

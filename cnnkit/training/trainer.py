@@ -85,14 +85,17 @@ def default_out_dir(cfg: Config) -> Path:
 
 
 def prepare(cfg: Config, device: torch.device, *, model: Network | None = None,
-            data: Data | None = None) -> tuple[Network, Data, Task]:
+            data: Data | None = None, splits: tuple[str, ...] | None = None
+            ) -> tuple[Network, Data, Task]:
     """Model and data for a config, checked against each other before any step; `model`, when
     given, is the config's model already built (with a checkpoint's weights, say), `data` the
-    config's data already built."""
-    data = build_data(cfg.data, source=cfg.source) if data is None else data
+    config's data already built; `splits` the ones used (None: all, training among them)."""
+    if data is None:
+        data = build_data(cfg.data, source=cfg.source, splits=splits)
     task = build_task(cfg)
     check_splits(data.splits, num_classes=len(data.classes),
-                 where=f"{cfg.source}: data ({cfg.data.name})", class_targets=task.class_targets)
+                 where=f"{cfg.source}: data ({cfg.data.name})", class_targets=task.class_targets,
+                 required=splits or ("train",))
     model = build_model(cfg) if model is None else model
     if model.input_shape[0] != data.input_shape[0]:
         raise ConfigError(f"{cfg.source}: model.input: the model's first layer takes "
