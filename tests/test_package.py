@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -313,3 +314,33 @@ def test_mnist_split_errors_name_the_keys_set_or_their_defaults(tmp_path):
     data = build_data(DataConfig(name="mnist", root=str(tmp_path), val_size=20),
                       splits=("train", "val"))
     assert (len(data.splits["train"]), len(data.splits["val"])) == (80, 20)
+
+
+# -- a CLI that explains itself -------------------------------------------------------------
+
+
+def _pages(parser, name="cnnkit"):
+    """(name, parser) of every subcommand page, nested ones (visualize PICTURE) too."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield f"{name} {sub_name}", sub
+                yield from _pages(sub, f"{name} {sub_name}")
+
+
+def test_every_subcommand_has_a_description_examples_and_help_for_every_argument():
+    from cnnkit.cli import COMMANDS, build_parser
+
+    pages = dict(_pages(build_parser()))
+    assert {f"cnnkit {c}" for c in COMMANDS} <= set(pages)
+    for name, page in pages.items():
+        assert page.description, f"{name}: no description"
+        top = name.split()[1]
+        examples = (pages[f"cnnkit {top}"].epilog or "")
+        assert examples.startswith("examples:\n") and re.search(
+            rf"^  cnnkit {top}( |$)", examples, re.M), name
+        for action in page._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest}: no help"
+    assert "train.lr=0.001" not in pages["cnnkit eval"].format_help()

@@ -43,7 +43,7 @@ def register(sub, common, overrides) -> argparse.ArgumentParser:
         "train", parents=[common, overrides], help="train a config",
         description="Train the model a config describes on its data, writing metrics.csv, "
                     "curves.png, last.pt, best.pt and the resolved config.yaml to the run "
-                    "directory. CONFIG is a YAML file or the name of a config that ships with "
+                    "directory. The config is a YAML file or the name of a config that ships with "
                     "cnnkit (`cnnkit configs`); a file on disk wins.",
         epilog=EPILOG, formatter_class=HelpFormatter)
     p.add_argument("config",
