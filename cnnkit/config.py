@@ -24,11 +24,27 @@ from cnnkit.schema import Config
 from cnnkit.validate import validate
 
 SECTIONS = ("model", "data", "train", "task", "out")
+SHIPPED = Path(__file__).parent / "configs"  # the configs that ship with cnnkit
+
+
+def shipped_configs() -> dict[str, Path]:
+    """Name -> file of each config shipped in the package (`cnnkit configs` lists them)."""
+    return {p.stem: p for p in sorted(SHIPPED.glob("*.yaml"))}
+
+
+def config_path(name: str | Path) -> Path:
+    """A config file on disk, else the shipped config of that name (`resnet18` or
+    `resnet18.yaml`); a path on disk wins. A name found nowhere comes back as it is."""
+    path = Path(name)
+    if path.exists() or path.parent != Path("."):
+        return path
+    return shipped_configs().get(path.name.removesuffix(".yaml"), path)
 
 
 def load_config(path: str | Path, overrides: typing.Iterable[str] = ()) -> Config:
-    """Read a YAML config, apply `KEY.PATH=VALUE` overrides, check it, return a Config."""
-    path = Path(path)
+    """Read a YAML config (a file, or a shipped config by name), apply `KEY.PATH=VALUE`
+    overrides, check it, return a Config."""
+    path = config_path(path)
     raw = _read_yaml(path)
     for item in overrides:
         apply_override(raw, item, source=str(path))
@@ -115,7 +131,11 @@ def _read_yaml(path: Path) -> Any:
                 raise ConfigError(f"{path}: not a regular file; a config is a YAML file")
             data = f.read(MAX_BYTES + 1)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        names = list(shipped_configs())
+        close = difflib.get_close_matches(path.stem, names, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"{path}: config file not found, nor a config shipped with cnnkit"
+                          f"{hint} (`cnnkit configs` lists them)") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
     if len(data) > MAX_BYTES:

@@ -58,10 +58,19 @@ def ranged(default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | N
     return field(default=default, metadata={"range": bounds})
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ModelConfig:
-    input: list[int]  # C, H, W of one example, declared once; shapes are propagated from it
+    # C, H, W of one example, declared once; shapes are propagated from it. None: the data's
+    # (validate.data_input): imagefolder [3, data.image_size, data.image_size], mnist and
+    # mnist-sample [1, 28, 28], the localization sets [channels, size, size]
+    input: list[int] | None = None
     layers: Any  # the layer language (docs/DESIGN.md); checked by the builder
+    # classes, where layer specs write `num_classes` (e.g. [Linear, 512, num_classes]); auto:
+    # the training data's count (len(data.classes) where set); without data (summary,
+    # `cnnkit configs`) auto falls back to validate.FALLBACK_CLASSES: 1000 for imagefolder
+    # (the ImageNet zoo), 10 for the digit datasets. None: no layer refers to it
+    num_classes: int | Literal["auto"] | None = ranged(None, ge=1, text="a positive count, "
+                                                       "auto or null")
     weights: str | None = None  # a .pth/.pt/.safetensors file, a cnnkit checkpoint, or
     # torchvision:<WeightsEnum>, e.g. torchvision:ResNet18_Weights.IMAGENET1K_V1 (models/weights.py)
     head: list[str | int] | None = None  # module paths made fresh when the classes differ
@@ -119,7 +128,7 @@ class DataConfig:
     mean: list[float] | None = None  # per channel, on the [0, 1] scale; None: dataset default
     std: list[float] | None = ranged(None, gt=0)
     download: bool = False  # fetch through torchvision when the files are missing
-    # imagefolder: side of the square crop fed to the model, in pixels
+    # imagefolder: side of the square crop fed to the model, in pixels (and model.input's H, W)
     image_size: int = ranged(224, ge=1, text="a positive size in pixels")
     # imagefolder: DataLoader worker processes decoding images (0: in-process)
     workers: int = ranged(4, ge=0, text="0 or more processes")
@@ -181,7 +190,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto: cuda, then mps, then cpu
     # decides best.pt (and early stopping); train_*: for runs without a validation split
-    monitor: Literal["val_acc", "val_loss", "train_acc", "train_loss"] = "val_acc"
+    monitor: Literal["val_acc", "val_loss", "val_balanced_acc", "val_macro_f1", "train_acc",
+                     "train_loss", "train_balanced_acc", "train_macro_f1"] = "val_acc"
     # steps between progress-bar updates (the only host syncs)
     log_every: int = ranged(20, ge=1, text="a positive integer")
     # seconds between progress lines where stderr is not a terminal (a file, a scheduler)
@@ -215,7 +225,7 @@ class TrainConfig:
 
 @dataclass
 class TaskConfig:
-    """What is learned (tasks/__init__.py TASKS); the other keys are localization's."""
+    """What is learned (tasks/__init__.py TASKS); loss to threshold are localization's."""
 
     name: str = "classification"  # classification or localization
     loss: Literal["squared", "bce-ce"] = "squared"  # squared: the seed's squared error on p_c,
@@ -227,6 +237,9 @@ class TaskConfig:
     cls_weight: float = ranged(1.0, ge=0)
     # p_c at or above which an object is declared (metrics, predict)
     threshold: float = ranged(0.5, ge=0, le=1)
+    # classification: each class's weight in the cross-entropy; auto: inverse class frequency
+    # in the training split, n / (K × n_k) (the saved config holds the numbers); None: all 1
+    class_weights: Literal["auto"] | list[float] | None = ranged(None, gt=0)
 
 
 @dataclass

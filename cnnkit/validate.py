@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from cnnkit.errors import ConfigError
-from cnnkit.schema import AugmentConfig, Config, Range
+from cnnkit.schema import AugmentConfig, Config, DataConfig, Range
 
 # what torch can hold: a learning rate (or any float) past float32's largest overflows inside
 # the optimizer, a seed past int64 inside torch.manual_seed; both after the run has started
@@ -23,7 +23,10 @@ INT64 = (-(2**63), 2**63 - 1)
 
 
 def validate(cfg: Config) -> Config:
-    """Check every range and cross-key rule of a coerced config; returns it unchanged."""
+    """Check every range and cross-key rule of a coerced config; returns it with model.input
+    filled in where it was left out (`data_input`)."""
+    if cfg.model.input is None:
+        cfg.model.input = data_input(cfg.data)
     for path, value, bounds in _numbers(cfg, ""):
         if isinstance(value, float) and not math.isfinite(value):
             expected = bounds.text if bounds and bounds.text else "a finite number"
@@ -76,6 +79,32 @@ ROOT_HOLDS = {
     "imagefolder": "train/ and val/ (each with one folder per class)",
     "localization-csv": "train.csv and val.csv",
 }
+
+
+# model.input where a config leaves it out, by dataset
+def data_input(data: DataConfig) -> list[int]:
+    if data.name == "imagefolder":
+        return [3, data.image_size, data.image_size]
+    if data.name in ("mnist-localization", "localization-csv"):
+        channels = 1 if data.name == "mnist-localization" else data.localization.channels
+        return [channels, data.localization.size, data.localization.size]
+    return [1, 28, 28]  # mnist, mnist-sample
+
+
+# model.num_classes auto, where there is no data to count (summary, `cnnkit configs`)
+FALLBACK_CLASSES = {"imagefolder": 1000, "mnist": 10, "mnist-sample": 10,
+                    "mnist-localization": 10, "localization-csv": 10}
+
+
+def declared_classes(cfg: Config) -> int | None:
+    """model.num_classes as a number: as set, or for auto the count data.classes keeps, else
+    the dataset's fallback. None where the config does not use it."""
+    n = cfg.model.num_classes
+    if n != "auto":
+        return n
+    if cfg.data.classes is not None:
+        return len(cfg.data.classes)
+    return FALLBACK_CLASSES.get(cfg.data.name, 10)
 
 
 def _input_is_an_example_shape(cfg: Config) -> Problem:
@@ -216,9 +245,18 @@ def _no_val_split(cfg: Config) -> Problem:
     return None
 
 
+def _balanced_metrics_are_classifications(cfg: Config) -> Problem:
+    t = cfg.train
+    if cfg.task.name != "classification" and t.monitor.endswith(("balanced_acc", "macro_f1")):
+        return "train.monitor", f"{t.monitor} is a classification metric; task is {cfg.task.name}"
+    if cfg.task.name != "classification" and cfg.task.class_weights is not None:
+        return "task.class_weights", f"weights classification's loss; task is {cfg.task.name}"
+    return None
+
+
 RULES: list[Callable[[Config], Problem]] = [
     _input_is_an_example_shape, _repeats_are_sane, _sizes_are_sane, _nesterov_needs_momentum,
     _unfreeze_needs_freeze,
     _lr_groups_are_disjoint, _schedule_fits, _cutout_fits_the_image, _augment_is_for_tensors,
     _no_val_split, _root_where_read_from_disk, _imagefolder_splits_as_they_are,
-    _digits_fit_the_canvas]
+    _digits_fit_the_canvas, _balanced_metrics_are_classifications]

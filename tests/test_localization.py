@@ -180,7 +180,8 @@ def test_task_comes_from_the_config(write_config):
     assert isinstance(task, Localization)
     assert (task.loss_name, task.box_loss, task.weights, task.threshold) == (
         "bce-ce", "giou", (1.0, 5.0, 1.0), 0.7)
-    assert build_task(load_config(write_config())).metrics == ("loss", "acc")
+    assert build_task(load_config(write_config())).metrics == ("loss", "acc", "balanced_acc",
+                                                                 "macro_f1")
 
 
 def test_unknown_task_lists_the_valid_ones(write_config):

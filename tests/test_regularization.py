@@ -114,8 +114,9 @@ def test_without_ema_checkpoints_and_rows_are_unchanged(write_config, tmp_path):
     checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
     assert "ema" not in checkpoint and result.ema is None
     assert inference_weights(checkpoint) == (checkpoint["model"], "raw")
-    assert list(result.history[0]) == ["epoch", "train_loss", "train_acc", "val_loss",
-                                       "val_acc", "lr", "seconds"]
+    assert list(result.history[0]) == ["epoch", "train_loss", "train_acc", "train_balanced_acc",
+                                       "train_macro_f1", "val_loss", "val_acc",
+                                       "val_balanced_acc", "val_macro_f1", "lr", "seconds"]
 
 
 NAN = float("nan")
@@ -142,9 +143,11 @@ def scripted_eval(monkeypatch, *, acc: list[float] | None = None,
     (0.5 and 1.0 where a list is not given)."""
     accs = iter(acc) if acc is not None else itertools.repeat(0.5)
     losses = iter(loss) if loss is not None else itertools.repeat(1.0)
-    monkeypatch.setattr(cnnkit.training.trainer, "evaluate",
-                        lambda model, loader, task, **_: {"loss": next(losses),
-                                                          "acc": next(accs)})
+    def evaluate(model, loader, task, **_):
+        acc = next(accs)  # the classification task's balanced metrics: the same, here
+        return {"loss": next(losses), "acc": acc, "balanced_acc": acc, "macro_f1": acc}
+
+    monkeypatch.setattr(cnnkit.training.trainer, "evaluate", evaluate)
 
 
 def test_early_stopping_stops_at_the_right_epoch(write_config, tmp_path, monkeypatch, capsys):

@@ -173,8 +173,8 @@ def test_data_rules_apply_to_the_datasets_they_concern(write_config):
                              "data.localization.size=16", "data.localization.channels=1"])
     assert (cfg.data.localization.size, cfg.data.localization.digit_size) == (16, [20, 44])
     cfg = load_config(path, ["data.name=imagefolder", "data.root=imgs", "data.train_size=null",
-                             "data.val_size=null", "data.workers=0"])
-    assert (cfg.data.root, cfg.data.workers) == ("imgs", 0)
+                             "data.val_size=null", "data.workers=0", "model.input=null"])
+    assert (cfg.data.root, cfg.data.workers, cfg.model.input) == ("imgs", 0, [3, 224, 224])
 
 
 def _ranged_fields(cls: type, prefix: str = ""):

@@ -39,7 +39,7 @@ def test_set_reaches_into_layer_lists():
                                          "expected an index 0 to 6, found '7'"),
     ("model.layers.classifier.last.2=10", "found 'last'"),
     ("model.layers.classifier.6.2.1=10",
-     r"model.layers.classifier.6.2 is 1000 \(int\), not a section"),
+     r"model.layers.classifier.6.2 is 'num_classes' \(str\), not a section"),
 ])
 def test_set_into_a_list_names_bad_indices(item, message):
     with pytest.raises(ConfigError, match=message):

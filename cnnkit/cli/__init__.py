@@ -20,11 +20,22 @@ import os
 import signal
 import sys
 import threading
+import warnings
 
 from cnnkit.errors import CnnkitError
 
 COMMANDS = ("train", "resume", "sweep", "runs", "summary", "eval", "predict", "plot",
-            "visualize", "export")
+            "visualize", "export", "configs", "config", "sample-images")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Descriptions wrapped to the terminal, as argparse does; an epilog that starts with
+    `examples:` kept line by line as written (one command a line)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
 
 class _Version(argparse.Action):
@@ -48,13 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show tracebacks")
     overrides = argparse.ArgumentParser(add_help=False)
     overrides.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
-                           help="override a config value (repeatable), e.g. train.lr=0.001")
+                           help="override one config value, the value read as YAML "
+                                "(repeatable; default: none); see the examples below")
     parser = argparse.ArgumentParser(prog="cnnkit", parents=[common],
                                      description="Train and inspect CNNs described in YAML.")
     parser.add_argument("--version", action=_Version, help="print cnnkit's version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
-        command = importlib.import_module(f"cnnkit.cli.{name}")
+        command = importlib.import_module(f"cnnkit.cli.{name.replace('-', '_')}")
         command.register(sub, common, overrides).set_defaults(func=command.run)
     return parser
 
@@ -98,6 +110,11 @@ def _exit_on_interrupt_inside_imports():
 
 
 def _main(argv: list[str] | None) -> int:
+    """As the console script (argv None) Python warnings print as one `cnnkit: warning:`
+    line each; called with a list (tests, other programs) the caller's warning handling
+    stays."""
+    if argv is None:
+        warnings.showwarning = _one_line_warning
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # --help, --version, or a usage error argparse has printed
@@ -109,6 +126,23 @@ def _main(argv: list[str] | None) -> int:
             raise
         print(_printable(f"cnnkit: error: {exc}"), file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `cnnkit summary X --json | head`: the reader has gone
+        _stdout_to_devnull()  # so the interpreter's last flush finds no closed pipe either
+        return 141  # 128 + SIGPIPE, as a shell reports a command the pipe ended
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"cnnkit: warning: {message}", file=file or sys.stderr, flush=True)
+
+
+def _stdout_to_devnull() -> None:
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _printable(text: str) -> str:

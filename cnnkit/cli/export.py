@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cnnkit.cli import HelpFormatter
+
 
 def run(args: argparse.Namespace) -> int:
     from cnnkit.infer.export import export
@@ -18,8 +20,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub, common, overrides) -> argparse.ArgumentParser:
-    p = sub.add_parser("export", parents=[common],
-                       help="a slim checkpoint to share or serve (and ONNX)")
+    p = sub.add_parser(
+        "export", parents=[common], help="a slim checkpoint to share or serve (and ONNX)",
+        description="Write a slim checkpoint of a run: weights (EMA weights where the run kept "
+                    "them), preprocessing, classes, config and a digest; no optimizer, RNG "
+                    "state, history or absolute paths. eval, predict, visualize, summary and "
+                    "cnnkit.load accept it.",
+        epilog="""examples:
+  cnnkit export runs/mnist_conv --out mnist_conv.pt
+  cnnkit export runs/mnist_conv/best.pt --out mnist_conv.pt --onnx mnist_conv.onnx""",
+        formatter_class=HelpFormatter)
     p.add_argument("run", metavar="RUN", help="a run directory (best.pt, else last.pt) or a "
                                               "checkpoint file")
     p.add_argument("--out", required=True, metavar="FILE",

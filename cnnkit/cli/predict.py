@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from cnnkit.cli import HelpFormatter
 from cnnkit.errors import CnnkitError
+
+EPILOG = """examples:
+  cnnkit sample-images samples
+  cnnkit predict runs/mnist_conv samples/digit_7.png samples/digit_2.png
+  cnnkit predict runs/mnist_conv samples/ --csv predictions.csv
+  cnnkit predict runs/mnist_conv/best.pt photo_of_paper.png --invert --top 3
+  cnnkit predict runs/localization_mnist/best.pt canvas.png --out boxes/"""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -19,13 +27,14 @@ def run(args: argparse.Namespace) -> int:
     if predictor.task == "localization":
         top = 1 if args.top is None else args.top  # the box's class, unless more are asked for
         results = predict_localization(args.checkpoint, args.images, out_dir=args.out,
-                                       top=top, predictor=predictor)
+                                       top=top, predictor=predictor, invert=args.invert)
         text = "\n".join(map(format_prediction, results))
     else:
         if args.out is not None:
             raise CnnkitError(f"--out: draws boxes of localization checkpoints; "
                               f"{predictor.path} is a classifier")
-        results = predict(predictor, args.images, top=5 if args.top is None else args.top)
+        results = predict(predictor, args.images, top=5 if args.top is None else args.top,
+                          invert=args.invert)
         text = format_predictions(results)
     if args.csv is not None:
         write_csv(results, args.csv)
@@ -39,12 +48,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub, common, overrides) -> argparse.ArgumentParser:
-    p = sub.add_parser("predict", parents=[common],
-                       help="classes (or boxes) of image files and folders")
-    p.add_argument("checkpoint", help="a checkpoint file, or a run directory (best.pt, else "
-                                      "last.pt)")
+    p = sub.add_parser(
+        "predict", parents=[common], help="classes (or boxes) of image files and folders",
+        description="Classify image files with a checkpoint: each image is preprocessed as "
+                    "the checkpoint records (size, channels, normalization) and "
+                    "its most probable classes printed. A localization checkpoint prints the "
+                    "box and its class, and draws it with --out.",
+        epilog=EPILOG, formatter_class=HelpFormatter)
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="a cnnkit checkpoint (best.pt, an exported file), or a run directory "
+                        "(best.pt, else last.pt)")
     p.add_argument("images", nargs="+", metavar="IMAGE",
-                   help="image files, or folders (every image under them, recursively)")
+                   help="image files (PNG, JPEG, ...), or folders (every image under them, "
+                        "recursively)")
     p.add_argument("--top", type=int, metavar="K",
                    help="the K most probable classes per image (default 5; for a localization "
                         "checkpoint 1, the class of its box)")
@@ -52,7 +68,11 @@ def register(sub, common, overrides) -> argparse.ArgumentParser:
                    help="localization: write each image with its predicted box drawn")
     p.add_argument("--csv", metavar="FILE",
                    help="write the predictions as CSV (image, class, probability, ...)")
-    p.add_argument("--json", action="store_true", help="print the predictions as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON list of results instead of a line per image")
     p.add_argument("--device", default="auto",
-                   help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+                   help="auto (cuda, then mps, then cpu; the default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--invert", action="store_true",
+                   help="invert each image's brightness first (dark digits on light paper, for "
+                        "a model trained on light on dark, as MNIST is)")
     return p

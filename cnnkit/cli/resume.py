@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cnnkit.cli import HelpFormatter
 from cnnkit.cli.train import train_command
 from cnnkit.errors import CnnkitError
 
@@ -26,8 +27,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub, common, overrides) -> argparse.ArgumentParser:
-    p = sub.add_parser("resume", parents=[common, overrides],
-                       help="continue a run from its directory (or its last.pt)")
+    p = sub.add_parser(
+        "resume", parents=[common, overrides],
+        help="continue a run from its directory (or its last.pt)",
+        description="Continue a run from its last.pt with the run's own config.yaml: no config "
+                    "needed. A run killed before its first checkpoint starts over from its "
+                    "recorded config. --set may change only keys that do not change what is "
+                    "learned (train.epochs, train.lr, logging, device, workers); more epochs "
+                    "are refused for cosine and one-cycle schedules, whose rate is laid out "
+                    "over the run's length.",
+        epilog="""examples:
+  cnnkit resume runs/mnist_conv
+  cnnkit resume runs/mnist_conv/last.pt --set train.epochs=40
+  cnnkit resume runs/diverged --set train.lr=0.0005""", formatter_class=HelpFormatter)
     p.add_argument("run", metavar="RUN", help="a run directory, or its last.pt")
-    p.add_argument("--quiet", action="store_true", help="no progress bar, no epoch lines")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar, no epoch lines (warnings and errors still print)")
     return p

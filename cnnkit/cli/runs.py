@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from cnnkit.cli import HelpFormatter
+
 
 def run(args: argparse.Namespace) -> int:
     from cnnkit.inspect.runs import runs_table, to_csv, to_json, to_text
@@ -24,7 +26,11 @@ def register(sub, common, overrides) -> argparse.ArgumentParser:
         "runs", parents=[common], help="a table of the runs under some folders",
         description="One row per run: the config keys that differ between the runs, status, "
                     "epochs, the best and final value of a metric, training time; runs that "
-                    "differ only by train.seed also as mean ± sd.")
+                    "differ only by train.seed also as mean ± sd.",
+        epilog="""examples:
+  cnnkit runs runs/sweep_mnist_conv
+  cnnkit runs runs/ --sort val_loss
+  cnnkit runs runs/a runs/b --csv > runs.csv""", formatter_class=HelpFormatter)
     p.add_argument("dirs", nargs="+", metavar="DIR", help="run directories or folders of runs")
     p.add_argument("--sort", metavar="METRIC",
                    help="show METRIC (default: the runs' train.monitor), best runs first")

@@ -6,8 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
+from cnnkit.cli import HelpFormatter
+
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 
+EPILOG = """examples:
+  cnnkit summary mnist_conv
+  cnnkit summary resnet18 --set data.image_size=128 --set model.num_classes=2
+  cnnkit summary configs/vgg16.yaml --json"""
 
 def run(args: argparse.Namespace) -> int:
     from cnnkit.inspect.summary import format_summary, summarize
@@ -32,8 +38,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub, common, overrides) -> argparse.ArgumentParser:
-    p = sub.add_parser("summary", parents=[common, overrides], help="layers, shapes, parameters")
-    p.add_argument("config", metavar="CONFIG",
-                   help="a YAML config, or a checkpoint (.pt) or run directory")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser(
+        "summary", parents=[common, overrides], help="layers, shapes, parameters",
+        description="Build a config's model (no data read) and print each layer with its "
+                    "output shape, parameters and receptive field. Where model.num_classes is "
+                    "auto, the head has the fallback count (1000 for the ImageNet zoo, 10 for "
+                    "digits, the count of data.classes where set).",
+        epilog=EPILOG, formatter_class=HelpFormatter)
+    p.add_argument("config",
+                   help="a config file, a shipped config's name (e.g. resnet18), or a "
+                        "checkpoint (.pt) or run directory")
+    p.add_argument("--json", action="store_true",
+                   help="the summary as one JSON object instead of a table")
     return p

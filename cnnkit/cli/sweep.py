@@ -6,6 +6,8 @@ import argparse
 import shlex
 import sys
 
+from cnnkit.cli import HelpFormatter
+
 
 def run(args: argparse.Namespace) -> int:
     from cnnkit.errors import TrainingStopped
@@ -51,13 +53,19 @@ def register(sub, common, overrides) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "sweep", parents=[common, overrides], help="train a config over a grid of values",
         description="Train one run per combination of the grids' values (and seeds), each in "
-                    "OUT/NAME; run it again to skip finished runs and resume interrupted ones.")
-    p.add_argument("config")
+                    "OUT/NAME; run it again to skip finished runs and resume interrupted ones.",
+        epilog="""examples:
+  cnnkit sweep mnist_conv --grid 'train.lr=[0.001, 0.005, 0.02]' --seeds 0 1 2 --out runs/lr
+  cnnkit sweep mnist_conv --grid 'train.batch_size=[100, 1000]' --jobs 2 --out runs/bs
+  cnnkit sweep mnist_best --grid 'data.fold=[0, 1, 2, 3, 4]' --set data.folds=5 --out runs/cv""",
+        formatter_class=HelpFormatter)
+    p.add_argument("config", help="a config file, or a shipped config's name (e.g. mnist_conv)")
     p.add_argument("--grid", action="append", default=[], metavar="KEY.PATH=[V1, V2, ...]",
                    help="values of one key, a YAML list (repeatable; the product is swept)")
     p.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
                    help="train.seed values, e.g. --seeds 0 1 2")
-    p.add_argument("--out", required=True, help="sweep folder: sweep.json and one run each")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="sweep folder: sweep.json and one run each")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at once, each in a process of its own (default 1: in this one)")
     p.add_argument("--threads", type=int,

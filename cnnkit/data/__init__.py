@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from cnnkit.data.imagefolder import FolderData
 
 DIGITS = [str(d) for d in range(10)]
+ALL_SPLITS = frozenset({"train", "val", "test"})
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Data:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.splits["train"].images.shape[1:])
+        return tuple(next(iter(self.splits.values())).images.shape[1:])  # splits agree
 
     def loader(self, split: str, *, batch_size: int, shuffle: bool, seed: int,
                device: torch.device, augment: Augmenter | None = None, rank: int = 0,
@@ -49,21 +50,42 @@ def _mnist_sample(cfg: DataConfig) -> Data:
     return Data(splits, DIGITS, mnist_sample.MEAN, mnist_sample.STD)
 
 
-def _mnist(cfg: DataConfig) -> Data:
+def _mnist(cfg: DataConfig, needed: frozenset[str] = ALL_SPLITS) -> Data:
+    """Only the files of the splits needed are read: `eval --split test` needs t10k alone."""
     from cnnkit.data.mnist import load_mnist
 
     # data.root is set (the schema checks); whether it holds MNIST, load_mnist does
-    images, labels = load_mnist(cfg.root, "train", download=cfg.download)
-    val_size = 5000 if cfg.val_size is None else cfg.val_size
-    train_size = len(labels) - val_size if cfg.train_size is None else cfg.train_size
-    if train_size < 1 or train_size + val_size > len(labels):  # sizes >= 1, >= 0: schema
-        raise DataError(f"data.train_size + data.val_size: the MNIST training files hold "
-                        f"{len(labels)} digits; found train_size {train_size}, val_size {val_size}")
-    train, val = mnist_sample.stratified_split(labels, (train_size, val_size))
-    splits = {"train": Split(images[train], labels[train]), "val": Split(images[val], labels[val])}
-    test_images, test_labels = load_mnist(cfg.root, "test", download=cfg.download)
-    splits["test"] = Split(test_images, test_labels)
+    splits = {}
+    if needed & {"train", "val"}:
+        images, labels = load_mnist(cfg.root, "train", download=cfg.download)
+        train_size, val_size = _mnist_sizes(cfg, len(labels))
+        train, val = mnist_sample.stratified_split(labels, (train_size, val_size))
+        splits = {"train": Split(images[train], labels[train]),
+                  "val": Split(images[val], labels[val])}
+    if "test" in needed:
+        test_images, test_labels = load_mnist(cfg.root, "test", download=cfg.download)
+        splits["test"] = Split(test_images, test_labels)
     return Data(splits, DIGITS, mnist_sample.MEAN, mnist_sample.STD)
+
+
+MNIST_VAL = 5000  # data.val_size's default for mnist; train_size's: the rest (55,000 of 60,000)
+
+
+def _mnist_sizes(cfg: DataConfig, n: int) -> tuple[int, int]:
+    """(train, val) sizes carved from n training digits; an error names the keys as the user
+    set them, or the default each came from (sizes >= 1 and >= 0: the schema checks)."""
+    val = MNIST_VAL if cfg.val_size is None else cfg.val_size
+    val_text = (f"data.val_size {val}" if cfg.val_size is not None
+                else f"data.val_size's default {MNIST_VAL}")
+    if cfg.train_size is None:
+        if val >= n:
+            raise DataError(f"{val_text}: the MNIST training files hold {n} digits; at most "
+                            f"{n - 1} leaves a training split (data.train_size: the rest)")
+        return n - val, val
+    if cfg.train_size + val > n:
+        raise DataError(f"data.train_size {cfg.train_size} + {val_text}: the MNIST training "
+                        f"files hold {n} digits; together at most {n}")
+    return cfg.train_size, val
 
 
 def _imagefolder(cfg: DataConfig) -> FolderData:
@@ -91,14 +113,25 @@ DATASETS = {"mnist-sample": _mnist_sample, "mnist": _mnist, "imagefolder": _imag
             "mnist-localization": _mnist_localization, "localization-csv": _localization_csv}
 
 
-def build_data(cfg: DataConfig, *, source: str = "<config>") -> Data | FolderData:
-    """The dataset a `data` section names, with its normalization resolved."""
+# datasets whose files are read split by split (the others are small or made in memory)
+BY_SPLIT = {"mnist"}
+
+
+def build_data(cfg: DataConfig, *, source: str = "<config>",
+               splits: tuple[str, ...] | None = None) -> Data | FolderData:
+    """The dataset a `data` section names, with its normalization resolved. `splits`: the
+    ones to be used (None: all); a dataset read from files split by split reads only those."""
     if cfg.name not in DATASETS:
         close = difflib.get_close_matches(cfg.name, list(DATASETS), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ConfigError(f"{source}: data.name: unknown dataset '{cfg.name}'{hint} "
                           f"(valid: {', '.join(DATASETS)})")
-    data = select(DATASETS[cfg.name](cfg), cfg, source=source)
+    load = DATASETS[cfg.name]
+    if cfg.name in BY_SPLIT and splits is not None:
+        data = load(cfg, frozenset(splits))
+    else:
+        data = load(cfg)
+    data = select(data, cfg, source=source)
     if cfg.val_size == 0:  # no validation split at all, rather than an empty one
         data = dataclasses.replace(data, splits={k: v for k, v in data.splits.items()
                                                  if k != "val"})

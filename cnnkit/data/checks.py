@@ -35,15 +35,19 @@ def check_split(split: Split, name: str, *, num_classes: int, shape: tuple[int, 
                         f"the {num_classes} classes (0..{num_classes - 1})")
 
 
-def check_splits(splits: dict, *, num_classes: int, where: str, class_targets: bool = True
-                 ) -> None:
+def check_splits(splits: dict, *, num_classes: int, where: str, class_targets: bool = True,
+                 required: tuple[str, ...] = ("train",)) -> None:
     """In-memory splits only: a class-folder split's labels come from its folder names and
     its emptiness is checked when the folders are indexed (data/imagefolder.py)."""
-    if "train" not in splits:
+    if "train" in required and "train" not in splits:
         raise DataError(f"{where}: has no 'train' split (has {', '.join(splits) or 'none'})")
+    for name in required:
+        if name not in splits:  # e.g. `eval --split test` on a dataset without one
+            raise DataError(f"{where}: split '{name}': this dataset has "
+                            f"{', '.join(splits) or 'none'}")
     if not all(isinstance(split, Split) for split in splits.values()):
         return
-    shape = tuple(splits["train"].images.shape[1:])
+    shape = tuple(next(iter(splits.values())).images.shape[1:])
     for name, split in splits.items():
         check_split(split, name, num_classes=num_classes, shape=shape, where=where,
                     class_targets=class_targets)

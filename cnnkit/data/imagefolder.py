@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms as T
 
@@ -36,10 +36,12 @@ CROP_FRACTION = 0.875  # evaluation: the short side is resized to size / 0.875 (
 
 
 def open_image(path: str | Path, mode: str = "RGB") -> Image.Image:
-    """The decoded image in `mode`; a DataError naming the file when it cannot be read."""
+    """The decoded image in `mode`, turned upright by its EXIF orientation (a phone's photo
+    stored sideways); a DataError naming the file when it cannot be read."""
     try:
         with Image.open(path) as image:
-            return image.convert(mode)  # convert decodes every pixel, so truncation shows here
+            # convert decodes every pixel, so truncation shows here
+            return ImageOps.exif_transpose(image).convert(mode)
     except FileNotFoundError:
         raise DataError(f"{path}: image not found") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:

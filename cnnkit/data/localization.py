@@ -181,13 +181,14 @@ def _load_split(path: Path, rows: list[tuple[int, dict[str, str]]], classes: lis
 
 
 def _open_image(path: Path, where: str, channels: int):
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not path.is_file():
         raise DataError(f"{where}: image {path} not found")
     try:
         with Image.open(path) as image:
-            return image.convert("L" if channels == 1 else "RGB")
+            # upright by its EXIF orientation first: boxes are drawn on the image as seen
+            return ImageOps.exif_transpose(image).convert("L" if channels == 1 else "RGB")
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"{where}: cannot decode image {path} ({exc})") from None
 

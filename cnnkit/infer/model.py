@@ -47,11 +47,14 @@ class Predictor:
         device = torch.device(device)
         return replace(self, model=self.model.to(device), device=device)
 
-    def inputs(self, images: Sequence[Image]) -> torch.Tensor:
-        """(B, C, H, W) float on the device: decoded, resized and normalized as recorded."""
+    def inputs(self, images: Sequence[Image], *, invert: bool = False, first: int = 0
+               ) -> torch.Tensor:
+        """(B, C, H, W) float on the device: decoded, resized and normalized as recorded;
+        `invert` and the warning of an inverted image: infer/invert.py (`first`: the index of
+        images[0] among all, for the names of unnamed images)."""
         from cnnkit.infer.images import prepare
 
-        return prepare(images, self.preprocessing).to(self.device)
+        return prepare(images, self.preprocessing, invert=invert, first=first).to(self.device)
 
     def predict(self, images: Image | Sequence[Image], *, top: int = 5) -> list[dict[str, Any]]:
         """One dict per image (a folder: every image under it): "class", "probability" and

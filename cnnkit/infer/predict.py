@@ -24,8 +24,10 @@ from cnnkit.tasks import main_logits
 CHUNK = 64  # images per forward pass, to bound memory on long lists
 
 
-def predict(predictor: Predictor, images: Any, *, top: int = 5) -> list[dict[str, Any]]:
-    """One result per image (folders expanded), in order: see Predictor.predict."""
+def predict(predictor: Predictor, images: Any, *, top: int = 5, invert: bool = False
+            ) -> list[dict[str, Any]]:
+    """One result per image (folders expanded), in order: see Predictor.predict. `invert`:
+    each image's brightness flipped first (infer/invert.py)."""
     if top < 1:
         raise CnnkitError(f"--top: expected 1 or more classes, found {top}")
     if isinstance(images, (str, Path)) or not isinstance(images, Sequence):
@@ -35,7 +37,8 @@ def predict(predictor: Predictor, images: Any, *, top: int = 5) -> list[dict[str
     for start in range(0, len(images), CHUNK):
         chunk = images[start:start + CHUNK]
         with torch.no_grad():
-            output = predictor.model(predictor.inputs(chunk))
+            output = predictor.model(predictor.inputs(chunk, invert=invert,
+                                                      first=start))
         if predictor.task == "localization":
             from cnnkit.infer.locate import read_boxes
 

@@ -22,6 +22,7 @@ from cnnkit.models.blocks import AuxHead
 from cnnkit.models.init import apply_init
 from cnnkit.models.layers import INFERRED, REPEAT, lookup
 from cnnkit.schema import Config
+from cnnkit.validate import declared_classes
 
 Shape = tuple[int, ...]  # one example: (C, H, W) or (F,)
 
@@ -73,7 +74,8 @@ class Network(nn.Sequential):
 def build_model(config: Config | str | Path, *, overrides: tuple[str, ...] = ()) -> Network:
     """Build the model a config (or a config file) describes, with `overrides` applied."""
     cfg = resolve_config(config, overrides)
-    builder = _Builder(source=cfg.source, aux_heads=cfg.model.aux_heads)
+    builder = _Builder(source=cfg.source, aux_heads=cfg.model.aux_heads,
+                       num_classes=declared_classes(cfg))
     shape: Shape = tuple(cfg.model.input)  # 1 to 3 positive sizes, as validate.py checks
     children, out = builder.named_children(cfg.model.layers, "", shape, top=True)
     model = Network(children, input_shape=shape, output_shape=out, layers=builder.layers)
@@ -91,10 +93,14 @@ def format_shape(shape: Shape) -> str:
     return "×".join(str(s) for s in shape)
 
 
+NUM_CLASSES = "num_classes"  # in a layer's arguments: model.num_classes, resolved
+
+
 class _Builder:
-    def __init__(self, *, source: str, aux_heads: bool):
+    def __init__(self, *, source: str, aux_heads: bool, num_classes: int | None = None):
         self.source = source
         self.aux_heads = aux_heads
+        self.num_classes = num_classes
         self.layers: list[LayerInfo] = []
 
     def where(self, path: str) -> str:
@@ -151,12 +157,25 @@ class _Builder:
                                   f"must be top-level entries of model.layers")
             if not self.aux_heads:
                 return None, shape
-        args, kwargs = _split_args(spec[1:])
+        args, kwargs = self.classes_in(*_split_args(spec[1:]), where)
         args, kwargs = self.infer(cls, args, kwargs, shape, where)
         out_shape = self.probe(cls, args, kwargs, shape, where)
         module = _construct(cls, args, kwargs, where)
         self.layers.append(LayerInfo(path, name, out_shape))
         return module, (shape if issubclass(cls, AuxHead) else out_shape)
+
+    def classes_in(self, args: list, kwargs: dict, where: str) -> tuple[list, dict]:
+        """`num_classes` written as an argument is model.num_classes."""
+        if NUM_CLASSES not in [*args, *kwargs.values()]:
+            return args, kwargs
+        if self.num_classes is None:
+            raise ConfigError(f"{where}: refers to num_classes, but model.num_classes is null; "
+                              f"set it to a number or auto")
+
+        def put(a):
+            return self.num_classes if a == NUM_CLASSES else a
+
+        return [put(a) for a in args], {k: put(v) for k, v in kwargs.items()}
 
     def infer(self, cls: type, args: list, kwargs: dict, shape: Shape, where: str):
         """Fill or check the input size parameter (in_channels, in_features, ...)."""

@@ -38,8 +38,10 @@ def main_logits(output: torch.Tensor | NetworkOutput) -> torch.Tensor:
 
 
 def _classification(cfg: Config) -> Classification:
+    weights = cfg.task.class_weights  # auto: resolved from the training split by then
     return Classification(aux_weight=cfg.model.aux_weight,
-                          label_smoothing=cfg.train.label_smoothing)
+                          label_smoothing=cfg.train.label_smoothing,
+                          class_weights=weights if isinstance(weights, list) else None)
 
 
 def _localization(cfg: Config) -> Task:

@@ -1,4 +1,5 @@
-"""Classification: cross-entropy on logits, accuracy."""
+"""Classification: cross-entropy on logits (optionally weighted per class); accuracy, balanced
+accuracy and macro-F1."""
 
 from __future__ import annotations
 
@@ -10,42 +11,69 @@ from cnnkit.models.builder import NetworkOutput
 
 
 class Classification:
-    """Cross-entropy on logits; accuracy. Auxiliary heads add `aux_weight` × their loss.
+    """Cross-entropy on logits; accuracy, balanced accuracy (the mean of per-class recalls) and
+    macro-F1 (the mean of per-class F1 over the classes seen or predicted), so a model that
+    predicts only the majority class shows it. Auxiliary heads add `aux_weight` × their loss.
 
     `label_smoothing` (in [0, 1): the schema checks) softens the training targets only:
-    validation losses are plain cross-entropy (training=False), so they compare across runs."""
+    validation losses are plain cross-entropy (training=False), so they compare across runs.
+    `class_weights` (one positive number per class, task.class_weights resolved) weight the
+    loss of each example by its class, in training and validation alike."""
 
-    metrics = ("loss", "acc")
+    metrics = ("loss", "acc", "balanced_acc", "macro_f1")
     class_targets = True
 
-    def __init__(self, *, aux_weight: float = 0.3, label_smoothing: float = 0.0):
+    def __init__(self, *, aux_weight: float = 0.3, label_smoothing: float = 0.0,
+                 class_weights: list[float] | None = None):
         self.aux_weight = aux_weight
         self.label_smoothing = label_smoothing
+        self.weight = None if class_weights is None else torch.tensor(class_weights)
 
     def check(self, output_shape: tuple[int, ...], num_classes: int, *, source: str) -> None:
         if output_shape != (num_classes,):
             raise ConfigError(f"{source}: model.layers: the model outputs "
                               f"{'×'.join(map(str, output_shape))} values per example, but the "
                               f"dataset has {num_classes} classes")
+        if self.weight is not None and len(self.weight) != num_classes:
+            raise ConfigError(f"{source}: task.class_weights: expected {num_classes} weights "
+                              f"(one per class), found {len(self.weight)}")
 
     def loss(self, output: torch.Tensor | NetworkOutput, target: torch.Tensor, *,
              training: bool = True) -> torch.Tensor:
         smoothing = self.label_smoothing if training else 0.0
+        logits = output.logits if isinstance(output, NetworkOutput) else output
+        if self.weight is not None and self.weight.device != logits.device:
+            self.weight = self.weight.to(logits.device)  # once per device, not per step
+        loss = F.cross_entropy(logits, target, weight=self.weight, label_smoothing=smoothing)
         if isinstance(output, NetworkOutput):
-            main = F.cross_entropy(output.logits, target, label_smoothing=smoothing)
-            return main + self.aux_weight * sum(
-                F.cross_entropy(a, target, label_smoothing=smoothing) for a in output.aux)
-        return F.cross_entropy(output, target, label_smoothing=smoothing)
+            loss = loss + self.aux_weight * sum(
+                F.cross_entropy(a, target, weight=self.weight, label_smoothing=smoothing)
+                for a in output.aux)
+        return loss
 
     def stats(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
-        """[loss sum, correct, count] for one batch, as a float64 device tensor to add up."""
-        n = target.shape[0]
-        correct = (logits.argmax(dim=1) == target).sum()
+        """[loss sum, correct, count, then per class K: hits, predicted, true] for one batch,
+        as a float64 device tensor to add up (scatter_add, not bincount: no host sync)."""
+        n, k = target.shape[0], logits.shape[1]
+        predicted = logits.argmax(dim=1)
+        hit = (predicted == target).double()
+        per_class = target.new_zeros((3, k), dtype=torch.float64)
+        per_class[0].scatter_add_(0, target, hit)
+        per_class[1].scatter_add_(0, predicted, torch.ones_like(hit))
+        per_class[2].scatter_add_(0, target, torch.ones_like(hit))
         # new_full is a fill kernel on the device; torch.tensor(n, device=cuda) would be a
         # blocking host-to-device copy, i.e. a host sync every step
-        return torch.stack([loss.detach().double() * n, correct.double(),
-                            target.new_full((), n, dtype=torch.float64)])
+        return torch.cat([torch.stack([loss.detach().double() * n, hit.sum(),
+                                       target.new_full((), n, dtype=torch.float64)]),
+                          per_class.flatten()])
 
     def summarize(self, totals: torch.Tensor) -> dict[str, float]:
-        loss_sum, correct, n = totals.tolist()  # the one host sync per epoch and split
-        return {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1)}
+        values = totals.tolist()  # the one host sync per epoch and split
+        (loss_sum, correct, n), rest = values[:3], values[3:]
+        k = len(rest) // 3
+        hits, predicted, true = rest[:k], rest[k:2 * k], rest[2 * k:]
+        recalls = [h / t for h, t in zip(hits, true) if t]
+        f1s = [2 * h / (p + t) for h, p, t in zip(hits, predicted, true) if p + t]
+        return {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1),
+                "balanced_acc": sum(recalls) / max(len(recalls), 1),
+                "macro_f1": sum(f1s) / max(len(f1s), 1)}

@@ -62,8 +62,9 @@ class CurvePlotter:
             raise self._error
 
 
-LABELS = dict(loss="loss", acc="accuracy", obj_acc="objectness accuracy",
-              cls_acc="class accuracy", iou="mean IoU")  # y-axis labels; others: the name
+LABELS = dict(loss="loss", acc="accuracy", balanced_acc="balanced accuracy",
+              macro_f1="macro-F1", obj_acc="objectness accuracy", cls_acc="class accuracy",
+              iou="mean IoU")  # y-axis labels; others: the name
 
 
 def metric_names(history: list[dict]) -> list[str]:

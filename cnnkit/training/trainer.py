@@ -39,6 +39,7 @@ from cnnkit.training.distributed import (
 )
 from cnnkit.training.early_stopping import improves, should_stop
 from cnnkit.training.ema import build_ema
+from cnnkit.training.fit import fit_to_data
 from cnnkit.training.log import RunLog, epoch_line, header_lines, oom_message
 from cnnkit.training.loop import StepEnd, Stepper, evaluate, train_one_epoch
 from cnnkit.training.optim import build_optimizer, build_scheduler
@@ -82,14 +83,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare(cfg: Config, device: torch.device, *, model: Network | None = None
+def prepare(cfg: Config, device: torch.device, *, model: Network | None = None,
+            data: Data | None = None, splits: tuple[str, ...] | None = None
             ) -> tuple[Network, Data, Task]:
     """Model and data for a config, checked against each other before any step; `model`, when
-    given, is the config's model already built (with a checkpoint's weights, say)."""
-    data = build_data(cfg.data, source=cfg.source)
+    given, is the config's model already built (with a checkpoint's weights, say), `data` the
+    config's data already built; `splits` the ones used (None: all, training among them)."""
+    if data is None:
+        data = build_data(cfg.data, source=cfg.source, splits=splits)
     task = build_task(cfg)
     check_splits(data.splits, num_classes=len(data.classes),
-                 where=f"{cfg.source}: data ({cfg.data.name})", class_targets=task.class_targets)
+                 where=f"{cfg.source}: data ({cfg.data.name})", class_targets=task.class_targets,
+                 required=splits or ("train",))
     model = build_model(cfg) if model is None else model
     if model.input_shape[0] != data.input_shape[0]:
         raise ConfigError(f"{cfg.source}: model.input: the model's first layer takes "
@@ -125,8 +130,8 @@ def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
 
 
 def default_out_dir(cfg: Config) -> Path:
-    """The config's `out`, else the run directory the config file sits in (RUN/config.yaml
-    belongs to RUN), else runs/NAME."""
+    """The run directory the config file sits in (RUN/config.yaml belongs to RUN, whatever
+    its `out:` says), else the config's `out`, else runs/NAME."""
     source = Path(cfg.source)
     if source.name == "config.yaml" and (source.parent / MANIFEST).exists():
         return source.parent
@@ -136,6 +141,9 @@ def default_out_dir(cfg: Config) -> Path:
 def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, resume: bool,
            log: RunLog, callbacks: Sequence[Callback], command: list[str]) -> RunResult:
     check_batch(cfg.train.batch_size, cluster)
+    data = build_data(cfg.data, source=cfg.source)
+    # the class count and input the data decides (model.num_classes: auto), and fit warnings
+    cfg = fit_to_data(cfg, data, world_size=cluster.world_size, show=cluster.is_main)
     opened: list[RunDirectory] = []
 
     def open_dir() -> dict | None:  # rank 0 only: the others never touch the directory
@@ -147,8 +155,8 @@ def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, re
     checkpoint = on_main(open_dir, cluster)
     rundir = opened[0] if opened else None
     try:
-        result = _run(cfg, out, device, cluster, checkpoint, log=log, callbacks=callbacks,
-                      rundir=rundir)
+        result = _run(cfg, out, device, cluster, checkpoint, data, log=log,
+                      callbacks=callbacks, rundir=rundir)
     except BaseException as exc:
         if rundir is not None:
             _close_after(rundir, exc, log)
@@ -174,7 +182,7 @@ def _close_after(rundir: RunDirectory, exc: BaseException, log: RunLog) -> None:
 
 
 def _run(cfg: Config, out: Path, device: torch.device, cluster: Cluster,
-         checkpoint: dict | None, *, log: RunLog, callbacks: Sequence[Callback],
+         checkpoint: dict | None, data: Data, *, log: RunLog, callbacks: Sequence[Callback],
          rundir: RunDirectory | None) -> RunResult:
     quiet = log.quiet
     if cluster.is_main:  # first, so that a run killed before any checkpoint can be resumed
@@ -183,7 +191,7 @@ def _run(cfg: Config, out: Path, device: torch.device, cluster: Cluster,
                                  source=cfg.source)] \
         if cfg.train.tensorboard and cluster.is_main else []  # first: a missing package fails
     seed_everything(cfg.train.seed)
-    model, data, task = prepare(cfg, device)
+    model, data, task = prepare(cfg, device, data=data)
     if checkpoint is None and cfg.model.weights:
         _load_weights(out, cfg, model, data, log=log, write=cluster.is_main)
     freeze_for_training(model, cfg.train, source=cfg.source)

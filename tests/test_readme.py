@@ -1,0 +1,171 @@
+"""The README runs as written: every command in it parses with the real argument parser, every
+config, script and repository file it names exists, no command trains into a run directory an
+earlier one filled, and the fast commands on the course's conv net run end to end (on a small
+trained run standing in for runs/mnist_conv)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cnnkit.cli import build_parser
+from cnnkit.config import config_path
+from tests.conftest import ROOT
+
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+VENV = ".venv/bin/"
+REPO_DIRS = ("configs/", "scripts/", "docs/")  # paths there are the repository's own files
+RUNS_E2E = ("runs/mnist_conv", "runs/mnist_dense")  # stood in for by the trained_run fixture
+FAST = {"sample-images", "visualize", "predict", "eval", "plot", "summary", "config"}
+
+
+def _blocks(kind: str) -> list[str]:
+    """The text of each fenced block whose info string is `kind` ('' for none)."""
+    return re.findall(rf"^```{kind}\n(.*?)^```", README, flags=re.S | re.M)
+
+
+def _shell_lines(block: str) -> list[str]:
+    """Commands of a block: continuations joined, comments dropped, `&&` chains split."""
+    joined = block.replace("\\\n", " ")
+    lines = []
+    for line in joined.splitlines():
+        words = shlex.split(line, comments=True)
+        if words:
+            lines.extend(" ".join(map(shlex.quote, part)) for part in _split_and(words))
+    return lines
+
+
+def _split_and(words: list[str]) -> list[list[str]]:
+    parts, current = [], []
+    for word in words:
+        if word == "&&":
+            parts.append(current)
+            current = []
+        else:
+            current.append(word)
+    return [*parts, current]
+
+
+BASH = [line for block in _blocks("bash") for line in _shell_lines(block)]
+TRANSCRIPTS = [line[2:] for block in _blocks("") + _blocks("console")
+               for line in block.splitlines() if line.startswith("$ ")]
+# inline commands in the prose, not synopses (`cnnkit eval CHECKPOINT [--json]`) or mentions of
+# a command and option (`cnnkit eval --json`): those with an argument to run on
+INLINE = [span for span in re.findall(r"`(cnnkit [^`]+)`", README)
+          if "..." not in span and "[" not in span and "|" not in span
+          and any(not w.startswith("-") for w in shlex.split(span)[2:])]
+
+
+def cnnkit_argv(line: str) -> list[str] | None:
+    """The cnnkit arguments of a command line (`.venv/bin/cnnkit A`, `cnnkit A`, `python -m
+    cnnkit A`, `torchrun ... -m cnnkit A`), or None where it runs something else."""
+    words = shlex.split(line, comments=True)
+    words = words[:words.index(">")] if ">" in words else words  # `> mine.yaml`: the shell's
+    if not words:
+        return None
+    program = words[0].removeprefix(VENV)
+    if program == "cnnkit":
+        return words[1:]
+    if "-m" in words and words[words.index("-m") + 1:][:1] == ["cnnkit"]:
+        return words[words.index("-m") + 2:]
+    return None
+
+
+ALL = [*BASH, *TRANSCRIPTS, *INLINE]
+COMMANDS = [(line, argv) for line in ALL if (argv := cnnkit_argv(line)) is not None]
+
+
+def test_the_readme_has_commands_to_check():
+    assert len(COMMANDS) > 30 and len(BASH) > 30
+
+
+@pytest.mark.parametrize("line", BASH)
+def test_shell_blocks_run_without_an_activated_venv(line):
+    """Copied into a shell after the Quick start, each line finds its program."""
+    assert line.startswith((VENV, "python3 -m venv ")), line
+
+
+@pytest.mark.parametrize(("line", "argv"), COMMANDS, ids=[line for line, _ in COMMANDS])
+def test_each_cnnkit_command_parses_and_names_files_that_exist(line, argv, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        assert exit_.code == 0, f"{line}: does not parse"  # --help, --version
+        return
+    config = getattr(args, "config", None)
+    if config and not _placeholder(config):
+        assert config_path(config).is_file(), f"{line}: no config {config}"
+    named = [w for w in argv if w.startswith(REPO_DIRS) and w != getattr(args, "out", None)]
+    for word in named:
+        assert (ROOT / word).exists(), f"{line}: {word} does not exist"
+
+
+def test_scripts_and_files_named_by_python_commands_exist():
+    for line in ALL:
+        words = shlex.split(line, comments=True)
+        if words and words[0].removeprefix(VENV) in ("python", "python3") and \
+                words[1:2] != ["-m"]:
+            for word in words[1:]:
+                if word.startswith(REPO_DIRS):
+                    assert (ROOT / word).exists(), f"{line}: {word} does not exist"
+
+
+def test_no_shell_block_trains_into_a_run_an_earlier_one_filled():
+    """A second `train` into the same run directory without --resume refuses ("already
+    holds a run"): the README gives each its own."""
+    parser, seen = build_parser(), {}
+    for line in BASH:
+        argv = cnnkit_argv(line)
+        if not argv or argv[0] != "train":
+            continue
+        args = parser.parse_args(argv)
+        out = args.out or _default_out(args.config)
+        if not args.resume:
+            assert out not in seen, f"{line}: {out} already holds the run of: {seen[out]}"
+            seen[out] = line
+
+
+def _default_out(config: str) -> str:
+    import yaml
+
+    path = config_path(ROOT / config if config.startswith("configs/") else config)
+    out = (yaml.safe_load(path.read_text()) or {}).get("out")
+    return str(Path(out)) if out else f"runs/{path.stem}"
+
+
+def _placeholder(word: str) -> bool:
+    """CONFIG, DIR, PHOTOS/val/bees/IMAGE.jpg: a name the reader fills in."""
+    return any(part.isupper() for part in re.split(r"[/.=]", word) if len(part) > 1)
+
+
+def test_fast_commands_run_end_to_end(cli, trained_run, tmp_path, monkeypatch):
+    """The commands on the course's conv net (sample images, pictures, predict, eval, plot)
+    and the summaries, in README order, in a fresh folder where runs/mnist_conv and
+    runs/mnist_dense are a small trained run."""
+    _, result = trained_run
+    for run in RUNS_E2E:
+        shutil.copytree(result.out_dir, tmp_path / run)
+    (tmp_path / "configs").symlink_to(ROOT / "configs")
+    monkeypatch.chdir(tmp_path)
+    ran = []
+    for line in BASH:
+        argv = cnnkit_argv(line)
+        if not argv or argv[0] not in FAST or any(_placeholder(w) for w in argv):
+            continue
+        runs = [w for w in argv if w.startswith("runs/") and w != _out_of(argv)]
+        if not all(w.startswith(RUNS_E2E) for w in runs):
+            continue  # another run (localization, resnet18): parsed above, not trained here
+        code, out, err = cli(*argv)
+        assert code == 0, f"{line}: {err}"
+        ran.append(argv[0])
+    assert {"sample-images", "visualize", "predict", "eval", "plot"} <= set(ran)
+
+
+def _out_of(argv: list[str]) -> str | None:
+    return argv[argv.index("--out") + 1] if "--out" in argv else None
