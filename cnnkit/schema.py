@@ -112,9 +112,14 @@ class DataConfig:
     name: str = "mnist-sample"
     root: str | None = None  # folder of on-disk datasets (mnist, imagefolder)
     train_size: int | None = ranged(None, ge=1)  # carved from the training files, stratified
-    # by class; 0 validation examples: a run without a validation split (train_* monitor only)
+    # by class; 0 validation examples: a run without a validation split (best.pt is the last
+    # epoch, the monitor reads train_*, no early stopping)
     val_size: int | None = ranged(None, ge=0)  # None: the dataset's default (mnist-sample:
-    # 4,000 and 1,000)
+    # 4,000 and 1,000); 0 and train_size None: every example trains (mnist-sample: 5,000)
+    # K-fold cross-validation (mnist-sample, mnist): the training files cut into `folds`
+    # stratified parts, fold `fold` (0-based) validates and the others train; None: off
+    folds: int | None = ranged(None, ge=2, text="2 or more folds, or null")
+    fold: int = ranged(0, ge=0, text="a fold index >= 0 (0-based)")
     mean: list[float] | None = None  # per channel, on the [0, 1] scale; None: dataset default
     std: list[float] | None = ranged(None, gt=0)
     download: bool = False  # fetch through torchvision when the files are missing
@@ -176,7 +181,7 @@ class TrainConfig:
     nesterov: bool = False  # sgd only; needs momentum > 0
     seed: int = 0
     device: str = "auto"  # auto: cuda, then mps, then cpu
-    # decides best.pt (and early stopping); train_*: for runs without a validation split
+    # decides best.pt (and early stopping); without a validation split val_* reads train_*
     monitor: Literal["val_acc", "val_loss", "train_acc", "train_loss"] = "val_acc"
     # steps between progress-bar updates (the only host syncs)
     log_every: int = ranged(20, ge=1, text="a positive integer")
@@ -202,6 +207,9 @@ class TrainConfig:
     # NHWC weights and batches for conv nets; auto: on for conv nets on CUDA and CPU
     channels_last: Literal["auto"] | bool = "auto"
     compile: bool = False  # torch.compile the model; falls back to eager with a warning
+    # deterministic algorithms and cuDNN settings: a GPU run repeats bit for bit (slower;
+    # an op without a deterministic version stops the run, named)
+    deterministic: bool = False
 
 
 @dataclass

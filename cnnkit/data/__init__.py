@@ -45,7 +45,8 @@ class Data:
 
 
 def _mnist_sample(cfg: DataConfig) -> Data:
-    splits = mnist_sample.load(train_size=cfg.train_size, val_size=cfg.val_size)
+    splits = mnist_sample.load(train_size=cfg.train_size, val_size=cfg.val_size,
+                               folds=cfg.folds, fold=cfg.fold)
     return Data(splits, DIGITS, mnist_sample.MEAN, mnist_sample.STD)
 
 
@@ -54,12 +55,22 @@ def _mnist(cfg: DataConfig) -> Data:
 
     # data.root is set (the schema checks); whether it holds MNIST, load_mnist does
     images, labels = load_mnist(cfg.root, "train", download=cfg.download)
+    if cfg.folds is not None:
+        train, val = mnist_sample.fold_split(labels, cfg.folds, cfg.fold)
+        return _mnist_with_test(cfg, images, labels, train, val)
     val_size = 5000 if cfg.val_size is None else cfg.val_size
     train_size = len(labels) - val_size if cfg.train_size is None else cfg.train_size
     if train_size < 1 or train_size + val_size > len(labels):  # sizes >= 1, >= 0: schema
         raise DataError(f"data.train_size + data.val_size: the MNIST training files hold "
                         f"{len(labels)} digits; found train_size {train_size}, val_size {val_size}")
     train, val = mnist_sample.stratified_split(labels, (train_size, val_size))
+    return _mnist_with_test(cfg, images, labels, train, val)
+
+
+def _mnist_with_test(cfg: DataConfig, images: torch.Tensor, labels: torch.Tensor,
+                     train: torch.Tensor, val: torch.Tensor) -> Data:
+    from cnnkit.data.mnist import load_mnist
+
     splits = {"train": Split(images[train], labels[train]), "val": Split(images[val], labels[val])}
     test_images, test_labels = load_mnist(cfg.root, "test", download=cfg.download)
     splits["test"] = Split(test_images, test_labels)
@@ -83,8 +94,6 @@ def _localization_csv(cfg: DataConfig) -> Data:
 
     splits, classes = read_csv_dataset(cfg)
     return Data(splits, classes, *csv_normalization(cfg.localization.channels))
-
-
 
 
 DATASETS = {"mnist-sample": _mnist_sample, "mnist": _mnist, "imagefolder": _imagefolder,

@@ -42,7 +42,13 @@ from cnnkit.training.loop import StepEnd, Stepper, evaluate, train_one_epoch
 from cnnkit.training.optim import build_optimizer, build_scheduler
 from cnnkit.training.run import Run, RunState, metrics_csv, open_run_dir, restore
 from cnnkit.training.signals import GracefulStop
-from cnnkit.training.speed import Speed, compile_model, prepare_model, resolve_speed
+from cnnkit.training.speed import (
+    Speed,
+    compile_model,
+    deterministic,
+    prepare_model,
+    resolve_speed,
+)
 from cnnkit.training.tensorboard import TensorBoardLogger
 
 
@@ -155,7 +161,7 @@ def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, re
         atomic_write_text(out / "classes.json", json.dumps(list(data.classes)))  # index -> name
         if state.history:  # last.pt is the truth; a kill may have come before metrics.csv
             atomic_write_text(out / "metrics.csv", metrics_csv(state.history))
-    with GracefulStop() as stop:
+    with GracefulStop() as stop, deterministic(cfg.train.deterministic):
         # SignalStop last: every other callback sees an epoch before a signal ends the run
         _fit(run, [*_default_callbacks(run, stop, loggers), *callbacks, SignalStop(stop)])
     if not quiet:
@@ -240,11 +246,14 @@ def _validate(run: Run, loader) -> dict[str, float]:
 
 
 def _record(state: RunState, row: dict, monitor: str) -> None:
-    """An epoch's row into the state; best.pt's epoch moves where `monitor` improves. Every
-    row has the monitor's column: without a validation split the config allows only train_*."""
+    """An epoch's row into the state; best.pt's epoch moves where `monitor` improves. Without
+    a validation split (data.val_size: 0) best.pt is the last epoch, and a val_* monitor
+    reads its train_* column."""
     state.history.append(row)
     state.epoch, state.step, state.totals = row["epoch"], 0, None
-    if improves(row[monitor], state.best, monitor):
+    if not any(key.startswith("val_") for key in row):
+        state.best, state.best_epoch = row["train_" + monitor.split("_", 1)[1]], row["epoch"]
+    elif improves(row[monitor], state.best, monitor):
         state.best, state.best_epoch = row[monitor], row["epoch"]
 
 
