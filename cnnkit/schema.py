@@ -102,6 +102,10 @@ class AugmentConfig:
     scale: float = ranged(0.0, ge=0, lt=1, text="a fraction in [0, 1)")
     # pixels of zero padding on each side before a random crop to size
     crop_padding: int = ranged(0, ge=0, text="pixels >= 0")
+    # elastic distortion (Simard et al. 2003): a random displacement field, uniform in
+    # [-1, 1] per pixel, smoothed by a Gaussian of elastic_sigma px and scaled by this; 0: off
+    elastic: float = ranged(0.0, ge=0, text="a field scale >= 0 (34: Simard's)")
+    elastic_sigma: float = ranged(4.0, gt=0, text="a Gaussian std in pixels > 0")
     hflip: bool = False  # mirror half the images left-right (wrong for digits)
     # side of one square erased to the dataset mean, pixels, at most the image's side; 0: off
     cutout: int = ranged(0, ge=0, text="a side in pixels >= 0")
