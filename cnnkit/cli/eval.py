@@ -1,4 +1,4 @@
-"""`cnnkit eval`."""
+"""`cnnkit eval`: one checkpoint, or the averaged probabilities of several (and of TTA views)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import json
 
 
 def run(args: argparse.Namespace) -> int:
+    if len(args.checkpoint) > 1 or args.tta:
+        return _run_average(args)
     from cnnkit.infer.evaluate import evaluate_checkpoint
 
-    result = evaluate_checkpoint(args.checkpoint, split=args.split, overrides=tuple(args.set))
+    result = evaluate_checkpoint(args.checkpoint[0], split=args.split, overrides=tuple(args.set))
     if args.json:
         print(json.dumps(result))
     else:
@@ -21,9 +23,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_average(args: argparse.Namespace) -> int:
+    from cnnkit.infer.ensemble import evaluate_average
+
+    result = evaluate_average(args.checkpoint, split=args.split, tta=args.tta,
+                              overrides=tuple(args.set))
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    what = [f"{len(args.checkpoint)} checkpoints averaged"] if len(args.checkpoint) > 1 else []
+    what += [f"TTA over {result['tta_views']} views"] if args.tta else []
+    print(f"{' + '.join(result['checkpoint'])} ({', '.join(what)}) on {result['split']} "
+          f"({result['n']} examples): accuracy {result['accuracy']:.4f}, "
+          f"loss {result['loss']:.4f}")
+    print("each alone, plain images: " + ", ".join(
+        f"{m['checkpoint']} {m['accuracy']:.4f}" for m in result["members"]))
+    return 0
+
+
 def register(sub, common, overrides) -> argparse.ArgumentParser:
-    p = sub.add_parser("eval", parents=[common, overrides], help="score a checkpoint")
-    p.add_argument("checkpoint")
+    p = sub.add_parser("eval", parents=[common, overrides],
+                       help="score a checkpoint, or several averaged")
+    p.add_argument("checkpoint", nargs="+",
+                   help="a checkpoint; several: their softmax probabilities are averaged")
     p.add_argument("--split", default="val", choices=["train", "val", "test"])
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average the probabilities over the image, "
+                        "1-px shifts and ±8° rotations (classification)")
     p.add_argument("--json", action="store_true")
     return p
