@@ -106,6 +106,19 @@ def test_bench_sections_a_and_b_on_twenty_digits(tmp_path, capsys):
     assert digest(repo_doc) == before
 
 
+def test_bench_counts_an_epoch_s_flops_and_names_both_whole_processes(tmp_path):
+    bench = script("bench.py")
+    data = bench["build_data"](bench["DataConfig"](train_size=20, val_size=10))
+    # per digit: forward 2 × (8·24·24·25 + 16·10·10·72 + 400·10) = 468,800; backward 707,200
+    # (both gradients of conv2 and the Linear, only the weights' of conv1)
+    assert bench["epoch_flops"](data, torch.device("cpu"), 1000) == 20 * 1_176_000
+    commands = bench["whole_commands"](tmp_path, 3)
+    assert commands["cnnkit"][1:4] == ["-m", "cnnkit", "train"]
+    assert commands["cnnkit"][-2:] == ["--set", "train.epochs=3"]
+    assert commands["hand"][1].endswith("scripts/hand_train.py")
+    assert commands["hand"][-2:] == ["--epochs", "3"]
+
+
 def test_every_recipe_variant_is_a_valid_config():
     globals_ = script("recipe.py")
     raw = yaml.safe_load((ROOT / "configs" / "mnist_best.yaml").read_text())
