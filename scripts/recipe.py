@@ -3,6 +3,7 @@
     python scripts/recipe.py                          # configs/mnist_best.yaml, seeds 0 1 2, all
     python scripts/recipe.py --variants recipe --folds 5        # 5-fold CV: mean ± sd
     python scripts/recipe.py --variants recipe elastic elastic+long --folds 3
+    python scripts/recipe.py --variants recipe --folds 5 --tta  # also each run with --tta
     python scripts/recipe.py --variants recipe no-ema no-augment --threads 2
     python scripts/recipe.py --variants recipe --seeds 0 --set train.epochs=1 \\
         --set data.train_size=50 --set data.val_size=20       # a smoke run: seconds
@@ -37,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cnnkit.config import apply_override, config_from_dict  # noqa: E402
+from cnnkit.infer.ensemble import evaluate_average  # noqa: E402
 from cnnkit.training.trainer import train  # noqa: E402
 
 
@@ -102,8 +104,9 @@ def variant_name(text: str) -> str:
 
 
 def run_once(raw: dict, *, source: str, seed: int, out: Path,
-             fold: tuple[int, int] | None = None) -> dict:
-    """One training run; `fold` (i, K): fold i of K validates, the sizes go null."""
+             fold: tuple[int, int] | None = None, tta: bool = False) -> dict:
+    """One training run; `fold` (i, K): fold i of K validates, the sizes go null; `tta`: its
+    last.pt also scored with test-time augmentation (`cnnkit eval --tta`)."""
     raw = copy.deepcopy(raw)
     apply_override(raw, f"train.seed={seed}")
     if fold is not None:
@@ -114,25 +117,37 @@ def run_once(raw: dict, *, source: str, seed: int, out: Path,
     wall, cpu = time.perf_counter(), time.process_time()
     result = train(cfg, out_dir=out, quiet=True)
     last = result.history[-1]
-    return {"acc": last["val_acc"], "epochs": last["epoch"],
-            "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+    run = {"acc": last["val_acc"], "epochs": last["epoch"],
+           "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+    if tta:
+        run["tta_acc"] = evaluate_average([out / "last.pt"], split="val", tta=True)["accuracy"]
+    return run
 
 
 def summarize(runs: list[dict]) -> dict:
     accs = [r["acc"] * 100 for r in runs]
-    return {"mean": statistics.mean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-            "min": min(accs), "max": max(accs),
-            "wall_s": statistics.mean(r["wall_s"] for r in runs),
-            "cpu_s": statistics.mean(r["cpu_s"] for r in runs)}
+    summary = {"mean": statistics.mean(accs), "std": _std(accs), "min": min(accs),
+               "max": max(accs), "wall_s": statistics.mean(r["wall_s"] for r in runs),
+               "cpu_s": statistics.mean(r["cpu_s"] for r in runs)}
+    if "tta_acc" in runs[0]:
+        tta = [r["tta_acc"] * 100 for r in runs]
+        summary["tta"] = f"{statistics.mean(tta):.2f} ± {_std(tta):.2f}"
+    return summary
+
+
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def table(rows: list[tuple[str, dict]], over: str) -> str:
+    tta = "tta" in rows[0][1]
     lines = [f"| variant | val accuracy, % (mean ± std over {over}) "
-             "| min – max | wall s per run | CPU s per run |",
-             "|---|---|---|---|---|"]
+             f"| min – max |{' with --tta, % |' if tta else ''} wall s per run | CPU s per run |",
+             "|---|---|---|---|---|" + ("---|" if tta else "")]
     for label, s in rows:
         lines.append(f"| {label} | {s['mean']:.2f} ± {s['std']:.2f} | {s['min']:.2f} – "
-                     f"{s['max']:.2f} | {s['wall_s']:.0f} | {s['cpu_s']:.0f} |")
+                     f"{s['max']:.2f} |{' ' + s['tta'] + ' |' if tta else ''} "
+                     f"{s['wall_s']:.0f} | {s['cpu_s']:.0f} |")
     return "\n".join(lines)
 
 
@@ -145,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                         default=[name for name in VARIANTS if name.startswith(("recipe", "no-"))],
                         help=f"{', '.join(VARIANTS)}, or several joined by + (default: the "
                              f"recipe and its ablations)")
+    parser.add_argument("--tta", action="store_true",
+                        help="also score each run's last.pt with test-time augmentation")
     parser.add_argument("--folds", type=int, default=None, metavar="K",
                         help="K-fold cross-validation over the whole sample, at the first seed")
     parser.add_argument("--threads", type=int, default=None,
@@ -176,8 +193,9 @@ def main(argv: list[str] | None = None) -> int:
             for seed, fold in runs_over:
                 where = f"fold {fold[0]}/{fold[1]}" if fold else f"seed {seed}"
                 run = run_once(raw_variant, source=args.config, seed=seed, fold=fold,
-                               out=Path(scratch) / name / where.replace("/", "of"))
-                print(f"{name} {where}: val_acc {run['acc']:.4f} after {run['epochs']} "
+                               out=Path(scratch) / name / where.replace("/", "of"), tta=args.tta)
+                tta = f" (--tta {run['tta_acc']:.4f})" if args.tta else ""
+                print(f"{name} {where}: val_acc {run['acc']:.4f}{tta} after {run['epochs']} "
                       f"epochs, {run['wall_s']:.1f} s wall, {run['cpu_s']:.1f} s CPU, "
                       f"load {_load()}", flush=True)
                 runs.append(run)

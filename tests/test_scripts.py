@@ -144,7 +144,7 @@ def test_recipe_one_variant_one_epoch_prints_the_table(tmp_path, capsys, monkeyp
 
 def test_recipe_folds_cross_validate_each_variant(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    code = script("recipe.py")["main"](["--variants", "recipe+elastic", "--folds", "2",
+    code = script("recipe.py")["main"](["--variants", "recipe+elastic", "--folds", "2", "--tta",
                                         "--set", "train.epochs=1",
                                         "--set", "data.train_per_class=3",
                                         "--set", "data.classes=[0, 1]",  # 500 val digits
@@ -152,9 +152,10 @@ def test_recipe_folds_cross_validate_each_variant(tmp_path, capsys, monkeypatch)
     assert code == 0
     out = capsys.readouterr().out
     accs = [float(a) for a in re.findall(
-        rf"^recipe\+elastic fold [01]/2: val_acc ({NUMBER}) after 1 epochs", out, re.M)]
+        rf"^recipe\+elastic fold [01]/2: val_acc ({NUMBER}) \(--tta {NUMBER}\) after 1 epochs",
+        out, re.M)]
     row = re.search(rf"^\| the recipe, \+ elastic distortion \(34, σ 4\) \| ({NUMBER}) ± "
-                    rf"({NUMBER}) \|", out, re.M)
+                    rf"({NUMBER}) \| {NUMBER} – {NUMBER} \| {NUMBER} ± {NUMBER} \|", out, re.M)
     assert len(accs) == 2 and "mean ± std over 2 folds, seed 0" in out
     assert float(row[1]) == pytest.approx(50 * sum(accs), abs=0.01)
     assert float(row[2]) == pytest.approx(100 * abs(accs[0] - accs[1]) / 2 ** 0.5, abs=0.01)
