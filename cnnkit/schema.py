@@ -111,6 +111,10 @@ class AugmentConfig:
     scale: float = ranged(0.0, ge=0, lt=1, text="a fraction in [0, 1)")
     # pixels of zero padding on each side before a random crop to size
     crop_padding: int = ranged(0, ge=0, text="pixels >= 0")
+    # elastic distortion (Simard et al. 2003): a random displacement field, uniform in
+    # [-1, 1] per pixel, smoothed by a Gaussian of elastic_sigma px and scaled by this; 0: off
+    elastic: float = ranged(0.0, ge=0, text="a field scale >= 0 (34: Simard's)")
+    elastic_sigma: float = ranged(4.0, gt=0, text="a Gaussian std in pixels > 0")
     hflip: bool = False  # mirror half the images left-right (wrong for digits)
     # side of one square erased to the dataset mean, pixels, at most the image's side; 0: off
     cutout: int = ranged(0, ge=0, text="a side in pixels >= 0")
@@ -120,11 +124,15 @@ class AugmentConfig:
 class DataConfig:
     name: str = "mnist-sample"
     root: str | None = None  # folder of on-disk datasets (mnist, imagefolder)
-    # carved from the training files, stratified by class
-    train_size: int | None = ranged(None, ge=1)
-    # 0 validation examples: a run without a validation split (train_* monitor only)
+    train_size: int | None = ranged(None, ge=1)  # carved from the training files, stratified
+    # by class; 0 validation examples: a run without a validation split (best.pt is the last
+    # epoch, the monitor reads train_*, no early stopping)
     val_size: int | None = ranged(None, ge=0)  # None: the dataset's default (mnist-sample:
-    # 4,000 and 1,000)
+    # 4,000 and 1,000); 0 and train_size None: every example trains (mnist-sample: 5,000)
+    # K-fold cross-validation (mnist-sample, mnist): the training files cut into `folds`
+    # stratified parts, fold `fold` (0-based) validates and the others train; None: off
+    folds: int | None = ranged(None, ge=2, text="2 or more folds, or null")
+    fold: int = ranged(0, ge=0, text="a fold index >= 0 (0-based)")
     mean: list[float] | None = None  # per channel, on the [0, 1] scale; None: dataset default
     std: list[float] | None = ranged(None, gt=0)
     download: bool = False  # fetch through torchvision when the files are missing
@@ -189,7 +197,7 @@ class TrainConfig:
     nesterov: bool = False  # sgd only; needs momentum > 0
     seed: int = 0
     device: str = "auto"  # auto: cuda, then mps, then cpu
-    # decides best.pt (and early stopping); train_*: for runs without a validation split
+    # decides best.pt (and early stopping); without a validation split val_* reads train_*
     monitor: Literal["val_acc", "val_loss", "val_balanced_acc", "val_macro_f1", "train_acc",
                      "train_loss", "train_balanced_acc", "train_macro_f1"] = "val_acc"
     # steps between progress-bar updates (the only host syncs)
@@ -221,6 +229,9 @@ class TrainConfig:
     # NHWC weights and batches for conv nets; auto: on for conv nets on CUDA and CPU
     channels_last: Literal["auto"] | bool = "auto"
     compile: bool = False  # torch.compile the model; falls back to eager with a warning
+    # deterministic algorithms and cuDNN settings: a GPU run repeats bit for bit (slower;
+    # an op without a deterministic version stops the run, named)
+    deterministic: bool = False
 
 
 @dataclass

@@ -231,17 +231,35 @@ def _augment_is_for_tensors(cfg: Config) -> Problem:
 
 
 def _no_val_split(cfg: Config) -> Problem:
-    """data.val_size 0 means no validation split: nothing may watch one."""
-    if cfg.data.val_size != 0:
-        return None
+    """data.val_size 0 means no validation split: best.pt is the last epoch and the monitor
+    reads training metrics, so nothing can stop early on it."""
     t = cfg.train
-    if t.monitor.startswith("val_"):
-        return "train.monitor", (f"{t.monitor} needs a validation split, but data.val_size is "
-                                 f"0; monitor train_loss or train_acc, or set data.val_size")
-    if t.early_stopping.patience:
+    if cfg.data.val_size == 0 and t.early_stopping.patience:
         return "train.early_stopping.patience", (
             f"{t.early_stopping.patience} turns early stopping on, which needs a validation "
-            f"split, but data.val_size is 0; set patience 0 or data.val_size")
+            f"split, but data.val_size is 0 (every example trains); set patience 0 or "
+            f"data.val_size")
+    return None
+
+
+FOLDED = ("mnist-sample", "mnist")  # the datasets whose training files data.folds cuts
+
+
+def _folds_make_the_splits(cfg: Config) -> Problem:
+    d = cfg.data
+    if d.folds is None:
+        if d.fold:
+            return "data.fold", f"{d.fold} picks a fold, but data.folds is null; set data.folds"
+        return None
+    if d.name not in FOLDED:
+        return "data.folds", (f"cross-validation folds cut {' and '.join(FOLDED)}; "
+                              f"{d.name} has its own splits")
+    if d.fold >= d.folds:
+        return "data.fold", f"expected a fold from 0 to {d.folds - 1} (0-based), found {d.fold}"
+    for key in ("train_size", "val_size"):
+        if getattr(d, key) is not None:
+            return f"data.{key}", (f"data.folds ({d.folds}) makes the splits; found "
+                                   f"{getattr(d, key)}, expected null")
     return None
 
 
@@ -258,5 +276,5 @@ RULES: list[Callable[[Config], Problem]] = [
     _input_is_an_example_shape, _repeats_are_sane, _sizes_are_sane, _nesterov_needs_momentum,
     _unfreeze_needs_freeze,
     _lr_groups_are_disjoint, _schedule_fits, _cutout_fits_the_image, _augment_is_for_tensors,
-    _no_val_split, _root_where_read_from_disk, _imagefolder_splits_as_they_are,
-    _digits_fit_the_canvas, _balanced_metrics_are_classifications]
+    _no_val_split, _folds_make_the_splits, _root_where_read_from_disk,
+    _imagefolder_splits_as_they_are, _digits_fit_the_canvas, _balanced_metrics_are_classifications]

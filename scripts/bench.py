@@ -1,11 +1,13 @@
 """Side-by-side speed of cnnkit's trainer, a minimal hand-written loop, the classic DataLoader
-pipeline, and big-model training steps. A benchmark, not a test: it prints ratios and, with
---write, puts them in docs/BENCHMARKS.md or the --doc file (between the bench markers, keeping
-the notes).
+pipeline, big-model training steps, the whole `cnnkit train` process against a hand-written
+script (scripts/hand_train.py), and an epoch's FLOPs against this machine's matmul peak. A
+benchmark, not a test: it prints ratios and, with --write, puts them in docs/BENCHMARKS.md or
+the --doc file (between the bench markers, keeping the notes).
 
     PYTHONPATH=. python scripts/bench.py --write            # all sections
     PYTHONPATH=. python scripts/bench.py --sections a --repeats 7
     PYTHONPATH=. python scripts/bench.py --sections c --models resnet18 --quick
+    PYTHONPATH=. python scripts/bench.py --sections de --repeats 3   # whole command, FLOPs
     PYTHONPATH=. python scripts/bench.py --sections ab --train-size 20 --repeats 1 --write \\
         --doc /tmp/bench.md                                 # a smoke run: seconds
 
@@ -163,6 +165,18 @@ def classic_side(data, device, batch: int) -> Callable:
     return lambda epoch: timed_epoch(model, optimizer, batches, device)
 
 
+def passes(side: Callable[[int], float], n: int) -> Callable[[int], float]:
+    """Seconds per epoch of `side`, averaged over n epochs in one round: batch 1000's epoch
+    is 4 steps of about 0.2 s, inside the noise of one round on its own."""
+    def run(r: int) -> float:
+        return sum(side(r * n + k) for k in range(n)) / n
+    run.settings = getattr(side, "settings", "")
+    return run
+
+
+PASSES = {1000: 8, 64: 1}  # epochs per round, by batch size
+
+
 def section_a(data, device, repeats: int, rows: list) -> None:
     for batch in (1000, 64):
         sides = {
@@ -174,18 +188,18 @@ def section_a(data, device, repeats: int, rows: list) -> None:
             "hand loop, channels_last": hand_side(data, device, batch, channels_last=True),
         }
         defaults = sides["cnnkit, defaults"].settings
-        t = best_of(sides, repeats)
-        steps = batches_per_epoch(len(data.splits["train"]), batch)
-        rows.append(("a", f"course conv net, batch {batch}, {steps} steps",
+        t = best_of({k: passes(v, PASSES[batch]) for k, v in sides.items()}, repeats)
+        steps = _steps(data, batch)
+        rows.append(("a", f"course conv net, batch {batch}, {steps}",
                      "cnnkit / hand loop, same settings (fp32 NCHW)",
                      t["cnnkit, fp32 NCHW"], t["hand loop, fp32 NCHW"],
                      t["cnnkit, fp32 NCHW"] / t["hand loop, fp32 NCHW"], "≤ 1.05"))
-        rows.append(("a", f"course conv net, batch {batch}, {steps} steps",
+        rows.append(("a", f"course conv net, batch {batch}, {steps}",
                      f"naive hand loop / cnnkit defaults ({defaults})",
                      t["hand loop, fp32 NCHW"], t["cnnkit, defaults"],
                      t["hand loop, fp32 NCHW"] / t["cnnkit, defaults"],
                      "≥ 2" if batch == 1000 and device.type == "cpu" else ""))
-        rows.append(("a", f"course conv net, batch {batch}, {steps} steps",
+        rows.append(("a", f"course conv net, batch {batch}, {steps}",
                      "hand loop fp32 NCHW / hand loop channels_last",
                      t["hand loop, fp32 NCHW"], t["hand loop, channels_last"],
                      t["hand loop, fp32 NCHW"] / t["hand loop, channels_last"], ""))
@@ -196,12 +210,123 @@ def section_b(data, device, repeats: int, rows: list) -> None:
         sides = {"classic": classic_side(data, device, batch),
                  "cnnkit": cnnkit_side(data, device, batch, precision="auto",
                                        channels_last="auto")}
-        t = best_of(sides, repeats)
+        t = best_of({k: passes(v, PASSES[batch]) for k, v in sides.items()}, repeats)
         goal = "≥ 10" if device.type == "cuda" else ("≥ 2.5" if batch == 64 else "≥ 8")
-        steps = batches_per_epoch(len(data.splits["train"]), batch)
-        rows.append(("b", f"course conv net, batch {batch}, {steps} steps",
+        steps = _steps(data, batch)
+        rows.append(("b", f"course conv net, batch {batch}, {steps}",
                      f"classic pipeline / cnnkit defaults ({sides['cnnkit'].settings})",
                      t["classic"], t["cnnkit"], t["classic"] / t["cnnkit"], goal))
+
+
+# ---------------------------------------------------------------- d: the whole command
+
+FIRST_STEP = """
+import sys, time
+import torch
+after_torch = time.perf_counter()
+from cnnkit.training.callbacks import Callback
+from cnnkit.training.trainer import train
+
+class First(Callback):
+    def on_step_end(self, run, step):
+        if not hasattr(self, "at"):
+            self.at = time.perf_counter()
+
+first = First()
+train(sys.argv[1], out_dir=sys.argv[2], quiet=True, callbacks=[first],
+      overrides=("train.epochs=1",))
+print(first.at - after_torch)
+"""
+
+
+def whole_commands(out: Path, epochs: int | None) -> dict[str, list[str]]:
+    """The two processes of section d: `cnnkit train` and scripts/hand_train.py."""
+    config = str(ROOT / "configs" / "mnist_conv.yaml")
+    sets = ["--set", f"train.epochs={epochs}"] if epochs else []
+    hand = ["--epochs", str(epochs)] if epochs else []
+    return {"cnnkit": [sys.executable, "-m", "cnnkit", "train", config, "--out",
+                       str(out / "cnnkit"), *sets],
+            "hand": [sys.executable, str(ROOT / "scripts" / "hand_train.py"), "--out",
+                     str(out / "hand.pt"), *hand]}
+
+
+def timed_process(command: list[str]) -> float:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    start = time.perf_counter()
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def section_d(repeats: int, rows: list, *, epochs: int | None) -> None:
+    """Whole processes, alternating, best of `repeats`: cnnkit train against the hand-written
+    script; then cnnkit's start-up, from the end of `import torch` to the end of the first
+    training step (which it includes), best of `repeats`."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="cnnkit-bench-") as scratch:
+        # a fresh output each round: cnnkit refuses to train over an existing run
+        t = best_of({name: lambda r, name=name: timed_process(
+            whole_commands(Path(scratch) / str(r), epochs)[name]) for name in ("cnnkit", "hand")},
+            repeats)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        starts = [float(subprocess.run(
+            [sys.executable, "-c", FIRST_STEP, str(ROOT / "configs" / "mnist_conv.yaml"),
+             str(Path(scratch) / f"first{r}")], check=True, env=env, capture_output=True,
+            text=True).stdout.split()[-1]) for r in range(repeats)]
+    what = f"{epochs or 30} epochs"
+    rows.append(("d", f"course conv net, whole process, {what}",
+                 "cnnkit train / hand-written script (scripts/hand_train.py)",
+                 t["cnnkit"], t["hand"], t["cnnkit"] / t["hand"], "≤ 0.6"))
+    rows.append(("d", "course conv net, cnnkit start-up",
+                 "end of import torch to end of first step / 0.5 s goal",
+                 min(starts), 0.5, min(starts) / 0.5, "≤ 1"))
+
+
+# ---------------------------------------------------------------- e: physical terms
+
+def matmul_peak(device: torch.device, *, n: int = 2048, repeats: int = 5) -> float:
+    """This device's measured float32 matmul rate, FLOP/s: best of `repeats` n×n products."""
+    a, b = (torch.randn(n, n, device=device) for _ in range(2))
+    best = float("inf")
+    for _ in range(repeats + 1):
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        sync(device)
+        best = min(best, (time.perf_counter() - start) / 4)
+    return 2 * n**3 / best
+
+
+def epoch_flops(data, device, batch: int) -> float:
+    """FLOPs of one training epoch of the course net (forward and backward, every batch),
+    counted by torch.utils.flop_counter on one full batch and scaled to the epoch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = course_net(device)
+    split = data.splits["train"]
+    x = split.images[:batch].float().to(device)
+    y = split.labels[:batch].to(device)
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x), y).backward()
+    return counter.get_total_flops() * len(split) / len(x)
+
+
+def section_e(data, device, repeats: int, rows: list) -> None:
+    for batch in (1000,):
+        run = cnnkit_side(data, device, batch, precision="auto", channels_last="auto")
+        seconds = best_of({"cnnkit": run}, repeats)["cnnkit"]
+        flops, peak = epoch_flops(data, device, batch), matmul_peak(device)
+        rows.append(("e", f"course conv net, batch {batch}, cnnkit defaults ({run.settings})",
+                     f"achieved GFLOP/s ({flops / 1e9:.3g} GFLOP an epoch in {seconds:.3g} s) "
+                     f"/ fp32 matmul peak GFLOP/s", flops / seconds / 1e9, peak / 1e9,
+                     flops / seconds / peak, ""))
+
+
+def _steps(data, batch: int) -> str:
+    """`4 steps, 8 epochs a round`: what one round of a timed side ran."""
+    steps = batches_per_epoch(len(data.splits["train"]), batch)
+    return f"{steps} steps" + (f", {PASSES[batch]} epochs a round" if PASSES[batch] > 1 else "")
 
 
 # ---------------------------------------------------------------- c: big models
@@ -304,7 +429,7 @@ def render(rows: list, info: dict, loads: tuple[str, str], command: str, device)
              "", "| | setup | comparison | first | second | ratio | goal |",
              "|---|---|---|---|---|---|---|"]
     for section, where, what, a, b, ratio, goal in rows:
-        unit = "" if section == "c" else " s"
+        unit = {"c": "", "e": " GFLOP/s"}.get(section, " s")
         lines.append(f"| {section} | {where} | {what} | {a:.4g}{unit} | {b:.4g}{unit} | "
                      f"**{ratio:.2f}×** | {goal} |")
     return "\n".join(lines) + "\n"
@@ -340,7 +465,12 @@ def profile(data, device, batch: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sections", default="abc", help="any of a, b, c (default abc)")
+    parser.add_argument("--sections", default="abcde",
+                        help="any of a (trainer vs loop), b (classic pipeline), c (big "
+                             "models), d (whole command vs hand script), e (FLOPs vs peak); "
+                             "default abcde")
+    parser.add_argument("--epochs", type=int, metavar="N",
+                        help="section d: epochs of both processes (default: the config's 30)")
     parser.add_argument("--repeats", type=int, default=5, help="rounds per comparison")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="fewer steps in section c")
@@ -368,6 +498,12 @@ def main(argv: list[str] | None = None) -> int:
         if name in args.sections:
             section(data, device, args.repeats, rows)
             _print_rows(rows, name)
+    if "d" in args.sections:
+        section_d(args.repeats, rows, epochs=args.epochs)
+        _print_rows(rows, "d")
+    if "e" in args.sections:
+        section_e(data, device, args.repeats, rows)
+        _print_rows(rows, "e")
     if "c" in args.sections:
         section_c(device, max(2, args.repeats // 2), rows, quick=args.quick,
                   models=tuple(args.models))

@@ -13,6 +13,7 @@ TRANSFORMS = {
     "translate": AugmentConfig(translate=0.15),
     "rotate": AugmentConfig(rotate=20),
     "scale": AugmentConfig(scale=0.2),
+    "elastic": AugmentConfig(elastic=34),
     "crop_padding": AugmentConfig(crop_padding=3),
     "hflip": AugmentConfig(hflip=True),
     "cutout": AugmentConfig(cutout=6),

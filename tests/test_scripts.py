@@ -106,13 +106,26 @@ def test_bench_sections_a_and_b_on_twenty_digits(tmp_path, capsys):
     assert digest(repo_doc) == before
 
 
+def test_bench_counts_an_epoch_s_flops_and_names_both_whole_processes(tmp_path):
+    bench = script("bench.py")
+    data = bench["build_data"](bench["DataConfig"](train_size=20, val_size=10))
+    # per digit: forward 2 × (8·24·24·25 + 16·10·10·72 + 400·10) = 468,800; backward 707,200
+    # (both gradients of conv2 and the Linear, only the weights' of conv1)
+    assert bench["epoch_flops"](data, torch.device("cpu"), 1000) == 20 * 1_176_000
+    commands = bench["whole_commands"](tmp_path, 3)
+    assert commands["cnnkit"][1:4] == ["-m", "cnnkit", "train"]
+    assert commands["cnnkit"][-2:] == ["--set", "train.epochs=3"]
+    assert commands["hand"][1].endswith("scripts/hand_train.py")
+    assert commands["hand"][-2:] == ["--epochs", "3"]
+
+
 def test_every_recipe_variant_is_a_valid_config():
     globals_ = script("recipe.py")
     raw = yaml.safe_load((ROOT / "configs" / "mnist_best.yaml").read_text())
     for name, (_, edit) in globals_["VARIANTS"].items():
         variant = copy.deepcopy(raw)
         edit(variant)
-        assert (variant == raw) == (name == "recipe"), name  # each other variant removes one
+        assert (variant == raw) == (name == "recipe"), name  # each other removes or adds one
         globals_["config_from_dict"](variant, source=name)
 
 
@@ -127,6 +140,25 @@ def test_recipe_one_variant_one_epoch_prints_the_table(tmp_path, capsys, monkeyp
     row = re.search(rf"^\| the recipe \| ({NUMBER}) ± ({NUMBER}) \|", out, re.M)
     assert float(row[1]) == pytest.approx(100 * acc, abs=0.01) and float(row[2]) == 0
     assert not list(tmp_path.glob("cnnkit-recipe-*"))  # its scratch runs are gone
+
+
+def test_recipe_folds_cross_validate_each_variant(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    code = script("recipe.py")["main"](["--variants", "recipe+elastic", "--folds", "2", "--tta",
+                                        "--set", "train.epochs=1",
+                                        "--set", "data.train_per_class=3",
+                                        "--set", "data.classes=[0, 1]",  # 500 val digits
+                                        "--set", "model.layers.10=[Linear, 2]"])
+    assert code == 0
+    out = capsys.readouterr().out
+    accs = [float(a) for a in re.findall(
+        rf"^recipe\+elastic fold [01]/2: val_acc ({NUMBER}) \(--tta {NUMBER}\) after 1 epochs",
+        out, re.M)]
+    row = re.search(rf"^\| the recipe, \+ elastic distortion \(34, σ 4\) \| ({NUMBER}) ± "
+                    rf"({NUMBER}) \| {NUMBER} – {NUMBER} \| {NUMBER} ± {NUMBER} \|", out, re.M)
+    assert len(accs) == 2 and "mean ± std over 2 folds, seed 0" in out
+    assert float(row[1]) == pytest.approx(50 * sum(accs), abs=0.01)
+    assert float(row[2]) == pytest.approx(100 * abs(accs[0] - accs[1]) / 2 ** 0.5, abs=0.01)
 
 
 def test_transfer_demo_one_seed_one_epoch(tmp_path, capsys):

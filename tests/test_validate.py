@@ -129,13 +129,17 @@ def test_a_bad_value_names_the_file_and_the_key_path(write_config, setting, expe
      "train.schedule.warmup_epochs", "onecycle has its own warmup (pct_start)"),
     (["data.name=imagefolder", "data.train_size=null", "data.val_size=null",
       "data.augment.hflip=true"], "data.augment", "imagefolder uses torchvision's transforms"),
-    (["data.val_size=0"], "train.monitor",
-     "val_acc needs a validation split, but data.val_size is 0"),
-    (["data.val_size=0", "train.monitor=val_loss"], "train.monitor",
-     "val_loss needs a validation split, but data.val_size is 0"),
     (["data.val_size=0", "train.monitor=train_loss", "train.early_stopping.patience=3"],
      "train.early_stopping.patience",
      "3 turns early stopping on, which needs a validation split, but data.val_size is 0"),
+    (["data.train_size=null", "data.val_size=null", "data.fold=1"], "data.fold",
+     "1 picks a fold, but data.folds is null"),
+    (["data.train_size=null", "data.val_size=null", "data.folds=5", "data.fold=5"],
+     "data.fold", "expected a fold from 0 to 4 (0-based), found 5"),
+    (["data.folds=5"], "data.train_size", "data.folds (5) makes the splits; found 1000"),
+    (["data.train_size=null", "data.folds=3"], "data.val_size", "found 300, expected null"),
+    (["data.name=mnist-localization", "data.folds=3"], "data.folds",
+     "cross-validation folds cut mnist-sample and mnist; mnist-localization has its own"),
     (["data.name=mnist"], "data.root",
      "mnist needs the folder that holds MNIST/raw/ (torchvision's layout), found null"),
     (["data.name=imagefolder", "data.train_size=null", "data.val_size=null"], "data.root",
@@ -215,15 +219,13 @@ def test_the_defaults_pass_and_the_ranges_are_found():
     assert len(RANGED) >= 30  # else the walk above missed the schema's metadata
 
 
-def test_val_size_0_needs_a_train_monitor_and_no_early_stopping(write_config):
+def test_val_size_0_reads_train_metrics_and_refuses_early_stopping(write_config):
     path = write_config()
-    cfg = load_config(path, ["data.val_size=0", "train.monitor=train_loss"])
-    assert (cfg.data.val_size, cfg.train.monitor) == (0, "train_loss")
+    cfg = load_config(path, ["data.val_size=0"])  # the default val_acc monitor reads train_acc
+    assert (cfg.data.val_size, cfg.train.monitor) == (0, "val_acc")
     assert load_config(path, ["data.val_size=0", "train.monitor=train_acc",
                               "train.early_stopping.patience=0"]).data.val_size == 0
-    assert "train.monitor: val_acc" in _error(path, ["data.val_size=0"])
-    both = _error(path, ["data.val_size=0", "train.monitor=train_acc",
-                         "train.early_stopping.patience=2"])
+    both = _error(path, ["data.val_size=0", "train.early_stopping.patience=2"])
     assert "train.early_stopping.patience" in both and "data.val_size" in both
 
 

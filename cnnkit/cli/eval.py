@@ -1,4 +1,4 @@
-"""`cnnkit eval`."""
+"""`cnnkit eval`: one checkpoint, or the averaged probabilities of several (and of TTA views)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from cnnkit.errors import CnnkitError
 EPILOG = """examples:
   cnnkit eval runs/mnist_conv/best.pt
   cnnkit eval runs/mnist_conv/best.pt --json
-  cnnkit eval CKPT --split test --set data.name=mnist --set data.root=DIR"""
+  cnnkit eval CKPT --split test --set data.name=mnist --set data.root=DIR
+  cnnkit eval runs/seed0 runs/seed1 runs/seed2 --tta"""
+
+
 
 def run(args: argparse.Namespace) -> int:
     from cnnkit.infer.evaluate import evaluate_checkpoint
@@ -22,11 +25,13 @@ def run(args: argparse.Namespace) -> int:
         from cnnkit.config import dump_config
         from cnnkit.infer.model import config_of_checkpoint
 
-        cfg = config_of_checkpoint(load_checkpoint(args.checkpoint), args.checkpoint,
+        cfg = config_of_checkpoint(load_checkpoint(args.checkpoint[0]), args.checkpoint[0],
                                    tuple(args.set))
         print(dump_config(cfg), end="")
         return 0
-    result = evaluate_checkpoint(args.checkpoint, split=args.split, overrides=tuple(args.set))
+    if len(args.checkpoint) > 1 or args.tta:
+        return _run_average(args)
+    result = evaluate_checkpoint(args.checkpoint[0], split=args.split, overrides=tuple(args.set))
     if args.out is not None:
         _write_out(result, Path(args.out))
     if args.json:
@@ -42,6 +47,24 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         print(f"wrote {Path(args.out) / 'eval.json'} and {Path(args.out) / 'confusion.png'}"
               if "confusion_matrix" in result else f"wrote {Path(args.out) / 'eval.json'}")
+    return 0
+
+
+def _run_average(args: argparse.Namespace) -> int:
+    from cnnkit.infer.ensemble import evaluate_average
+
+    result = evaluate_average(args.checkpoint, split=args.split, tta=args.tta,
+                              overrides=tuple(args.set))
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    what = [f"{len(args.checkpoint)} checkpoints averaged"] if len(args.checkpoint) > 1 else []
+    what += [f"TTA over {result['tta_views']} views"] if args.tta else []
+    print(f"{' + '.join(result['checkpoint'])} ({', '.join(what)}) on {result['split']} "
+          f"({result['n']} examples): accuracy {result['accuracy']:.4f}, "
+          f"loss {result['loss']:.4f}")
+    print("each alone, plain images: " + ", ".join(
+        f"{m['checkpoint']} {m['accuracy']:.4f}" for m in result["members"]))
     return 0
 
 
@@ -70,11 +93,15 @@ def register(sub, common, overrides) -> argparse.ArgumentParser:
                     "loss and the task's other metrics (classification: balanced accuracy, "
                     "macro-F1).",
         epilog=EPILOG, formatter_class=HelpFormatter)
-    p.add_argument("checkpoint", metavar="CHECKPOINT",
+    p.add_argument("checkpoint", metavar="CHECKPOINT", nargs="+",
                    help="a cnnkit checkpoint (best.pt, last.pt, an exported file), or a run "
-                        "directory (best.pt, else last.pt)")
+                        "directory (best.pt, else last.pt); several: their softmax "
+                        "probabilities are averaged")
     p.add_argument("--split", default="val", choices=["train", "val", "test"],
                    help="which split to score (default: val; test where the dataset has one)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average the probabilities over the image, "
+                        "1-px shifts and ±8° rotations (classification)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object with every metric instead of a line; classifiers add "
                         "top5_accuracy (past 5 classes), per_class_accuracy and "

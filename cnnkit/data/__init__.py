@@ -46,7 +46,8 @@ class Data:
 
 
 def _mnist_sample(cfg: DataConfig) -> Data:
-    splits = mnist_sample.load(train_size=cfg.train_size, val_size=cfg.val_size)
+    splits = mnist_sample.load(train_size=cfg.train_size, val_size=cfg.val_size,
+                               folds=cfg.folds, fold=cfg.fold)
     return Data(splits, DIGITS, mnist_sample.MEAN, mnist_sample.STD)
 
 
@@ -58,8 +59,10 @@ def _mnist(cfg: DataConfig, needed: frozenset[str] = ALL_SPLITS) -> Data:
     splits = {}
     if needed & {"train", "val"}:
         images, labels = load_mnist(cfg.root, "train", download=cfg.download)
-        train_size, val_size = _mnist_sizes(cfg, len(labels))
-        train, val = mnist_sample.stratified_split(labels, (train_size, val_size))
+        if cfg.folds is not None:
+            train, val = mnist_sample.fold_split(labels, cfg.folds, cfg.fold)
+        else:
+            train, val = mnist_sample.stratified_split(labels, _mnist_sizes(cfg, len(labels)))
         splits = {"train": Split(images[train], labels[train]),
                   "val": Split(images[val], labels[val])}
     if "test" in needed:
@@ -105,8 +108,6 @@ def _localization_csv(cfg: DataConfig) -> Data:
 
     splits, classes = read_csv_dataset(cfg)
     return Data(splits, classes, *csv_normalization(cfg.localization.channels))
-
-
 
 
 DATASETS = {"mnist-sample": _mnist_sample, "mnist": _mnist, "imagefolder": _imagefolder,

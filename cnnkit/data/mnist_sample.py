@@ -75,14 +75,43 @@ def _quotas(labels: torch.Tensor, classes: torch.Tensor, size: int, n: int) -> l
     return quota
 
 
-def load(*, train_size: int | None, val_size: int | None) -> dict[str, Split]:
-    train_size = SPLIT[0] if train_size is None else train_size
+def stratified_folds(labels: torch.Tensor, folds: int, *, seed: int = 0) -> list[torch.Tensor]:
+    """`folds` disjoint index sets covering every example, each class spread evenly over them
+    (the class sizes differ by at most one between folds, the fold sizes too).
+
+    Each class is shuffled (fixed seed: the folds are part of the dataset's definition), the
+    classes laid end to end, and the examples dealt to the folds in turn."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.cat([members[torch.randperm(len(members), generator=generator)]
+                       for c in torch.unique(labels)
+                       for members in [torch.nonzero(labels == c).flatten()]])
+    return [torch.sort(order[k::folds]).values for k in range(folds)]
+
+
+def fold_split(labels: torch.Tensor, folds: int, fold: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, val) indices of fold `fold` of `folds`: that fold validates, the rest train."""
+    parts = stratified_folds(labels, folds)
+    if len(parts[fold]) == 0:
+        raise DataError(f"data.folds: {folds} folds of {len(labels)} examples leave fold "
+                        f"{fold} empty")
+    train = torch.sort(torch.cat([p for k, p in enumerate(parts) if k != fold])).values
+    return train, parts[fold]
+
+
+def load(*, train_size: int | None, val_size: int | None, folds: int | None = None,
+         fold: int = 0) -> dict[str, Split]:
+    images, labels = read_sample()
+    if folds is not None:  # sizes are null with folds: the validation rules'
+        train, val = fold_split(labels, folds, fold)
+        return {"train": Split(images[train], labels[train]),
+                "val": Split(images[val], labels[val])}
+    if train_size is None:  # no validation split: every digit trains
+        train_size = SIZE if val_size == 0 else SPLIT[0]
     val_size = SPLIT[1] if val_size is None else val_size
     if train_size + val_size > SIZE:  # each size's own range is the schema's
         raise DataError(f"data.train_size + data.val_size: mnist-sample has {SIZE} digits; "
                         f"found train_size {train_size} and val_size {val_size} "
                         f"(together at most {SIZE})")
-    images, labels = read_sample()
     train, val = stratified_split(labels, (train_size, val_size))
     return {"train": Split(images[train], labels[train]), "val": Split(images[val], labels[val])}
 

@@ -1,7 +1,11 @@
 """From the `model` section of a config to an `nn.Module`, shapes checked layer by layer.
 
-Each layer is first built on the meta device and fed a meta tensor of the incoming shape, so
-a shape mismatch is found before any weight is allocated, and named by its layer path.
+Each layer is first built on the meta device (no memory), then fed one example of zeros of
+the incoming shape, so a shape mismatch is named by its layer path. A small layer (up to
+PROBE_ON_DEVICE parameters) is fed for real, on the device models are built on, by the module
+that is kept: torch's meta kernels cost about 1.1 s on their first use in a process, which
+is most of a small model's start-up. A large one is fed on the meta device, before any of its
+weights is allocated.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from cnnkit.schema import Config
 from cnnkit.validate import declared_classes
 
 Shape = tuple[int, ...]  # one example: (C, H, W) or (F,)
+PROBE_ON_DEVICE = 1_000_000  # parameters; a layer with more is probed on the meta device
 
 
 @dataclass(frozen=True)
@@ -159,8 +164,7 @@ class _Builder:
                 return None, shape
         args, kwargs = self.classes_in(*_split_args(spec[1:]), where)
         args, kwargs = self.infer(cls, args, kwargs, shape, where)
-        out_shape = self.probe(cls, args, kwargs, shape, where)
-        module = _construct(cls, args, kwargs, where)
+        module, out_shape = self.probe(cls, args, kwargs, shape, where)
         self.layers.append(LayerInfo(path, name, out_shape))
         return module, (shape if issubclass(cls, AuxHead) else out_shape)
 
@@ -205,27 +209,42 @@ class _Builder:
                 raise ShapeError(_size_mismatch(where, name, written, actual, shape))
         return args, kwargs
 
-    def probe(self, cls: type, args: list, kwargs: dict, shape: Shape, where: str) -> Shape:
-        """The output shape for one example, computed on the meta device (no memory, no FLOPs)."""
+    def probe(self, cls: type, args: list, kwargs: dict, shape: Shape, where: str
+              ) -> tuple[nn.Module, Shape]:
+        """The layer, built where models are being built (the default device), and its output
+        shape for one example: fed for real where it is small, on the meta device otherwise."""
         with torch.device("meta"):
-            module = _construct(cls, args, kwargs, where)
-        module.eval()
-        x = torch.empty((1, *shape), device="meta")
+            meta = _construct(cls, args, kwargs, where)
+        small = sum(p.numel() for p in meta.parameters()) <= PROBE_ON_DEVICE
+        on_meta = torch.get_default_device().type == "meta"
+        module = _construct(cls, args, kwargs, where) if small or on_meta else None
         try:
             with torch.no_grad():
-                try:
-                    y = module(x)
-                except NotImplementedError:  # no meta kernel: run it for real, on zeros
-                    y = _construct(cls, args, kwargs, where).eval()(torch.zeros((1, *shape)))
+                y = self._forward(module if small else meta, cls, args, kwargs, shape, where)
         except (RuntimeError, ValueError, IndexError, TypeError, ArithmeticError,
                 AssertionError) as exc:
             raise ShapeError(f"{where}: cannot take an input of shape {format_shape(shape)}: "
-                             f"{_window_problem(module, shape) or _first_line(exc)}") from None
+                             f"{_window_problem(meta, shape) or _first_line(exc)}") from None
         if not isinstance(y, torch.Tensor):
             raise ConfigError(f"{where}: returns {type(y).__name__}, not a tensor")
         if y.dim() < 2 or y.shape[0] != 1:
             raise ShapeError(f"{where}: output {tuple(y.shape)} lost the batch dimension")
-        return tuple(y.shape[1:])
+        return module or _construct(cls, args, kwargs, where), tuple(y.shape[1:])
+
+    @staticmethod
+    def _forward(module: nn.Module, cls: type, args: list, kwargs: dict, shape: Shape,
+                 where: str) -> Any:
+        """One example of zeros through `module` in eval mode (it goes back to training mode):
+        no running statistics move, no random draw is made."""
+        device = next((t.device for t in [*module.parameters(), *module.buffers()]),
+                      torch.get_default_device())
+        try:
+            return module.eval()(torch.zeros((1, *shape), device=device))
+        except NotImplementedError:  # no meta kernel: run it for real, on the CPU
+            with torch.device("cpu"):
+                return _construct(cls, args, kwargs, where).eval()(torch.zeros((1, *shape)))
+        finally:
+            module.train()
 
 
 def _is_repeat(spec: Any) -> bool:

@@ -67,13 +67,14 @@ class Checkpoints(Callback):
 
 
 class Curves(Callback):
-    """curves.png redrawn after each epoch, on a background thread (CurvePlotter)."""
+    """curves.png redrawn on a background thread after an epoch where a drawing is due (at
+    least 5 s apart, at most 5% of the time: CurvePlotter), and after the last epoch."""
 
     def __init__(self, path: Path, *, title: str = ""):
         self.plotter = CurvePlotter(path, title=title)
 
     def on_epoch_end(self, run: Run, row: dict[str, Any]) -> None:
-        self.plotter.update(run.state.history)
+        self.plotter.offer(run.state.history)
 
     def on_fit_end(self, run: Run) -> None:
         self.plotter.close()

@@ -6,13 +6,24 @@ import csv
 import io
 import statistics
 import threading
+import time
 from pathlib import Path
-
-from matplotlib.figure import Figure  # the OO API: no pyplot state, safe off the main thread
+from typing import TYPE_CHECKING
 
 from cnnkit.atomic import atomic_write
 from cnnkit.errors import CnnkitError
 from cnnkit.training.log import display
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def _figure(**kwargs) -> Figure:
+    """matplotlib's OO API (no pyplot state, safe off the main thread), imported on the first
+    drawing: 0.3 s that a run which never draws mid-way does not pay at start-up."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
 
 
 def save_figure(fig: Figure, path: str | Path) -> None:
@@ -22,16 +33,31 @@ def save_figure(fig: Figure, path: str | Path) -> None:
 
 
 class CurvePlotter:
-    """Redraws curves.png after each epoch on a background thread: a draw costs ~0.15 s of
-    Python, as long as an epoch of the course's conv net, so the loop does not wait for it.
-    Only the newest history is drawn; `close()` waits for it."""
+    """Redraws curves.png on a background thread, so the loop does not wait for a drawing
+    (~0.15 s of Python, as long as an epoch of the course's conv net). Drawing still takes
+    the CPU and the GIL from the loop, so `due()` spaces the drawings: at least `interval`
+    seconds apart, and drawing at most `share` of the time. Only the newest history is drawn;
+    `close()` draws the last one given and waits for it."""
 
-    def __init__(self, path: str | Path, *, title: str = ""):
+    def __init__(self, path: str | Path, *, title: str = "", interval: float = 5.0,
+                 share: float = 0.05):
         self.path, self.title = Path(path), title
+        self.interval, self.share = interval, share
         self._pending: list[dict] | None = None
         self._error: BaseException | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._next = time.monotonic() + interval  # when a drawing is next due
+        self._last: list[dict] | None = None  # the newest history offered, drawn or not
+
+    def due(self) -> bool:
+        return time.monotonic() >= self._next
+
+    def offer(self, history: list[dict]) -> None:
+        """`update(history)` where a drawing is due; else kept for `close()`."""
+        self._last = list(history)
+        if self.due():
+            self.update(self._last)
 
     def update(self, history: list[dict]) -> None:
         with self._lock:
@@ -46,12 +72,18 @@ class CurvePlotter:
                 history, self._pending = self._pending, None
             if history is None:
                 return
+            started = time.monotonic()
             try:
                 plot_curves(history, self.path, title=self.title)
             except BaseException as exc:  # re-raised on the main thread by close()
                 self._error = exc
+            spent = time.monotonic() - started
+            self._next = time.monotonic() + max(self.interval, spent / self.share - spent)
 
     def close(self) -> None:
+        if self._last is not None:
+            self.update(self._last)
+            self._last = None
         while self._thread is not None and self._thread.is_alive():
             self._thread.join()
             with self._lock:  # a history queued after the thread's last look
@@ -77,7 +109,7 @@ def plot_curves(history: list[dict], path: str | Path, *, title: str = "") -> No
     where the run has a validation split."""
     epochs = [row["epoch"] for row in history]
     names = metric_names(history)
-    fig = Figure(figsize=(5 * len(names), 4))
+    fig = _figure(figsize=(5 * len(names), 4))
     axes = fig.subplots(1, len(names), squeeze=False)[0]
     for ax, metric in zip(axes, names):
         for split, style in (("train", "--"), ("val", "-")):
@@ -98,7 +130,7 @@ def plot_runs(runs: dict[str, list[dict] | list[list[dict]]], path: str | Path, 
     """One curve of `metric` per run, overlaid: the course's model1-vs-model2 figure. A value
     that is a list of histories (runs that differ only by seed) is drawn as its mean over the
     epochs they all have, with a band of ± one standard deviation."""
-    fig = Figure(figsize=(7, 4.5))
+    fig = _figure(figsize=(7, 4.5))
     ax = fig.subplots()
     for name, histories in runs.items():
         if histories and isinstance(histories[0], dict):

@@ -29,7 +29,7 @@ from cnnkit.checkpoint import (
 from cnnkit.config import config_from_dict, config_to_dict
 from cnnkit.data import Data
 from cnnkit.data.preprocess import preprocessing_record, resolve_normalization
-from cnnkit.errors import CheckpointError, CnnkitError, ConfigError
+from cnnkit.errors import CheckpointError, CnnkitError, ConfigError, TrainingStopped
 from cnnkit.models.builder import Network
 from cnnkit.schema import Config
 from cnnkit.tasks import Task
@@ -95,6 +95,21 @@ def open_run_dir(out: Path, cfg: Config, *, resume: bool, command: list[str],
     except BaseException:
         lock.close()
         raise
+
+
+def close_after(rundir: RunDirectory, exc: BaseException, log: Callable[..., None]) -> None:
+    """The manifest's last word on a run that did not finish, and its error in train.log."""
+    if isinstance(exc, (TrainingStopped, KeyboardInterrupt)):
+        status, reason = "interrupted", str(exc) or "interrupted (Ctrl-C)"
+        log(f"cnnkit: {reason}", echo=False)  # the CLI prints it, with the resume command
+    else:
+        status = "failed"
+        reason = str(exc) if isinstance(exc, CnnkitError) else f"{type(exc).__name__}: {exc}"
+        log(f"cnnkit: error: {reason}", echo=False)  # the CLI prints it
+    try:
+        rundir.close(status, reason.splitlines()[0] if reason else None)
+    except CnnkitError:  # the disk that failed the run may fail this too; the lock is gone
+        pass
 
 
 def _admit(out: Path, cfg: Config, *, resume: bool, say: Callable[[str], None]) -> dict | None:

@@ -10,6 +10,7 @@ nets (oneDNN's NHWC kernels; mostly faster for the course's conv net, see BENCHM
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,6 +87,31 @@ def resolve_speed(device: torch.device, *, precision: str = "fp32",
         # the fastest: a one-off cost of a few steps.
         torch.backends.cudnn.benchmark = True
     return Speed(device, chosen, use_nhwc, scaler)
+
+
+@contextlib.contextmanager
+def deterministic(on: bool = True):
+    """`train.deterministic`: PyTorch's deterministic algorithms (an op that has none raises,
+    naming itself) and cuDNN without autotuning or nondeterministic kernels, so a run repeats
+    bit for bit on the same GPU and build. The process's settings come back afterwards.
+
+    cuBLAS needs CUBLAS_WORKSPACE_CONFIG before its first use; set here where it is not set,
+    which is in time when no CUDA matmul ran earlier in the process."""
+    if not on:
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    saved = (torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(), cudnn.benchmark,
+             cudnn.deterministic)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    cudnn.benchmark, cudnn.deterministic = False, True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        cudnn.benchmark, cudnn.deterministic = saved[2], saved[3]
 
 
 def _pick_precision(device: torch.device) -> str:

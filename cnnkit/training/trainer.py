@@ -24,7 +24,7 @@ from cnnkit.data.augment import build_augment
 from cnnkit.data.checks import check_splits
 from cnnkit.data.preprocess import resolve_normalization
 from cnnkit.data.shards import batches_per_epoch
-from cnnkit.errors import CnnkitError, ConfigError, DivergenceError, TrainingStopped
+from cnnkit.errors import CnnkitError, ConfigError, DivergenceError
 from cnnkit.models.builder import Network, build_model
 from cnnkit.models.freeze import freeze_for_training, unfreeze
 from cnnkit.models.weights import load_pretrained, with_pretrained_defaults
@@ -43,10 +43,24 @@ from cnnkit.training.fit import fit_to_data
 from cnnkit.training.log import RunLog, epoch_line, header_lines, oom_message
 from cnnkit.training.loop import StepEnd, Stepper, evaluate, train_one_epoch
 from cnnkit.training.optim import build_optimizer, build_scheduler
-from cnnkit.training.run import Run, RunState, metrics_csv, open_run_dir, restore, set_lr
+from cnnkit.training.run import (
+    Run,
+    RunState,
+    close_after,
+    metrics_csv,
+    open_run_dir,
+    restore,
+    set_lr,
+)
 from cnnkit.training.rundir import MANIFEST, RunDirectory
 from cnnkit.training.signals import GracefulStop
-from cnnkit.training.speed import Speed, compile_model, prepare_model, resolve_speed
+from cnnkit.training.speed import (
+    Speed,
+    compile_model,
+    deterministic,
+    prepare_model,
+    resolve_speed,
+)
 from cnnkit.training.tensorboard import TensorBoardLogger
 
 
@@ -159,26 +173,11 @@ def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, re
                       callbacks=callbacks, rundir=rundir)
     except BaseException as exc:
         if rundir is not None:
-            _close_after(rundir, exc, log)
+            close_after(rundir, exc, log)
         raise
     if rundir is not None:
         rundir.close("finished")
     return result
-
-
-def _close_after(rundir: RunDirectory, exc: BaseException, log: RunLog) -> None:
-    """The manifest's last word on a run that did not finish, and its error in train.log."""
-    if isinstance(exc, (TrainingStopped, KeyboardInterrupt)):
-        status, reason = "interrupted", str(exc) or "interrupted (Ctrl-C)"
-        log(f"cnnkit: {reason}", echo=False)  # the CLI prints it, with the resume command
-    else:
-        status = "failed"
-        reason = str(exc) if isinstance(exc, CnnkitError) else f"{type(exc).__name__}: {exc}"
-        log(f"cnnkit: error: {reason}", echo=False)  # the CLI prints it
-    try:
-        rundir.close(status, reason.splitlines()[0] if reason else None)
-    except CnnkitError:  # the disk that failed the run may fail this too; the lock is gone
-        pass
 
 
 def _run(cfg: Config, out: Path, device: torch.device, cluster: Cluster,
@@ -222,7 +221,7 @@ def _run(cfg: Config, out: Path, device: torch.device, cluster: Cluster,
         atomic_write_text(out / "classes.json", json.dumps(list(data.classes)))  # index -> name
         if state.history:  # last.pt is the truth; a kill may have come before metrics.csv
             atomic_write_text(out / "metrics.csv", metrics_csv(state.history))
-    with GracefulStop() as stop:
+    with GracefulStop() as stop, deterministic(cfg.train.deterministic):
         # SignalStop last: every other callback sees an epoch before a signal ends the run
         try:
             _fit(run, [*_default_callbacks(run, stop, loggers), *callbacks, SignalStop(stop)])
@@ -325,11 +324,14 @@ def _validate(run: Run, loader) -> dict[str, float]:
 
 
 def _record(state: RunState, row: dict, monitor: str) -> None:
-    """An epoch's row into the state; best.pt's epoch moves where `monitor` improves. Every
-    row has the monitor's column: without a validation split the config allows only train_*."""
+    """An epoch's row into the state; best.pt's epoch moves where `monitor` improves. Without
+    a validation split (data.val_size: 0) best.pt is the last epoch, and a val_* monitor
+    reads its train_* column."""
     state.history.append(row)
     state.epoch, state.step, state.totals = row["epoch"], 0, None
-    if improves(row[monitor], state.best, monitor):
+    if not any(key.startswith("val_") for key in row):
+        state.best, state.best_epoch = row["train_" + monitor.split("_", 1)[1]], row["epoch"]
+    elif improves(row[monitor], state.best, monitor):
         state.best, state.best_epoch = row[monitor], row["epoch"]
 
 
