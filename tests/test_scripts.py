@@ -36,6 +36,7 @@ QUICK_OPTIONS = {
     "transfer_demo.py": ("--out", "--per-class", "--seeds", "--set", "--threads"),
     "localization_canvases.py": ("--n", "--out", "--set"),
     "docs_pictures.sh": ("--quick", "--out"),
+    "hand_train.py": ("--out", "--epochs"),
 }
 NUMBER = r"[-+\d.e]+"  # a printed float, as `{x:.4g}` writes it
 
