@@ -269,8 +269,11 @@ def test_sigint_while_torch_imports_is_one_line_exit_130(tmp_path):
     """Ctrl-C in the first second of `python -m cnnkit train` (torch still importing)."""
     import subprocess
 
+    # SIGINT at its default, as a shell starts a command: a worker process that ignores it
+    # (SIG_IGN is inherited across exec) would hand the child an ignored Ctrl-C
     process = subprocess.Popen([sys.executable, "-m", "cnnkit", "train", "x.yaml"], cwd=tmp_path,
-                               env={**os.environ, **ENV}, stderr=subprocess.PIPE, text=True)
+                               env={**os.environ, **ENV}, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(0.6)
     process.send_signal(signal.SIGINT)
     err = process.communicate(timeout=WAIT)[1]
