@@ -33,3 +33,9 @@ class TrainingStopped(Exception):
         super().__init__(message)
         self.signum = signum
         self.checkpoint = checkpoint
+
+
+def display(text: str) -> str:
+    """`text` safe to print anywhere: a path's undecodable bytes (surrogate escapes, as
+    Python reads a non-UTF-8 file name) become U+FFFD instead of an UnicodeEncodeError."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

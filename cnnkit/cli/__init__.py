@@ -22,7 +22,7 @@ import sys
 import threading
 import warnings
 
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, display
 
 COMMANDS = ("train", "resume", "sweep", "runs", "summary", "eval", "predict", "plot",
             "visualize", "export", "configs", "config", "sample-images")
@@ -124,7 +124,7 @@ def _main(argv: list[str] | None) -> int:
     except CnnkitError as exc:
         if getattr(args, "debug", False):
             raise
-        print(_printable(f"cnnkit: error: {exc}"), file=sys.stderr)
+        print(display(f"cnnkit: error: {exc}"), file=sys.stderr)
         return 2
     except BrokenPipeError:  # `cnnkit summary X --json | head`: the reader has gone
         _stdout_to_devnull()  # so the interpreter's last flush finds no closed pipe either
@@ -143,8 +143,3 @@ def _stdout_to_devnull() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, fd)
     os.close(devnull)
-
-
-def _printable(text: str) -> str:
-    """A path's undecodable bytes (a non-UTF-8 file name) as U+FFFD, not an encoding error."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

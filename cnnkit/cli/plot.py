@@ -13,8 +13,8 @@ EPILOG = """examples:
   cnnkit plot runs/a runs/b --metric val_loss --out loss.png"""
 
 def run(args: argparse.Namespace) -> int:
+    from cnnkit.errors import display
     from cnnkit.training.curves import plot_runs, read_metrics
-    from cnnkit.training.log import display
     from cnnkit.training.names import distinct_tails, key_columns, run_name
     from cnnkit.training.rundirs import (
         SEED,

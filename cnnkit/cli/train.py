@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from cnnkit.cli import HelpFormatter
-from cnnkit.errors import TrainingStopped
+from cnnkit.errors import TrainingStopped, display
 
 EPILOG = """examples:
   cnnkit train mnist_conv
@@ -44,8 +44,7 @@ def train_command(config, *, out: str | None, resume: bool, quiet: bool, sets: l
     except TrainingStopped as stopped:
         resume_with = shlex.join(again(str(Path(stopped.checkpoint).parent)))
         text = f"cnnkit: {stopped}\nresume with: {resume_with}"
-        print(text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
-              file=sys.stderr, flush=True)
+        print(display(text), file=sys.stderr, flush=True)
         return 128 + stopped.signum  # 130 for SIGINT, 143 for SIGTERM, as shells report
     return 0
 

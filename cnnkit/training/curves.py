@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cnnkit.atomic import atomic_write
-from cnnkit.errors import CnnkitError
-from cnnkit.training.log import display
+from cnnkit.errors import CnnkitError, display
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -17,15 +17,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from cnnkit.errors import display
+
 if TYPE_CHECKING:
     from cnnkit.schema import TrainConfig
     from cnnkit.training.run import Run
-
-
-def display(text: str) -> str:
-    """`text` safe to print anywhere: a path's undecodable bytes (surrogate escapes, as
-    Python reads a non-UTF-8 file name) become U+FFFD instead of an UnicodeEncodeError."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 class RunLog:
