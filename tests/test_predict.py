@@ -155,3 +155,19 @@ def test_localization_runs_on_cuda(cli, locator):
     on_gpu = cli("predict", checkpoint, image, "--json", "--top", "3", "--device", "cuda")
     on_cpu = cli("predict", checkpoint, image, "--json", "--top", "3", "--device", "cpu")
     assert on_gpu[0] == 0 and json.loads(on_gpu[1]) == json.loads(on_cpu[1])
+
+
+def test_localization_boxes_are_measured_in_the_upright_image(tmp_path):
+    """A phone photo stored sideways (EXIF orientation 6) is turned upright before the model
+    sees it, so box_pixels must scale by the upright size, not the stored one."""
+    from PIL import Image
+
+    from cnnkit.infer.locate import _size
+
+    path = tmp_path / "sideways.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    Image.new("RGB", (40, 20)).save(path, exif=exif)  # stored 40 wide, 20 high
+    assert _size(path) == (20, 40)
+    Image.new("RGB", (40, 20)).save(tmp_path / "plain.jpg")
+    assert _size(tmp_path / "plain.jpg") == (40, 20)

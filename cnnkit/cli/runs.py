@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 from cnnkit.cli import HelpFormatter
 
@@ -13,11 +11,10 @@ def run(args: argparse.Namespace) -> int:
     from cnnkit.inspect.runs import runs_table, to_csv, to_json, to_text
 
     table = runs_table(args.dirs, sort=args.sort)
-    try:
-        print(to_json(table) if args.json else to_csv(table) if args.csv else to_text(table),
-              end="" if args.csv else "\n", flush=True)
-    except BrokenPipeError:  # `cnnkit runs DIR | head`: the reader has what it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    # a closed pipe (`cnnkit runs DIR | head`) ends quietly in cnnkit.cli.main, as for every
+    # command
+    print(to_json(table) if args.json else to_csv(table) if args.csv else to_text(table),
+          end="" if args.csv else "\n", flush=True)
     return 0
 
 

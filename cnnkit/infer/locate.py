@@ -10,14 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont
 
-from cnnkit.errors import CnnkitError, DataError
+from cnnkit.data.imagefolder import open_image
+from cnnkit.errors import CnnkitError
 from cnnkit.infer.model import Predictor, load_predictor
 from cnnkit.infer.predict import predict
 from cnnkit.tasks.localization import decode
 from cnnkit.training.trainer import resolve_device
 
+ORIENTATION = 0x0112  # the EXIF tag
 MIN_DRAWN = 256  # px: smaller images are enlarged (nearest neighbour) before drawing
 BOX_COLOUR, NOTHING_COLOUR = (255, 64, 64), (255, 200, 0)
 
@@ -50,7 +52,11 @@ def _size(image: Any) -> tuple[int, int]:
     if isinstance(image, Image.Image):
         return image.size
     with Image.open(image) as opened:  # the header only; the pixels were read already
-        return opened.size
+        width, height = opened.size
+        # EXIF orientations 5 to 8 turn the image a quarter: the model saw it upright
+        # (data/imagefolder.py's open_image), so the box is in the turned frame
+        return (height, width) if opened.getexif().get(ORIENTATION) in (5, 6, 7, 8) \
+            else (width, height)
 
 
 def predict_localization(path: str | Path, images: list[str | Path], *,
@@ -68,21 +74,10 @@ def predict_localization(path: str | Path, images: list[str | Path], *,
         used: set[str] = set()
         for result in results:
             target = _unique(out_dir, Path(result["image"]).stem, used)
-            draw_prediction(read_image(result["image"]), result).save(target)
+            # upright by EXIF, as the model saw it (open_image, as infer/images.py reads it)
+            draw_prediction(open_image(result["image"]), result).save(target)
             result["out"] = str(target)
     return results
-
-
-def read_image(path: str | Path) -> Image.Image:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: image not found")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path}: cannot decode image ({exc})") from None
 
 
 def _class_name(predictor: Predictor, k: int) -> str:
