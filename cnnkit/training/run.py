@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 
-from cnnkit import __version__
 from cnnkit.atomic import atomic_write_text, remove_stale_temps
 from cnnkit.checkpoint import (
     as_dtypes_of,
@@ -38,6 +37,7 @@ from cnnkit.training.early_stopping import best_index
 from cnnkit.training.ema import EMA
 from cnnkit.training.rundir import MANIFEST, RunDirectory, lock_directory
 from cnnkit.training.speed import Speed
+from cnnkit.version import version
 
 
 @dataclass
@@ -88,7 +88,7 @@ def open_run_dir(out: Path, cfg: Config, *, resume: bool, command: list[str],
     try:
         checkpoint = _admit(out, cfg, resume=resume, say=say)
         remove_stale_temps(out)
-        versions = {"cnnkit": __version__, "torch": torch.__version__}
+        versions = {"cnnkit": version(), "torch": torch.__version__}
         return RunDirectory.start(out, lock, command=command, epochs=cfg.train.epochs,
                                   epoch=checkpoint["epoch"] if checkpoint else 0,
                                   versions=versions, fresh=checkpoint is None), checkpoint
@@ -287,7 +287,7 @@ def save(run: Run, *, best: bool, metrics: bool = True) -> None:
         "classes": list(run.data.classes),
         # what predict does to a new image, with the numbers the data used
         "preprocessing": preprocessing_record(run.cfg, mean=run.data.mean, std=run.data.std),
-        "cnnkit_version": __version__,
+        "cnnkit_version": version(),
     }
     if run.ema is not None:
         checkpoint["ema"] = run.ema.state_dict()  # {"decay", "updates", "model": state_dict}

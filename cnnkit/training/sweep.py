@@ -31,7 +31,6 @@ from typing import Any
 
 import yaml
 
-import cnnkit
 from cnnkit.atomic import atomic_write_text
 from cnnkit.config import load_config
 from cnnkit.errors import CnnkitError, ConfigError, TrainingStopped
@@ -326,7 +325,7 @@ def _spawn(book: _Book, member: Member, resume: bool, threads: int) -> subproces
     sets = [arg for item in member.overrides for arg in ("--set", item)]
     argv = [sys.executable, "-m", "cnnkit", "train", str(book.plan.config), "--out",
             str(run_dir), "--quiet", *sets, *(["--resume"] if resume else [])]
-    package_root = str(Path(cnnkit.__file__).resolve().parent.parent)
+    package_root = str(Path(__file__).resolve().parents[2])  # the folder holding cnnkit/
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "PYTHONPATH": os.pathsep.join(p for p in (package_root,
                                                       os.environ.get("PYTHONPATH")) if p)}
