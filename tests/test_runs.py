@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cnnkit.training.curves import band
-from cnnkit.training.run import metrics_csv
+from cnnkit.experiments.plot import band
+from cnnkit.rundir.metrics import metrics_csv
 
 
 def make_run(path: Path, *, lr: float = 0.1, seed: int = 0, epochs: int = 3,
@@ -130,7 +130,7 @@ def test_a_sweep_folder_lists_its_members_with_recorded_failures(tmp_path, cli):
 
 def test_plot_dir_draws_seeds_as_one_line_with_a_band(sweep, tmp_path, cli, monkeypatch):
     drawn = {}
-    monkeypatch.setattr("cnnkit.training.curves.plot_runs",
+    monkeypatch.setattr("cnnkit.experiments.plot.plot_runs",
                         lambda lines, path, metric: drawn.update(lines))
     code, _, err = cli("plot", sweep, "--out", tmp_path / "bands.png")
     assert code == 0, err
@@ -151,7 +151,7 @@ def test_plot_labels_runs_that_share_a_folder_name_by_their_distinct_tails(tmp_p
     assert code == 0, err
     assert (tmp_path / "runs.png").read_bytes()[:4] == b"\x89PNG"
     drawn = {}
-    monkeypatch.setattr("cnnkit.training.curves.plot_runs",
+    monkeypatch.setattr("cnnkit.experiments.plot.plot_runs",
                         lambda lines, path, metric: drawn.update(lines))
     cli("plot", tmp_path, "--out", tmp_path / "runs.png")
     assert list(drawn) == ["other", "x/run", "y/run"]
