@@ -134,6 +134,20 @@ def test_nothing_inside_imports_the_face(module):
     assert "cnnkit" not in imports(module), f"{module} imports the face `cnnkit`"
 
 
+def test_the_run_directory_names_its_files_once():
+    """last.pt, metrics.csv, ... are names in cnnkit/rundir/__init__.py; a bare string of one
+    anywhere else in the package is a second definition of the layout."""
+    from cnnkit import rundir
+
+    names = {v for k, v in vars(rundir).items() if k.isupper() and isinstance(v, str)}
+    assert {"last.pt", "best.pt", "metrics.csv", "config.yaml", "run.json"} <= names
+    found = [f"{MODULES[m].relative_to(ROOT)}:{node.lineno} {node.value!r}"
+             for m in MODULES if m != "cnnkit.rundir"
+             for node in ast.walk(ast.parse(MODULES[m].read_text()))
+             if isinstance(node, ast.Constant) and node.value in names]
+    assert not found, "use cnnkit.rundir's names: " + ", ".join(found)
+
+
 def test_the_layer_order_is_the_one_documented():
     arrows = " → ".join("/".join(p.removeprefix("cnnkit.") for p in layer
                                  if p not in ("cnnkit", "cnnkit.__main__")) for layer in LAYERS)

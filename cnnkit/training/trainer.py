@@ -244,7 +244,7 @@ def _resume_hint(run: Run) -> str:
         return f"no checkpoint was written; start again with a lower train.lr (e.g. {lower})"
     epoch, step = run.saved
     where = f"epoch {epoch + 1}, step {step}" if step else f"the end of epoch {epoch}"
-    return (f"{run.out / 'last.pt'} (from {where}) is unchanged; resume from it with a lower "
+    return (f"{run.out / LAST} (from {where}) is unchanged; resume from it with a lower "
             f"rate: cnnkit resume {run.out} --set train.lr={lower}")
 
 
