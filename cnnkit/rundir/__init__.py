@@ -6,7 +6,7 @@
     RUN/last.pt        the newest checkpoint; best.pt the best by train.monitor
     RUN/metrics.csv    one row per epoch (metrics.py, the one writer and the one reader)
     RUN/curves.png     the curves of metrics.csv, redrawn as it grows
-    RUN/train.log      the log lines (a sweep member's, or --log)
+    RUN/train.log      the log lines as printed (appended to on resume)
     RUN/load_report.txt  how model.weights matched, key by key
 
 Modules: lock.py (the lock and run.json), metrics.py (metrics.csv), records.py (run
