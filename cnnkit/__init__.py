@@ -2,8 +2,8 @@
 
 The package face is light: `import cnnkit` and `cnnkit --help` import neither torch nor
 matplotlib. The public names below are imported on first use (PEP 562), and `__version__` is
-read from the installed metadata on first use too (importlib.metadata alone costs ~70 ms:
-`python -X importtime -c "import importlib.metadata as m; m.version('cnnkit')"`).
+read on first use too (cnnkit/version.py). This module is only the face: nothing inside the
+package imports it (tests/test_house.py).
 """
 
 from __future__ import annotations
@@ -29,18 +29,11 @@ _LAZY = {
 }
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("cnnkit")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "0+unknown"
-
-
 def __getattr__(name: str) -> Any:
     if name == "__version__":
-        value = _version()
+        from cnnkit.version import version
+
+        value = version()
     elif name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
     else:

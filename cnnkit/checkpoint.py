@@ -31,6 +31,7 @@ import torch
 
 from cnnkit.atomic import atomic_write
 from cnnkit.errors import CheckpointError
+from cnnkit.version import version
 
 FORMAT = 2  # 1: no trailer, mean/std beside the weights; 2: trailer, `preprocessing`
 MAGIC = b"CNNKITSHA256"
@@ -44,9 +45,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], *also: str | Path) 
     memory first: torch.save's zip writer turns a failed write (disk full, file too large)
     into a RuntimeError, where a plain write gives the OSError that `atomic_write` reports in
     one line."""
-    from cnnkit import __version__
-
-    stamped = {**state, "format": FORMAT, "cnnkit_version": __version__,
+    stamped = {**state, "format": FORMAT, "cnnkit_version": version(),
                "torch_version": torch.__version__.split("+")[0]}
     buffer = io.BytesIO()
     torch.save(stamped, buffer)

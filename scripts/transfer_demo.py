@@ -13,7 +13,7 @@ draws the fresh weights and the batch order; the labelled subset stays the same)
     python scripts/transfer_demo.py --out /tmp/td --per-class 5 --seeds 1 \\
         --set train.epochs=1 --set data.train_size=100 --set data.val_size=50   # a smoke run
 
-Steps 2 and 3 are two sweeps (cnnkit.training.sweep), so the script is these commands plus
+Steps 2 and 3 are two sweeps (cnnkit.experiments.sweep), so the script is these commands plus
 the table; run it again after a crash or Ctrl-C and it resumes where it stopped:
 
     cnnkit train configs/transfer_pretrain.yaml --out runs/transfer_demo/pretrain
@@ -36,8 +36,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from cnnkit.training.rundirs import read_run
-from cnnkit.training.sweep import plan_sweep, run_sweep
+from cnnkit.experiments.sweep import plan_sweep, run_sweep
+from cnnkit.rundir.records import read_run
 from cnnkit.training.trainer import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from cnnkit.checkpoint import load_checkpoint
-from cnnkit.training.rundir import is_locked, lock_directory, read_manifest
+from cnnkit.rundir.lock import is_locked, lock_directory, read_manifest
 from tests.conftest import ROOT, SMALL_CONV
 from tests.forkserver import ForkServer, Subprocesses
 

@@ -15,8 +15,8 @@ import torch.multiprocessing as mp
 
 from cnnkit.data.shards import batches_per_epoch, shard_bounds
 from cnnkit.data.tensors import Split, TensorLoader, epoch_permutation
+from cnnkit.rundir.lock import read_manifest
 from cnnkit.training.distributed import loss_weight
-from cnnkit.training.rundir import read_manifest
 from cnnkit.training.trainer import train
 from tests.conftest import ROOT, SMALL_CONV
 

@@ -13,19 +13,20 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "cnnkit"
 
 # lowest first; a module may import its own layer and those before it. `cnnkit` itself is the
-# face: it holds only the version and lazy attributes, so any layer may read __version__.
+# face, on top: it holds only lazy attributes, and nothing inside the package imports it.
 LAYERS = (
-    ("cnnkit", "cnnkit.errors"),
+    ("cnnkit.errors", "cnnkit.version"),
     ("cnnkit.config", "cnnkit.schema", "cnnkit.validate"),
-    ("cnnkit.atomic", "cnnkit.checkpoint"),
+    ("cnnkit.atomic", "cnnkit.checkpoint", "cnnkit.rundir"),
     ("cnnkit.geometry",),
     ("cnnkit.data",),
     ("cnnkit.models",),
     ("cnnkit.tasks",),
     ("cnnkit.training",),
+    ("cnnkit.experiments",),
     ("cnnkit.infer",),
     ("cnnkit.inspect",),
-    ("cnnkit.cli", "cnnkit.__main__"),
+    ("cnnkit.cli", "cnnkit.__main__", "cnnkit"),
 )
 MAX_TOP_LEVEL = 12
 MAX_LINES = 400
@@ -126,6 +127,27 @@ def test_no_import_cycles():
             visit(module)
 
 
+@pytest.mark.parametrize("module", [m for m in MODULES if m != "cnnkit"])
+def test_nothing_inside_imports_the_face(module):
+    """`cnnkit/__init__.py` is the face for users; code inside reads the version from
+    cnnkit.version and each name from the module that defines it."""
+    assert "cnnkit" not in imports(module), f"{module} imports the face `cnnkit`"
+
+
+def test_the_run_directory_names_its_files_once():
+    """last.pt, metrics.csv, ... are names in cnnkit/rundir/__init__.py; a bare string of one
+    anywhere else in the package is a second definition of the layout."""
+    from cnnkit import rundir
+
+    names = {v for k, v in vars(rundir).items() if k.isupper() and isinstance(v, str)}
+    assert {"last.pt", "best.pt", "metrics.csv", "config.yaml", "run.json"} <= names
+    found = [f"{MODULES[m].relative_to(ROOT)}:{node.lineno} {node.value!r}"
+             for m in MODULES if m != "cnnkit.rundir"
+             for node in ast.walk(ast.parse(MODULES[m].read_text()))
+             if isinstance(node, ast.Constant) and node.value in names]
+    assert not found, "use cnnkit.rundir's names: " + ", ".join(found)
+
+
 def test_the_layer_order_is_the_one_documented():
     arrows = " → ".join("/".join(p.removeprefix("cnnkit.") for p in layer
                                  if p not in ("cnnkit", "cnnkit.__main__")) for layer in LAYERS)
@@ -162,3 +184,8 @@ def test_the_checker_sees_an_import_against_the_order(tmp_path, monkeypatch):
     monkeypatch.delitem(MODULES, "cnnkit.data.bad")
     with pytest.raises(AssertionError, match="import cycle"):
         test_no_import_cycles()
+    face = tmp_path / "face.py"
+    face.write_text("from cnnkit import __version__\n")
+    monkeypatch.setitem(MODULES, "cnnkit.data.face", face)
+    with pytest.raises(AssertionError, match="imports the face"):
+        test_nothing_inside_imports_the_face("cnnkit.data.face")

@@ -13,9 +13,9 @@ import torch
 import cnnkit.training.loop
 from cnnkit.checkpoint import load_checkpoint
 from cnnkit.config import load_config
+from cnnkit.rundir.lock import read_manifest
 from cnnkit.training.callbacks import Callback
 from cnnkit.training.loop import Stepper, train_one_epoch
-from cnnkit.training.rundir import read_manifest
 from cnnkit.training.trainer import prepare, train
 from tests.conftest import SMALL_CONV
 

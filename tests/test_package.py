@@ -18,8 +18,8 @@ import yaml
 from PIL import Image
 
 from cnnkit.config import SHIPPED, config_path, load_config, shipped_configs
-from cnnkit.data.imagefolder import open_image
-from cnnkit.errors import ConfigError
+from cnnkit.data.image_files import open_image
+from cnnkit.errors import ConfigError, DataError
 from cnnkit.models.builder import build_model
 from cnnkit.tasks.classification import Classification
 from cnnkit.training.fit import FitWarning
@@ -212,6 +212,24 @@ def test_exif_orientation_turns_the_image_upright(tmp_path):
     assert upright.size == (20, 40)  # displayed 20 wide, 40 high
     assert upright.getpixel((10, 2))[0] < 60  # the band is now on top
     assert upright.getpixel((10, 37))[0] > 200
+
+
+def test_opening_an_image_leaves_torchvision_alone():
+    """Inference opens its images as training does, without torchvision's transforms."""
+    code = ("import sys; from cnnkit.data.image_files import open_image; "
+            "print(sorted(m for m in sys.modules if m.startswith('torchvision')))")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+    assert found.strip() == "[]"
+
+
+def test_a_csv_line_names_the_image_it_cannot_decode(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"^train.csv line 3: cannot decode image .*bad.png \("):
+        open_image(bad, where="train.csv line 3")
+    with pytest.raises(DataError, match=r"bad.png: cannot decode image \("):
+        open_image(bad)
 
 
 def test_sample_images_then_predict_warns_of_inverted_brightness(cli, trained_run, tmp_path):

@@ -14,9 +14,9 @@ from cnnkit.config import load_config
 from cnnkit.errors import ConfigError
 from cnnkit.infer.evaluate import evaluate_checkpoint
 from cnnkit.models.builder import build_model
+from cnnkit.rundir.early_stopping import epochs_without_improvement
 from cnnkit.schema import Config, EarlyStoppingConfig, ModelConfig, TrainConfig
 from cnnkit.tasks import Classification
-from cnnkit.training.early_stopping import epochs_without_improvement
 from cnnkit.training.ema import EMA, build_ema, inference_weights
 from cnnkit.training.optim import build_optimizer
 from cnnkit.training.trainer import train

@@ -13,9 +13,9 @@ import time
 import pytest
 import yaml
 
-import cnnkit.training.rundir as rundir
+import cnnkit.rundir.lock as rundir
 from cnnkit.errors import CnnkitError
-from cnnkit.training.rundir import is_locked, lock_directory, read_manifest
+from cnnkit.rundir.lock import is_locked, lock_directory, read_manifest
 from tests.conftest import SMALL_CONV
 
 QUICK = {**SMALL_CONV, "data": {"name": "mnist-sample", "train_size": 100, "val_size": 50},

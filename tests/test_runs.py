@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cnnkit.training.curves import band
-from cnnkit.training.run import metrics_csv
+from cnnkit.errors import CnnkitError
+from cnnkit.experiments.plot import band
+from cnnkit.rundir.metrics import read_metrics, write_metrics
 
 
 def make_run(path: Path, *, lr: float = 0.1, seed: int = 0, epochs: int = 3,
@@ -33,7 +34,7 @@ def make_run(path: Path, *, lr: float = 0.1, seed: int = 0, epochs: int = 3,
     rows = [{"epoch": i + 1, "train_loss": 1.0 - a, "train_acc": a, "val_loss": 1.0 - a,
              "val_acc": a, "lr": lr, "seconds": 2.0} for i, a in enumerate(acc)]
     if rows:
-        (path / "metrics.csv").write_text(metrics_csv(rows))
+        write_metrics(path, rows)
     if manifest is not None:
         (path / "run.json").write_text(json.dumps({"format": 1, "epochs": epochs, **manifest}))
     return path
@@ -130,7 +131,7 @@ def test_a_sweep_folder_lists_its_members_with_recorded_failures(tmp_path, cli):
 
 def test_plot_dir_draws_seeds_as_one_line_with_a_band(sweep, tmp_path, cli, monkeypatch):
     drawn = {}
-    monkeypatch.setattr("cnnkit.training.curves.plot_runs",
+    monkeypatch.setattr("cnnkit.experiments.plot.plot_runs",
                         lambda lines, path, metric: drawn.update(lines))
     code, _, err = cli("plot", sweep, "--out", tmp_path / "bands.png")
     assert code == 0, err
@@ -151,7 +152,7 @@ def test_plot_labels_runs_that_share_a_folder_name_by_their_distinct_tails(tmp_p
     assert code == 0, err
     assert (tmp_path / "runs.png").read_bytes()[:4] == b"\x89PNG"
     drawn = {}
-    monkeypatch.setattr("cnnkit.training.curves.plot_runs",
+    monkeypatch.setattr("cnnkit.experiments.plot.plot_runs",
                         lambda lines, path, metric: drawn.update(lines))
     cli("plot", tmp_path, "--out", tmp_path / "runs.png")
     assert list(drawn) == ["other", "x/run", "y/run"]
@@ -164,3 +165,21 @@ def test_a_band_is_the_mean_and_sd_over_the_epochs_all_runs_reached():
     epochs, mean, sd = band(rows, "val_acc")
     assert epochs == [1, 2] and mean == pytest.approx([0.6, 0.8])
     assert sd == pytest.approx([statistics.stdev([0.5, 0.7])] * 2)
+
+
+def test_metrics_csv_reads_back_as_written_and_names_what_is_wrong(tmp_path):
+    rows = [{"epoch": 1, "train_loss": 0.5, "val_acc": 0.875, "lr": 0.001, "seconds": 1.25},
+            {"epoch": 2, "train_loss": 0.25, "val_acc": float("nan"), "lr": 0.001,
+             "seconds": 1.0}]
+    write_metrics(tmp_path, rows)
+    back = read_metrics(tmp_path)
+    assert back[0] == rows[0] and type(back[1]["epoch"]) is int
+    assert back[1]["val_acc"] != back[1]["val_acc"]  # NaN, as a diverged epoch leaves it
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert read_metrics(empty, missing_ok=True) == []
+    with pytest.raises(CnnkitError, match=r"empty/metrics.csv: not found; is .* a cnnkit run"):
+        read_metrics(empty)
+    (empty / "metrics.csv").write_text("epoch,val_acc\n1,high\n")
+    with pytest.raises(CnnkitError, match=r"metrics.csv: not a cnnkit metrics file"):
+        read_metrics(empty, missing_ok=True)

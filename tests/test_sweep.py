@@ -18,9 +18,9 @@ import yaml
 
 from cnnkit.checkpoint import load_checkpoint
 from cnnkit.errors import ConfigError
-from cnnkit.training.names import distinct_tails, key_columns, run_name
-from cnnkit.training.rundirs import read_history
-from cnnkit.training.sweep import parse_grid, plan_sweep
+from cnnkit.experiments.names import distinct_tails, key_columns, run_name
+from cnnkit.experiments.sweep import parse_grid, plan_sweep
+from cnnkit.rundir.metrics import read_metrics
 from tests.conftest import ROOT
 from tests.forkserver import ForkServer, Subprocesses
 
@@ -68,7 +68,7 @@ def test_a_grid_with_seeds_is_one_run_each_named_by_its_values(swept, config):
     for name in NAMES:
         saved = yaml.safe_load((out / name / "config.yaml").read_text())["train"]
         assert f"lr={saved['lr']},batch_size={saved['batch_size']},seed={saved['seed']}" == name
-        assert len(read_history(out / name)) == 1
+        assert len(read_metrics(out / name)) == 1
 
 
 def test_run_again_skips_what_is_finished(swept, config, cli):
@@ -210,7 +210,7 @@ def test_jobs_run_members_at_once_each_a_process_with_its_thread_share(config, t
                       "date +%s.%N >> \"$STAMPS/end\"\n"
                       "echo \"cnnkit: error: threads=$OMP_NUM_THREADS $*\"\nexit 2\n")
     python.chmod(0o755)
-    monkeypatch.setattr("cnnkit.training.sweep.sys.executable", str(python))
+    monkeypatch.setattr("cnnkit.experiments.sweep.sys.executable", str(python))
     monkeypatch.setenv("STAMPS", str(tmp_path))
     out = tmp_path / "sweep"
     code, printed, err = cli("sweep", config, "--grid", "train.lr=[0.1, 0.2, 0.3]", "--out",

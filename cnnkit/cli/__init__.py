@@ -45,9 +45,9 @@ class _Version(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        from cnnkit import __version__
+        from cnnkit.version import version
 
-        print(f"cnnkit {__version__}")
+        print(f"cnnkit {version()}")
         parser.exit()
 
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from cnnkit.cli import HelpFormatter
-from cnnkit.errors import CnnkitError
 
 EPILOG = """examples:
   cnnkit plot runs/mnist_dense runs/mnist_conv --out runs/model1_vs_model2.png
@@ -14,45 +12,9 @@ EPILOG = """examples:
 
 def run(args: argparse.Namespace) -> int:
     from cnnkit.errors import display
-    from cnnkit.training.curves import plot_runs, read_metrics
-    from cnnkit.training.names import distinct_tails, key_columns, run_name
-    from cnnkit.training.rundirs import (
-        SEED,
-        differing_keys,
-        find_runs,
-        is_run_dir,
-        read_run,
-        seed_groups,
-    )
+    from cnnkit.experiments.plot import compare_runs
 
-    # a folder of runs (a sweep, say) stands for every run under it that has an epoch
-    paths = [p for d in args.run_dirs
-             for p in ([r for r in find_runs(d) if (r / "metrics.csv").exists()]
-                       if Path(d).is_dir() and not is_run_dir(Path(d)) else [d])]
-    if not paths:
-        raise CnnkitError(f"no runs found under {', '.join(args.run_dirs)}")
-    histories = [read_metrics(p) for p in paths]
-    missing = [str(p) for p, rows in zip(paths, histories) if args.metric not in rows[0]]
-    if missing:
-        raise CnnkitError(f"--metric {args.metric}: not in the metrics of {', '.join(missing)} "
-                          f"(has {', '.join(histories[0][0])})")
-    records = [read_run(Path(p)) for p in paths]
-    labels = distinct_tails([Path(p).resolve().parts for p in paths])
-    keys = differing_keys(records)
-    by_id = {id(r): (label, h) for r, label, h in zip(records, labels, histories)}
-    lines: dict[str, list] = {}
-    groups = seed_groups(records, keys) if SEED in keys and not args.no_bands \
-        else [[r] for r in records]
-    for group in groups:
-        if len(group) == 1:
-            label, history = by_id[id(group[0])]
-            lines[label] = history
-            continue
-        shown = [(c, group[0].values.get(k)) for c, k in zip(key_columns(keys), keys)
-                 if k != SEED]
-        label = run_name(shown) if shown else Path(paths[0]).resolve().parent.name
-        lines[label] = [by_id[id(r)][1] for r in group]
-    plot_runs(lines, args.out, metric=args.metric)
+    compare_runs(args.run_dirs, args.out, metric=args.metric, bands=not args.no_bands)
     print(display(f"wrote {args.out}"))
     return 0
 

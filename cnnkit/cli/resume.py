@@ -11,10 +11,12 @@ from cnnkit.errors import CnnkitError
 
 
 def run(args: argparse.Namespace) -> int:
+    from cnnkit.rundir import CONFIG
+
     run_dir = Path(args.run)
     if run_dir.is_file() or run_dir.suffix == ".pt":  # RUN/last.pt names its run too
         run_dir = run_dir.parent
-    config = run_dir / "config.yaml"
+    config = run_dir / CONFIG
     if not config.is_file():
         raise CnnkitError(f"{run_dir}: not a run directory to resume (no config.yaml); "
                           f"start one with cnnkit train CONFIG --out {run_dir}")

@@ -8,7 +8,7 @@ from cnnkit.cli import HelpFormatter
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnkit.inspect.runs import runs_table, to_csv, to_json, to_text
+    from cnnkit.experiments.table import runs_table, to_csv, to_json, to_text
 
     table = runs_table(args.dirs, sort=args.sort)
     # a closed pipe (`cnnkit runs DIR | head`) ends quietly in cnnkit.cli.main, as for every

@@ -11,7 +11,7 @@ from cnnkit.cli import HelpFormatter
 
 def run(args: argparse.Namespace) -> int:
     from cnnkit.errors import TrainingStopped
-    from cnnkit.training.sweep import plan_sweep, run_sweep
+    from cnnkit.experiments.sweep import plan_sweep, run_sweep
 
     plan = plan_sweep(args.config, grids=args.grid, seeds=args.seeds, sets=args.set,
                       yes=args.yes)

@@ -52,43 +52,9 @@ def _mnist_sample(cfg: DataConfig) -> Data:
 
 
 def _mnist(cfg: DataConfig, needed: frozenset[str] = ALL_SPLITS) -> Data:
-    """Only the files of the splits needed are read: `eval --split test` needs t10k alone."""
-    from cnnkit.data.mnist import load_mnist
+    from cnnkit.data.mnist import load_splits
 
-    # data.root is set (the schema checks); whether it holds MNIST, load_mnist does
-    splits = {}
-    if needed & {"train", "val"}:
-        images, labels = load_mnist(cfg.root, "train", download=cfg.download)
-        if cfg.folds is not None:
-            train, val = mnist_sample.fold_split(labels, cfg.folds, cfg.fold)
-        else:
-            train, val = mnist_sample.stratified_split(labels, _mnist_sizes(cfg, len(labels)))
-        splits = {"train": Split(images[train], labels[train]),
-                  "val": Split(images[val], labels[val])}
-    if "test" in needed:
-        test_images, test_labels = load_mnist(cfg.root, "test", download=cfg.download)
-        splits["test"] = Split(test_images, test_labels)
-    return Data(splits, DIGITS, mnist_sample.MEAN, mnist_sample.STD)
-
-
-MNIST_VAL = 5000  # data.val_size's default for mnist; train_size's: the rest (55,000 of 60,000)
-
-
-def _mnist_sizes(cfg: DataConfig, n: int) -> tuple[int, int]:
-    """(train, val) sizes carved from n training digits; an error names the keys as the user
-    set them, or the default each came from (sizes >= 1 and >= 0: the schema checks)."""
-    val = MNIST_VAL if cfg.val_size is None else cfg.val_size
-    val_text = (f"data.val_size {val}" if cfg.val_size is not None
-                else f"data.val_size's default {MNIST_VAL}")
-    if cfg.train_size is None:
-        if val >= n:
-            raise DataError(f"{val_text}: the MNIST training files hold {n} digits; at most "
-                            f"{n - 1} leaves a training split (data.train_size: the rest)")
-        return n - val, val
-    if cfg.train_size + val > n:
-        raise DataError(f"data.train_size {cfg.train_size} + {val_text}: the MNIST training "
-                        f"files hold {n} digits; together at most {n}")
-    return cfg.train_size, val
+    return Data(load_splits(cfg, needed), DIGITS, mnist_sample.MEAN, mnist_sample.STD)
 
 
 def _imagefolder(cfg: DataConfig) -> FolderData:

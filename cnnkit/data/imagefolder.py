@@ -21,11 +21,11 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms as T
 
 from cnnkit.data.folder_index import SplitIndex, index_folder
+from cnnkit.data.image_files import open_image
 from cnnkit.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.data.shards import batches_per_epoch, shard_bounds
 from cnnkit.data.tensors import epoch_permutation
@@ -33,20 +33,6 @@ from cnnkit.errors import DataError
 from cnnkit.schema import DataConfig
 
 CROP_FRACTION = 0.875  # evaluation: the short side is resized to size / 0.875 (256 for 224)
-
-
-def open_image(path: str | Path, mode: str = "RGB") -> Image.Image:
-    """The decoded image in `mode`, turned upright by its EXIF orientation (a phone's photo
-    stored sideways); a DataError naming the file when it cannot be read."""
-    try:
-        with Image.open(path) as image:
-            # convert decodes every pixel, so truncation shows here
-            return ImageOps.exif_transpose(image).convert(mode)
-    except FileNotFoundError:
-        raise DataError(f"{path}: image not found") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{path}: cannot decode image ({str(exc) or type(exc).__name__})"
-                        ) from None
 
 
 def resize_size(image_size: int) -> int:

@@ -168,29 +168,19 @@ def _classes(root: Path, train_rows: list[tuple[int, dict[str, str]]]) -> list[s
 
 def _load_split(path: Path, rows: list[tuple[int, dict[str, str]]], classes: list[str],
                 loc: LocalizationDataConfig) -> Split:
+    from cnnkit.data.image_files import open_image  # PIL: localization-csv alone needs it
+
     index = {name: k for k, name in enumerate(classes)}
     images, targets = [], []
     for line, row in rows:
         where = f"{path} line {line}"
-        image = _open_image(path.parent / row["path"], where, loc.channels)
+        image = open_image(path.parent / row["path"], "L" if loc.channels == 1 else "RGB",
+                           where=where)
         targets.append(_target(row, image.size, index, where))
         images.append(np.asarray(image.resize((loc.size, loc.size)), dtype=np.uint8))
     array = np.stack(images).reshape(len(images), loc.size, loc.size, loc.channels)
     return Split(torch.from_numpy(array).permute(0, 3, 1, 2).contiguous(),
                  torch.tensor(targets, dtype=torch.float32))
-
-
-def _open_image(path: Path, where: str, channels: int):
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    if not path.is_file():
-        raise DataError(f"{where}: image {path} not found")
-    try:
-        with Image.open(path) as image:
-            # upright by its EXIF orientation first: boxes are drawn on the image as seen
-            return ImageOps.exif_transpose(image).convert("L" if channels == 1 else "RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{where}: cannot decode image {path} ({exc})") from None
 
 
 def _target(row: dict[str, str], image_size: tuple[int, int], index: dict[str, int],

@@ -17,7 +17,10 @@ import numpy as np
 import torch
 
 from cnnkit.data.idx import read_idx
+from cnnkit.data.mnist_sample import fold_split, stratified_split
+from cnnkit.data.tensors import Split
 from cnnkit.errors import ConfigError, DataError
+from cnnkit.schema import DataConfig
 
 SPLITS = {"train": "train", "test": "t10k"}  # split -> file-name prefix
 NUM_CLASSES = 10
@@ -43,6 +46,46 @@ def load_mnist(
     _check_counts(image_path, images, label_path, labels)
     _check_labels(label_path, labels)
     return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels).long()
+
+
+def load_splits(cfg: DataConfig, needed: frozenset[str]) -> dict[str, Split]:
+    """The splits of a `data: {name: mnist}` section: train and val carved from the training
+    files (stratified, or one fold of data.folds), test the t10k files. Only the files of the
+    splits needed are read: `eval --split test` needs t10k alone."""
+    # data.root is set (the schema checks); whether it holds MNIST, load_mnist does
+    splits = {}
+    if needed & {"train", "val"}:
+        images, labels = load_mnist(cfg.root, "train", download=cfg.download)
+        if cfg.folds is not None:
+            train, val = fold_split(labels, cfg.folds, cfg.fold)
+        else:
+            train, val = stratified_split(labels, _sizes(cfg, len(labels)))
+        splits = {"train": Split(images[train], labels[train]),
+                  "val": Split(images[val], labels[val])}
+    if "test" in needed:
+        test_images, test_labels = load_mnist(cfg.root, "test", download=cfg.download)
+        splits["test"] = Split(test_images, test_labels)
+    return splits
+
+
+MNIST_VAL = 5000  # data.val_size's default for mnist; train_size's: the rest (55,000 of 60,000)
+
+
+def _sizes(cfg: DataConfig, n: int) -> tuple[int, int]:
+    """(train, val) sizes carved from n training digits; an error names the keys as the user
+    set them, or the default each came from (sizes >= 1 and >= 0: the schema checks)."""
+    val = MNIST_VAL if cfg.val_size is None else cfg.val_size
+    val_text = (f"data.val_size {val}" if cfg.val_size is not None
+                else f"data.val_size's default {MNIST_VAL}")
+    if cfg.train_size is None:
+        if val >= n:
+            raise DataError(f"{val_text}: the MNIST training files hold {n} digits; at most "
+                            f"{n - 1} leaves a training split (data.train_size: the rest)")
+        return n - val, val
+    if cfg.train_size + val > n:
+        raise DataError(f"data.train_size {cfg.train_size} + {val_text}: the MNIST training "
+                        f"files hold {n} digits; together at most {n}")
+    return cfg.train_size, val
 
 
 def _find(raw: Path, name: str) -> Path | None:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from cnnkit.data.imagefolder import open_image
+from cnnkit.data.image_files import open_image
 from cnnkit.errors import CnnkitError
 from cnnkit.infer.model import Predictor, load_predictor
 from cnnkit.infer.predict import predict
@@ -54,7 +54,7 @@ def _size(image: Any) -> tuple[int, int]:
     with Image.open(image) as opened:  # the header only; the pixels were read already
         width, height = opened.size
         # EXIF orientations 5 to 8 turn the image a quarter: the model saw it upright
-        # (data/imagefolder.py's open_image), so the box is in the turned frame
+        # (data/image_files.py's open_image), so the box is in the turned frame
         return (height, width) if opened.getexif().get(ORIENTATION) in (5, 6, 7, 8) \
             else (width, height)
 

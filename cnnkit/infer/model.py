@@ -23,6 +23,7 @@ from cnnkit.config import apply_override, config_from_dict
 from cnnkit.data.preprocess import preprocessing_record
 from cnnkit.errors import CheckpointError, CnnkitError
 from cnnkit.models.builder import Network, build_model
+from cnnkit.rundir import BEST, LAST
 from cnnkit.schema import Config
 from cnnkit.training.ema import inference_weights
 
@@ -70,7 +71,7 @@ def checkpoint_path(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_dir():
         return path
-    for name in ("best.pt", "last.pt"):
+    for name in (BEST, LAST):
         if (path / name).is_file():
             return path / name
     raise CheckpointError(f"{path}: a directory without best.pt or last.pt (not a run "

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnkit.errors import TrainingStopped
+from cnnkit.rundir import LAST
 from cnnkit.training.curves import CurvePlotter
 from cnnkit.training.run import save
 from cnnkit.training.signals import GracefulStop
@@ -96,6 +97,6 @@ def stopped(run: Run, stop: GracefulStop) -> TrainingStopped:
     state = run.state
     where = f"epoch {state.epoch + 1}, step {state.step}" if state.step \
         else f"the end of epoch {state.epoch}"
-    path = run.out / "last.pt"
+    path = run.out / LAST
     return TrainingStopped(f"stopped by {stop.name} at {where}; saved {path}",
                            signum=stop.signum, checkpoint=str(path))

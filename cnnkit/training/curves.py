@@ -1,23 +1,22 @@
-"""Pictures of runs: training curves and the overlay of several runs (matplotlib, Agg)."""
+"""A run's training curves, curves.png (matplotlib, Agg), redrawn off the loop's thread. The
+overlay of several runs (`cnnkit plot`) is cnnkit.experiments.plot."""
 
 from __future__ import annotations
 
-import csv
 import io
-import statistics
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cnnkit.atomic import atomic_write
-from cnnkit.errors import CnnkitError, display
+from cnnkit.errors import display
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-def _figure(**kwargs) -> Figure:
+def new_figure(**kwargs) -> Figure:
     """matplotlib's OO API (no pyplot state, safe off the main thread), imported on the first
     drawing: 0.3 s that a run which never draws mid-way does not pay at start-up."""
     from matplotlib.figure import Figure
@@ -108,7 +107,7 @@ def plot_curves(history: list[dict], path: str | Path, *, title: str = "") -> No
     where the run has a validation split."""
     epochs = [row["epoch"] for row in history]
     names = metric_names(history)
-    fig = _figure(figsize=(5 * len(names), 4))
+    fig = new_figure(figsize=(5 * len(names), 4))
     axes = fig.subplots(1, len(names), squeeze=False)[0]
     for ax, metric in zip(axes, names):
         for split, style in (("train", "--"), ("val", "-")):
@@ -122,54 +121,3 @@ def plot_curves(history: list[dict], path: str | Path, *, title: str = "") -> No
         ax.legend()
     fig.suptitle(display(title))  # a non-UTF-8 file name: its odd bytes as U+FFFD
     save_figure(fig, path)
-
-
-def plot_runs(runs: dict[str, list[dict] | list[list[dict]]], path: str | Path, *,
-              metric: str = "val_acc") -> None:
-    """One curve of `metric` per run, overlaid: the course's model1-vs-model2 figure. A value
-    that is a list of histories (runs that differ only by seed) is drawn as its mean over the
-    epochs they all have, with a band of ± one standard deviation."""
-    fig = _figure(figsize=(7, 4.5))
-    ax = fig.subplots()
-    for name, histories in runs.items():
-        if histories and isinstance(histories[0], dict):
-            histories = [histories]
-        epochs, mean, sd = band(histories, metric)
-        line, = ax.plot(epochs, mean, marker="o", markersize=3,
-                        label=display(name) if len(histories) == 1
-                        else f"{display(name)} ({len(histories)} seeds)")
-        if len(histories) > 1:
-            ax.fill_between(epochs, [m - s for m, s in zip(mean, sd)],
-                            [m + s for m, s in zip(mean, sd)], color=line.get_color(), alpha=0.2,
-                            linewidth=0)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(metric.replace("_", " "))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    save_figure(fig, path)
-
-
-def band(histories: list[list[dict]], metric: str) -> tuple[list[int], list[float], list[float]]:
-    """(epochs, mean, sd) of `metric` over the runs, at the epochs all of them reached; the
-    sample standard deviation (0 for one run)."""
-    epochs = [row["epoch"] for row in histories[0][:min(len(h) for h in histories)]]
-    columns = [[h[i][metric] for h in histories] for i in range(len(epochs))]
-    mean = [statistics.fmean(c) for c in columns]
-    sd = [statistics.stdev(c) if len(c) > 1 else 0.0 for c in columns]
-    return epochs, mean, sd
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
-    """The rows of RUN_DIR/metrics.csv, numbers as floats (epoch as int)."""
-    path = Path(run_dir) / "metrics.csv"
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except FileNotFoundError:
-        raise CnnkitError(f"{path}: not found; is {run_dir} a cnnkit run directory?") from None
-    if not rows:
-        raise CnnkitError(f"{path}: holds no epochs yet")
-    try:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items()} for r in rows]
-    except (TypeError, ValueError):
-        raise CnnkitError(f"{path}: not a cnnkit metrics file (non-numeric values)") from None

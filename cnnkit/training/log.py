@@ -104,7 +104,7 @@ def header_lines(run: Run, steps_per_epoch: int) -> list[str]:
     """Who trains what where: the start header of the console and train.log."""
     import torch
 
-    import cnnkit
+    from cnnkit.version import version
 
     cfg, speed, model = run.cfg, run.speed, run.model
     total = sum(p.numel() for p in model.parameters())
@@ -117,7 +117,7 @@ def header_lines(run: Run, steps_per_epoch: int) -> list[str]:
         f", step {run.state.step + 1}" if run.state.step else "") \
         if run.saved is not None else "starting"
     return [
-        f"cnnkit {cnnkit.__version__}, torch {torch.__version__}: {start} {cfg.source}",
+        f"cnnkit {version()}, torch {torch.__version__}: {start} {cfg.source}",
         f"device {device}, precision {speed.precision}, channels_last "
         f"{'on' if speed.channels_last else 'off'}, compile {'on' if cfg.train.compile else 'off'}"
         + (f", {run.cluster.world_size} processes" if run.cluster.active else ""),

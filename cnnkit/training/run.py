@@ -6,8 +6,6 @@ last.pt is the truth a resume starts from.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +13,7 @@ from typing import Any
 
 import torch
 
-from cnnkit import __version__
-from cnnkit.atomic import atomic_write_text, remove_stale_temps
+from cnnkit.atomic import remove_stale_temps
 from cnnkit.checkpoint import (
     as_dtypes_of,
     check_like,
@@ -31,13 +28,16 @@ from cnnkit.data import Data
 from cnnkit.data.preprocess import preprocessing_record, resolve_normalization
 from cnnkit.errors import CheckpointError, CnnkitError, ConfigError, TrainingStopped
 from cnnkit.models.builder import Network
+from cnnkit.rundir import BEST, LAST, MANIFEST, METRICS
+from cnnkit.rundir.early_stopping import best_index
+from cnnkit.rundir.lock import RunDirectory, lock_directory
+from cnnkit.rundir.metrics import write_metrics
 from cnnkit.schema import Config
 from cnnkit.tasks import Task
 from cnnkit.training.distributed import Cluster
-from cnnkit.training.early_stopping import best_index
 from cnnkit.training.ema import EMA
-from cnnkit.training.rundir import MANIFEST, RunDirectory, lock_directory
 from cnnkit.training.speed import Speed
+from cnnkit.version import version
 
 
 @dataclass
@@ -88,7 +88,7 @@ def open_run_dir(out: Path, cfg: Config, *, resume: bool, command: list[str],
     try:
         checkpoint = _admit(out, cfg, resume=resume, say=say)
         remove_stale_temps(out)
-        versions = {"cnnkit": __version__, "torch": torch.__version__}
+        versions = {"cnnkit": version(), "torch": torch.__version__}
         return RunDirectory.start(out, lock, command=command, epochs=cfg.train.epochs,
                                   epoch=checkpoint["epoch"] if checkpoint else 0,
                                   versions=versions, fresh=checkpoint is None), checkpoint
@@ -115,7 +115,7 @@ def close_after(rundir: RunDirectory, exc: BaseException, log: Callable[..., Non
 def _admit(out: Path, cfg: Config, *, resume: bool, say: Callable[[str], None]) -> dict | None:
     """The checkpoint to resume from, or None; CnnkitError for a folder that is not ours."""
     is_run = (out / MANIFEST).exists()
-    has_run = (out / "last.pt").exists() or (out / "metrics.csv").exists()  # older runs too
+    has_run = (out / LAST).exists() or (out / METRICS).exists()  # older runs too
     if not is_run and not has_run and any(not _stale_temp(p) for p in out.iterdir()):
         raise CnnkitError(f"{out}: holds files but is not a cnnkit run directory (no "
                           f"{MANIFEST}); train into a new or empty folder (--out DIR)")
@@ -124,17 +124,17 @@ def _admit(out: Path, cfg: Config, *, resume: bool, say: Callable[[str], None]) 
             raise CnnkitError(f"{out}: already holds a run; pass --resume to continue it, "
                               f"or --out DIR to train elsewhere")
         return None
-    if not (out / "last.pt").exists():
+    if not (out / LAST).exists():
         if not is_run:
             raise CnnkitError(f"{out}: holds no run to resume (no {MANIFEST}, no last.pt)")
         say(f"{out}: no checkpoint was written before the run stopped; starting it from "
             f"its config")
         return None
-    checkpoint = load_checkpoint(out / "last.pt", for_resume=True)
-    check_same_run(checkpoint["config"], cfg, out / "last.pt", done=checkpoint["epoch"])
+    checkpoint = load_checkpoint(out / LAST, for_resume=True)
+    check_same_run(checkpoint["config"], cfg, out / LAST, done=checkpoint["epoch"])
     history = checkpoint["history"]
     if history and cfg.train.monitor not in history[0]:
-        raise CheckpointError(f"{out / 'last.pt'}: malformed checkpoint: its history has no "
+        raise CheckpointError(f"{out / LAST}: malformed checkpoint: its history has no "
                               f"{cfg.train.monitor} column (train.monitor)")
     return checkpoint
 
@@ -187,7 +187,7 @@ def _flat_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 def restore(checkpoint: dict, model, optimizer, scheduler, *, ema: EMA | None = None,
-            scaler: torch.amp.GradScaler | None = None, path: str | Path = "last.pt"
+            scaler: torch.amp.GradScaler | None = None, path: str | Path = LAST
             ) -> RunState:
     """Everything save wrote back into the run's objects; where the run stands. A part that
     does not fit (shapes, keys, types) is one CheckpointError naming `path` and the part."""
@@ -287,26 +287,19 @@ def save(run: Run, *, best: bool, metrics: bool = True) -> None:
         "classes": list(run.data.classes),
         # what predict does to a new image, with the numbers the data used
         "preprocessing": preprocessing_record(run.cfg, mean=run.data.mean, std=run.data.std),
-        "cnnkit_version": __version__,
+        "cnnkit_version": version(),
     }
     if run.ema is not None:
         checkpoint["ema"] = run.ema.state_dict()  # {"decay", "updates", "model": state_dict}
     if run.speed.scaler is not None:
         checkpoint["scaler"] = run.speed.scaler.state_dict()  # fp16: the loss scale reached
     if best:  # one serialization for both files
-        save_checkpoint(out / "best.pt", checkpoint, out / "last.pt")
+        save_checkpoint(out / BEST, checkpoint, out / LAST)
     else:
-        save_checkpoint(out / "last.pt", checkpoint)
+        save_checkpoint(out / LAST, checkpoint)
     run.saved = (state.epoch, state.step)
     if run.rundir is not None and not state.step:
         run.rundir.update(epoch=state.epoch)
     if metrics:
-        atomic_write_text(out / "metrics.csv", metrics_csv(state.history))
+        write_metrics(out, state.history)
 
-
-def metrics_csv(history: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(history[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    return buffer.getvalue()

@@ -28,6 +28,10 @@ from cnnkit.errors import CnnkitError, ConfigError, DivergenceError
 from cnnkit.models.builder import Network, build_model
 from cnnkit.models.freeze import freeze_for_training, unfreeze
 from cnnkit.models.weights import load_pretrained, with_pretrained_defaults
+from cnnkit.rundir import BEST, CLASSES, CONFIG, CURVES, LAST, LOAD_REPORT, LOG, MANIFEST, METRICS
+from cnnkit.rundir.early_stopping import improves, should_stop
+from cnnkit.rundir.lock import RunDirectory
+from cnnkit.rundir.metrics import write_metrics
 from cnnkit.schema import Config, TrainConfig
 from cnnkit.tasks import Task, build_task
 from cnnkit.training.callbacks import Callback, Checkpoints, Curves, SignalStop
@@ -37,7 +41,6 @@ from cnnkit.training.distributed import (
     on_main,
     wrap,
 )
-from cnnkit.training.early_stopping import improves, should_stop
 from cnnkit.training.ema import build_ema
 from cnnkit.training.fit import fit_to_data
 from cnnkit.training.log import RunLog, epoch_line, header_lines, oom_message
@@ -47,12 +50,10 @@ from cnnkit.training.run import (
     Run,
     RunState,
     close_after,
-    metrics_csv,
     open_run_dir,
     restore,
     set_lr,
 )
-from cnnkit.training.rundir import MANIFEST, RunDirectory
 from cnnkit.training.signals import GracefulStop
 from cnnkit.training.speed import (
     Speed,
@@ -147,7 +148,7 @@ def default_out_dir(cfg: Config) -> Path:
     """The run directory the config file sits in (RUN/config.yaml belongs to RUN, whatever
     its `out:` says), else the config's `out`, else runs/NAME."""
     source = Path(cfg.source)
-    if source.name == "config.yaml" and (source.parent / MANIFEST).exists():
+    if source.name == CONFIG and (source.parent / MANIFEST).exists():
         return source.parent
     return Path(cfg.out) if cfg.out else Path("runs") / source.stem
 
@@ -163,7 +164,7 @@ def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, re
     def open_dir() -> dict | None:  # rank 0 only: the others never touch the directory
         rundir, checkpoint = open_run_dir(out, cfg, resume=resume, command=command, say=log)
         opened.append(rundir)
-        log.open(out / "train.log")
+        log.open(out / LOG)
         return checkpoint
 
     checkpoint = on_main(open_dir, cluster)
@@ -185,7 +186,7 @@ def _run(cfg: Config, out: Path, device: torch.device, cluster: Cluster,
          rundir: RunDirectory | None) -> RunResult:
     quiet = log.quiet
     if cluster.is_main:  # first, so that a run killed before any checkpoint can be resumed
-        atomic_write_text(out / "config.yaml", dump_config(cfg))
+        atomic_write_text(out / CONFIG, dump_config(cfg))
     loggers = [TensorBoardLogger(out, first_epoch=checkpoint["epoch"] if checkpoint else 0,
                                  source=cfg.source)] \
         if cfg.train.tensorboard and cluster.is_main else []  # first: a missing package fails
@@ -210,7 +211,7 @@ def _run(cfg: Config, out: Path, device: torch.device, cluster: Cluster,
         if cfg.train.unfreeze_at is not None and started >= cfg.train.unfreeze_at:
             unfreeze(model, optimizer, scheduler, cfg.train, source=cfg.source)
         state = restore(checkpoint, model, optimizer, scheduler, ema=ema, scaler=speed.scaler,
-                        path=out / "last.pt")
+                        path=out / LAST)
         set_lr(optimizer, scheduler, old=checkpoint["config"]["train"]["lr"], new=cfg.train.lr)
     run = Run(cfg, out, model, data, task, optimizer, scheduler, ema, state, speed, cluster,
               quiet=quiet, log=log, rundir=rundir)
@@ -218,13 +219,14 @@ def _run(cfg: Config, out: Path, device: torch.device, cluster: Cluster,
     for line in header_lines(run, steps_per_epoch):
         log(line)
     if cluster.is_main:  # under torchrun only rank 0 writes
-        atomic_write_text(out / "classes.json", json.dumps(list(data.classes)))  # index -> name
+        atomic_write_text(out / CLASSES, json.dumps(list(data.classes)))  # index -> name
         if state.history:  # last.pt is the truth; a kill may have come before metrics.csv
-            atomic_write_text(out / "metrics.csv", metrics_csv(state.history))
+            write_metrics(out, state.history)
     with GracefulStop() as stop, deterministic(cfg.train.deterministic):
         # SignalStop last: every other callback sees an epoch before a signal ends the run
         try:
-            _fit(run, [*_default_callbacks(run, stop, loggers), *callbacks, SignalStop(stop)])
+            _train_epochs(run, [*_default_callbacks(run, stop, loggers), *callbacks,
+                                SignalStop(stop)])
         except DivergenceError as exc:
             raise DivergenceError(f"{exc}; {_resume_hint(run)}") from None
         except torch.OutOfMemoryError:
@@ -242,7 +244,7 @@ def _resume_hint(run: Run) -> str:
         return f"no checkpoint was written; start again with a lower train.lr (e.g. {lower})"
     epoch, step = run.saved
     where = f"epoch {epoch + 1}, step {step}" if step else f"the end of epoch {epoch}"
-    return (f"{run.out / 'last.pt'} (from {where}) is unchanged; resume from it with a lower "
+    return (f"{run.out / LAST} (from {where}) is unchanged; resume from it with a lower "
             f"rate: cnnkit resume {run.out} --set train.lr={lower}")
 
 
@@ -251,13 +253,13 @@ def _default_callbacks(run: Run, stop: GracefulStop, loggers: list[Callback]
     """Checkpoints, then (rank 0) curves.png and TensorBoard, then the epoch line."""
     callbacks = [Checkpoints(every=run.cfg.train.checkpoint_every_steps, stop=stop)]
     if run.cluster.is_main:
-        callbacks.append(Curves(run.out / "curves.png", title=Path(run.cfg.source).stem))
+        callbacks.append(Curves(run.out / CURVES, title=Path(run.cfg.source).stem))
     callbacks += loggers
     callbacks.append(_EpochLines())
     return callbacks
 
 
-def _fit(run: Run, callbacks: list[Callback]) -> None:
+def _train_epochs(run: Run, callbacks: list[Callback]) -> None:
     """The epochs, then each callback's on_fit_end, however they ended."""
     try:
         _epochs(run, callbacks)
@@ -365,7 +367,7 @@ def _load_weights(out: Path, cfg: Config, model: nn.Module, data: Data, *, log: 
     """Pretrained weights in; the load report printed and kept as load_report.txt."""
     report = load_pretrained(model, cfg, classes=list(data.classes))
     if write:
-        atomic_write_text(out / "load_report.txt", report.format(full=True) + "\n")
+        atomic_write_text(out / LOAD_REPORT, report.format(full=True) + "\n")
     log(report.format())
 
 
@@ -385,7 +387,7 @@ def _stop_line(state: RunState, train: TrainConfig) -> str:
 
 def _saved_line(out: Path, epochs: int) -> str:
     """The run files that exist: none where no epoch was trained (train.epochs: 0)."""
-    files = [name for name in ("metrics.csv", "curves.png", "last.pt", "best.pt")
+    files = [name for name in (METRICS, CURVES, LAST, BEST)
              if (out / name).exists()]
     if not files:
         return (f"nothing trained (train.epochs: {epochs}): {out}/ holds only config.yaml "

@@ -1,5 +1,5 @@
-"""Run directories as a sweep, `cnnkit runs` and `cnnkit plot` see them: where they are, their
-config, their metrics and their status, read from the files alone (no torch).
+"""Run directories read back, as a sweep, `cnnkit runs` and `cnnkit plot` see them: where
+they are, their config, their metrics and their status, from the files alone (no torch).
 
 The status comes from the run's manifest RUN/run.json where it has one; a run directory
 without one is judged by what it holds: metrics.csv's epochs against train.epochs (or early
@@ -8,7 +8,6 @@ stopping's verdict on them), and a failure the sweep recorded in its sweep.json.
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +16,11 @@ from typing import Any
 import yaml
 
 from cnnkit.errors import CnnkitError
+from cnnkit.rundir import CONFIG, MANIFEST, METRICS, SWEEP
+from cnnkit.rundir.early_stopping import should_stop
+from cnnkit.rundir.lock import read_manifest
+from cnnkit.rundir.metrics import read_metrics
 from cnnkit.schema import EarlyStoppingConfig
-from cnnkit.training.early_stopping import should_stop
-from cnnkit.training.rundir import MANIFEST, read_manifest
-
-SWEEP_FILE = "sweep.json"
-IGNORED_KEYS = ("out",)  # where a config says to write, not what it learns
-SEED = "train.seed"
 
 
 @dataclass
@@ -65,7 +62,7 @@ class RunRecord:
 
 
 def is_run_dir(path: Path) -> bool:
-    return any((path / name).exists() for name in ("config.yaml", "metrics.csv", MANIFEST))
+    return any((path / name).exists() for name in (CONFIG, METRICS, MANIFEST))
 
 
 def find_runs(folder: str | Path) -> list[Path]:
@@ -85,8 +82,8 @@ def find_runs(folder: str | Path) -> list[Path]:
 
 
 def read_sweep(folder: Path) -> dict | None:
-    """FOLDER/sweep.json (cnnkit.training.sweep), None where the folder holds none."""
-    path = folder / SWEEP_FILE
+    """FOLDER/sweep.json (cnnkit.experiments.sweep), None where the folder holds none."""
+    path = folder / SWEEP
     try:
         sweep = json.loads(path.read_text())
     except FileNotFoundError:
@@ -101,13 +98,13 @@ def read_sweep(folder: Path) -> dict | None:
 def read_run(path: Path, *, failure: str | None = None) -> RunRecord:
     """A run directory's record; `failure`: the reason a sweep recorded for it, if any."""
     record = RunRecord(Path(path))
-    config_path = record.path / "config.yaml"
+    config_path = record.path / CONFIG
     if config_path.exists():
         try:
             record.config = yaml.safe_load(config_path.read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise CnnkitError(f"{config_path}: cannot be read ({exc})") from None
-    record.history = read_history(record.path)
+    record.history = read_metrics(record.path, missing_ok=True)
     record.epochs = int(record.config.get("train", {}).get("epochs", 0))
     manifest = read_manifest(record.path)  # "running" with no lock held reads "interrupted"
     if manifest is not None and "status" in manifest:
@@ -118,20 +115,6 @@ def read_run(path: Path, *, failure: str | None = None) -> RunRecord:
     else:
         record.status, record.reason = _judged(record, failure)
     return record
-
-
-def read_history(path: Path) -> list[dict[str, float]]:
-    """metrics.csv's rows as numbers; [] where there is none yet."""
-    try:
-        with open(path / "metrics.csv", newline="") as f:
-            rows = list(csv.DictReader(f))
-    except FileNotFoundError:
-        return []
-    try:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items()} for r in rows]
-    except (TypeError, ValueError):
-        raise CnnkitError(f"{path / 'metrics.csv'}: not a cnnkit metrics file "
-                          f"(non-numeric values)") from None
 
 
 def _judged(record: RunRecord, failure: str | None) -> tuple[str, str | None]:
@@ -187,29 +170,3 @@ def flat(config: Any, prefix: str = "") -> dict[str, Any]:
         else:
             items[path] = value
     return items
-
-
-def differing_keys(records: list[RunRecord]) -> list[str]:
-    """The config keys whose values are not the same in every run; a sweep member not
-    started yet counts only with the keys its overrides set."""
-    started = [r.values for r in records if r.config]
-    planned = [r.values for r in records if not r.config]
-    keys = list(dict.fromkeys(k for c in started + planned for k in c if k not in IGNORED_KEYS))
-    _missing = object()
-
-    def seen(key: str) -> set[str]:
-        values = [c.get(key, _missing) for c in started] + [c[key] for c in planned if key in c]
-        return {json.dumps(v, default=str, sort_keys=True) for v in values}
-
-    return [k for k in keys if len(seen(k)) > 1]
-
-
-def seed_groups(records: list[RunRecord], keys: list[str]) -> list[list[RunRecord]]:
-    """Runs whose `keys` (the differing ones) agree except for train.seed, in first-seen
-    order; a run alone is a group of one."""
-    groups: dict[str, list[RunRecord]] = {}
-    for record in records:
-        values = record.values
-        ident = json.dumps([values.get(k) for k in keys if k != SEED], default=str)
-        groups.setdefault(ident if values else str(record.path), []).append(record)
-    return list(groups.values())

@@ -31,12 +31,14 @@ from typing import Any
 
 import yaml
 
-import cnnkit
 from cnnkit.atomic import atomic_write_text
 from cnnkit.config import load_config
 from cnnkit.errors import CnnkitError, ConfigError, TrainingStopped
-from cnnkit.training.names import key_columns, run_name, short_hash
-from cnnkit.training.rundirs import SEED, SWEEP_FILE, RunRecord, read_run, read_sweep
+from cnnkit.experiments.groups import SEED
+from cnnkit.experiments.names import key_columns, run_name, short_hash
+from cnnkit.rundir import LAST, LOG
+from cnnkit.rundir import SWEEP as SWEEP_FILE
+from cnnkit.rundir.records import RunRecord, read_run, read_sweep
 
 MAX_RUNS = 1000  # more than this many members asks for `yes`
 
@@ -148,7 +150,7 @@ def _make_names_unique(members: list[Member]) -> None:
 @contextlib.contextmanager
 def sweep_lock(out: Path) -> Iterator[None]:
     """The sweep's own lock on its folder: a second sweep of DIR refuses to start. An flock
-    that the kernel drops with the process, as the run directory's (training/rundir.py); a
+    that the kernel drops with the process, as the run directory's (rundir/lock.py); a
     file of its own, since the run lock names its holder from run.json and a sweep folder
     has none, and each member's run directory takes the run lock as well."""
     import fcntl
@@ -243,7 +245,7 @@ class _Book:
             return None
         if record.status == "running":
             raise CnnkitError(f"{run_dir}: is being trained by another process")
-        return (run_dir / "last.pt").exists()
+        return (run_dir / LAST).exists()
 
     def started(self, member: Member, share: int) -> int:
         """The member's threads: those it first ran with, recorded now if it is new."""
@@ -326,11 +328,11 @@ def _spawn(book: _Book, member: Member, resume: bool, threads: int) -> subproces
     sets = [arg for item in member.overrides for arg in ("--set", item)]
     argv = [sys.executable, "-m", "cnnkit", "train", str(book.plan.config), "--out",
             str(run_dir), "--quiet", *sets, *(["--resume"] if resume else [])]
-    package_root = str(Path(cnnkit.__file__).resolve().parent.parent)
+    package_root = str(Path(__file__).resolve().parents[2])  # the folder holding cnnkit/
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "PYTHONPATH": os.pathsep.join(p for p in (package_root,
                                                       os.environ.get("PYTHONPATH")) if p)}
-    log = open(run_dir / "train.log", "a")
+    log = open(run_dir / LOG, "a")
     # its own session: a Ctrl-C reaches the child once, from here; it dies with this process
     child = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
                              start_new_session=True, preexec_fn=_die_with_parent)
@@ -351,7 +353,7 @@ def _child_failure(child: subprocess.Popen, run_dir: Path) -> str | None:
     interrupted member is resumed by the next run of the sweep)."""
     if child.returncode == 0 or child.returncode in (130, 143) or child.returncode < 0:
         return None
-    lines = [line for line in (run_dir / "train.log").read_text(errors="replace").splitlines()
+    lines = [line for line in (run_dir / LOG).read_text(errors="replace").splitlines()
              if line.strip()]
     errors = [line for line in lines if line.startswith("cnnkit: error: ")]
     if errors:

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import CnnkitError
-from cnnkit.training.names import distinct_tails, key_columns, value_text
-from cnnkit.training.rundirs import SEED, RunRecord, differing_keys, read_runs, seed_groups
+from cnnkit.experiments.groups import SEED, differing_keys, seed_groups
+from cnnkit.experiments.names import distinct_tails, key_columns, value_text
+from cnnkit.rundir.records import RunRecord, read_runs
 
 
 @dataclass

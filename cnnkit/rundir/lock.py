@@ -33,14 +33,14 @@ from typing import Any
 
 from cnnkit.atomic import atomic_write_text
 from cnnkit.errors import CnnkitError
+from cnnkit.rundir import CONFIG, LOCK_RECORD, MANIFEST
 
 try:
     import fcntl
 except ImportError:  # Windows: the lock record only
     fcntl = None
 
-MANIFEST = "run.json"
-RECORD = ".cnnkit.lock"  # the lock record, only where flock is missing
+RECORD = LOCK_RECORD
 FORMAT = 1
 _HELD_FDS: set[int] = set()  # directory descriptors this process holds flock on
 
@@ -243,7 +243,7 @@ class RunDirectory:
         old = {} if fresh else (_read_json(path / MANIFEST) or {})
         now = utc_now()
         manifest = {"format": FORMAT, **versions, "created": old.get("created", now),
-                    "updated": now, "command": list(command), "config": "config.yaml",
+                    "updated": now, "command": list(command), "config": CONFIG,
                     "status": "running", "epoch": epoch, "epochs": epochs, "reason": None,
                     "pid": os.getpid(), "host": socket.gethostname()}
         run = cls(path, lock, manifest)

@@ -1,0 +1,3 @@
+"""Experiments: many runs at once. Sweeps (sweep.py), the runs table of `cnnkit runs`
+(table.py), the comparison `cnnkit plot` draws (plot.py), and what they share: the keys that
+differ and the seed groups (groups.py), short distinct names (names.py)."""
