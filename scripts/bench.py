@@ -41,7 +41,7 @@ from cnnkit.schema import DataConfig
 from cnnkit.tasks import Classification
 from cnnkit.training.loop import Stepper, train_one_epoch
 from cnnkit.training.optim import build_scheduler
-from cnnkit.training.speed import prepare_model, resolve_speed
+from cnnkit.runtime.speed import prepare_model, resolve_speed
 from cnnkit.training.trainer import resolve_device
 
 ROOT = Path(__file__).resolve().parent.parent

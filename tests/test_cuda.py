@@ -8,7 +8,7 @@ from cnnkit.data import build_data
 from cnnkit.schema import DataConfig
 from cnnkit.tasks import Classification
 from cnnkit.training.loop import Stepper, train_one_epoch
-from cnnkit.training.speed import resolve_speed
+from cnnkit.runtime.speed import resolve_speed
 from cnnkit.training.trainer import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -48,7 +48,7 @@ def test_the_hot_loop_never_waits_for_the_gpu(write_config, tmp_path):
     """bf16 steps with metrics on the device: no host sync until the epoch's summary."""
     from cnnkit.config import load_config
     from cnnkit.training.optim import build_optimizer, build_scheduler
-    from cnnkit.training.speed import prepare_model
+    from cnnkit.runtime.speed import prepare_model
     from cnnkit.training.trainer import prepare
 
     cfg = load_config(write_config(), ["train.device=cuda", "train.precision=bf16"])

@@ -20,7 +20,7 @@ from cnnkit.training.distributed import Cluster, all_sum, loss_weight
 from cnnkit.training.ema import EMA
 from cnnkit.training.guards import FiniteWatch, check_every_for, clip_gradients
 from cnnkit.training.log import Progress, RunLog
-from cnnkit.training.speed import Speed
+from cnnkit.runtime.speed import Speed
 
 
 @dataclass

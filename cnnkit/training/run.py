@@ -37,7 +37,7 @@ from cnnkit.training.distributed import Cluster
 from cnnkit.training.early_stopping import best_index
 from cnnkit.training.ema import EMA
 from cnnkit.training.rundir import MANIFEST, RunDirectory, lock_directory
-from cnnkit.training.speed import Speed
+from cnnkit.runtime.speed import Speed
 
 
 @dataclass

@@ -54,7 +54,7 @@ from cnnkit.training.run import (
 )
 from cnnkit.training.rundir import MANIFEST, RunDirectory
 from cnnkit.training.signals import GracefulStop
-from cnnkit.training.speed import (
+from cnnkit.runtime.speed import (
     Speed,
     compile_model,
     deterministic,
