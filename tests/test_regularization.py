@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import cnnkit.training.trainer
-from cnnkit.checkpoint import load_checkpoint
+from cnnkit.checkpoint import inference_weights, load_checkpoint
 from cnnkit.config import load_config
 from cnnkit.errors import ConfigError
 from cnnkit.infer.evaluate import evaluate_checkpoint
@@ -17,7 +17,7 @@ from cnnkit.models.builder import build_model
 from cnnkit.schema import Config, EarlyStoppingConfig, ModelConfig, TrainConfig
 from cnnkit.tasks import Classification
 from cnnkit.training.early_stopping import epochs_without_improvement
-from cnnkit.training.ema import EMA, build_ema, inference_weights
+from cnnkit.training.ema import EMA, build_ema
 from cnnkit.training.optim import build_optimizer
 from cnnkit.training.trainer import train
 from cnnkit.validate import validate

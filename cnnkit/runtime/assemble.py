@@ -11,7 +11,7 @@ import torch
 from cnnkit.data import Data, build_data
 from cnnkit.data.checks import check_splits
 from cnnkit.errors import ConfigError
-from cnnkit.models.builder import Network, build_model
+from cnnkit.models.builder import Network, build_network
 from cnnkit.schema import Config
 from cnnkit.tasks import Task, build_task
 
@@ -53,7 +53,7 @@ def assemble(cfg: Config, device: torch.device, *, model: Network | None = None,
     check_splits(data.splits, num_classes=len(data.classes),
                  where=f"{cfg.source}: data ({cfg.data.name})", class_targets=task.class_targets,
                  required=splits or ("train",))
-    model = build_model(cfg) if model is None else model
+    model = build_network(cfg) if model is None else model
     if model.input_shape[0] != data.input_shape[0]:
         raise ConfigError(f"{cfg.source}: model.input: the model's first layer takes "
                           f"{model.input_shape[0]} input channels, but {cfg.data.name}'s images "

@@ -22,6 +22,7 @@ class Task(Protocol):
     metrics: tuple[str, ...]
     class_targets: bool  # targets are one class index per example (checked before training)
     extra_outputs: int  # model outputs per example besides the K class scores
+    shown_classes: int  # classes a prediction lists unless asked for more or fewer
 
     def check(self, output_shape: tuple[int, ...], num_classes: int, *, source: str) -> None: ...
 
@@ -76,3 +77,12 @@ def build_task(cfg: Config) -> Task:
         raise ConfigError(f"{cfg.source}: task.name: unknown task '{cfg.task.name}'{hint} "
                           f"(valid: {', '.join(TASKS)})")
     return TASKS[cfg.task.name](cfg)
+
+
+def recorded_task(cfg: Config, recorded: str | None) -> Task:
+    """The task of a checkpoint's config, which must be the one the checkpoint records (when it
+    records one)."""
+    task = build_task(cfg)
+    if recorded is not None and recorded != task.name:
+        raise ConfigError(f"task '{recorded}' but its config says '{task.name}'")
+    return task

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from cnnkit.errors import ConfigError
 from cnnkit.models.builder import NetworkOutput
+from cnnkit.schema import TASK_METRICS
 
 
 class Classification:
@@ -23,9 +24,10 @@ class Classification:
     loss of each example by its class, in training and validation alike."""
 
     name = "classification"
-    metrics = ("loss", "acc", "balanced_acc", "macro_f1")
+    metrics = TASK_METRICS[name]
     class_targets = True  # also: eval reports a confusion matrix, ensembles average
     extra_outputs = 0  # the model outputs one score per class, nothing else
+    shown_classes = 5  # cnnkit predict's default --top
 
     def __init__(self, *, aux_weight: float = 0.3, label_smoothing: float = 0.0,
                  class_weights: list[float] | None = None):

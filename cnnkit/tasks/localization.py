@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cnnkit.errors import ConfigError
+from cnnkit.schema import TASK_METRICS
 
 BOX = slice(1, 5)  # the box's columns in both the head's output and the target
 
@@ -127,9 +128,10 @@ class Localization:
     """
 
     name = "localization"
-    metrics = ("loss", "acc", "obj_acc", "cls_acc", "iou")
+    metrics = TASK_METRICS[name]
     class_targets = False  # [p_c, x, y, w, h, class] rows, checked by the datasets
     extra_outputs = 5  # p_c, x, y, w, h before the class scores
+    shown_classes = 1  # cnnkit predict's default --top: the class of the box
 
     def __init__(self, *, loss: str = "squared", box_loss: str = "mse",
                  weights: tuple[float, float, float] = (1.0, 1.0, 1.0), threshold: float = 0.5):

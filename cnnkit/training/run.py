@@ -31,13 +31,13 @@ from cnnkit.data import Data
 from cnnkit.data.preprocess import preprocessing_record, resolve_normalization
 from cnnkit.errors import CheckpointError, CnnkitError, ConfigError, TrainingStopped
 from cnnkit.models.builder import Network
+from cnnkit.runtime.speed import Speed
 from cnnkit.schema import Config
 from cnnkit.tasks import Task
 from cnnkit.training.distributed import Cluster
 from cnnkit.training.early_stopping import best_index
 from cnnkit.training.ema import EMA
 from cnnkit.training.rundir import MANIFEST, RunDirectory, lock_directory
-from cnnkit.runtime.speed import Speed
 
 
 @dataclass
