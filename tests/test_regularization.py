@@ -14,6 +14,7 @@ from cnnkit.config import load_config
 from cnnkit.errors import ConfigError
 from cnnkit.infer.evaluate import evaluate_checkpoint
 from cnnkit.models.builder import build_model
+from cnnkit.runtime.evaluate import Evaluation
 from cnnkit.schema import Config, EarlyStoppingConfig, ModelConfig, TrainConfig
 from cnnkit.tasks import Classification
 from cnnkit.training.early_stopping import epochs_without_improvement
@@ -145,7 +146,8 @@ def scripted_eval(monkeypatch, *, acc: list[float] | None = None,
     losses = iter(loss) if loss is not None else itertools.repeat(1.0)
     def evaluate(model, loader, task, **_):
         acc = next(accs)  # the classification task's balanced metrics: the same, here
-        return {"loss": next(losses), "acc": acc, "balanced_acc": acc, "macro_f1": acc}
+        return Evaluation({"loss": next(losses), "acc": acc, "balanced_acc": acc,
+                           "macro_f1": acc})
 
     monkeypatch.setattr(cnnkit.training.trainer, "evaluate", evaluate)
 
