@@ -12,10 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cnnkit.data import Data
 from cnnkit.infer.model import load_predictor
 from cnnkit.infer.predict import Predictor
 from cnnkit.runtime.assemble import assemble, resolve_device
-from cnnkit.runtime.evaluate import View, evaluate
+from cnnkit.runtime.evaluate import Evaluation, View, evaluate
 from cnnkit.runtime.speed import prepare_model, resolve_speed
 
 
@@ -43,7 +44,8 @@ def evaluate_checkpoint(path: str | Path, *, split: str = "val", overrides: tupl
 
 
 def score(predictor: Predictor, split: str, *, confusion: bool = False,
-          probabilities: bool = False, views: tuple[View, ...] = ()):
+          probabilities: bool = False, views: tuple[View, ...] = ()
+          ) -> tuple[Evaluation, Data]:
     """(Evaluation, Data): the predictor's model on `split` of its config's data, on the
     config's device, precision and memory format, as the training loop validates."""
     cfg = predictor.cfg
