@@ -328,3 +328,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def inference_weights(checkpoint: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
+    """The weights to evaluate or predict with: the average where the run kept one (its
+    val_* metrics and best.pt were chosen on it), else the trained weights. Also their name."""
+    if isinstance(checkpoint.get("ema"), dict) and "model" in checkpoint["ema"]:
+        return checkpoint["ema"]["model"], "ema"
+    return checkpoint["model"], "raw"

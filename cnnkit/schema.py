@@ -234,6 +234,13 @@ class TrainConfig:
     deterministic: bool = False
 
 
+# what each task (tasks/) reports: the one list its `metrics` and validate.py's check of
+# train.monitor read; CLASS_WEIGHTED: the tasks whose loss task.class_weights weighs
+TASK_METRICS = {"classification": ("loss", "acc", "balanced_acc", "macro_f1"),
+                "localization": ("loss", "acc", "obj_acc", "cls_acc", "iou")}
+CLASS_WEIGHTED = ("classification",)
+
+
 @dataclass
 class TaskConfig:
     """What is learned (tasks/__init__.py TASKS); loss to threshold are localization's."""

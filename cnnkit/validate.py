@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from cnnkit.errors import ConfigError
-from cnnkit.schema import AugmentConfig, Config, DataConfig, Range
+from cnnkit.schema import CLASS_WEIGHTED, TASK_METRICS, AugmentConfig, Config, DataConfig, Range
 
 # what torch can hold: a learning rate (or any float) past float32's largest overflows inside
 # the optimizer, a seed past int64 inside torch.manual_seed; both after the run has started
@@ -264,11 +264,15 @@ def _folds_make_the_splits(cfg: Config) -> Problem:
 
 
 def _balanced_metrics_are_classifications(cfg: Config) -> Problem:
-    t = cfg.train
-    if cfg.task.name != "classification" and t.monitor.endswith(("balanced_acc", "macro_f1")):
-        return "train.monitor", f"{t.monitor} is a classification metric; task is {cfg.task.name}"
-    if cfg.task.name != "classification" and cfg.task.class_weights is not None:
-        return "task.class_weights", f"weights classification's loss; task is {cfg.task.name}"
+    t, name = cfg.train, cfg.task.name
+    reported = TASK_METRICS.get(name)  # an unknown task: build_task names the valid ones
+    if reported is not None and t.monitor.split("_", 1)[1] not in reported:
+        owners = [k for k, metrics in TASK_METRICS.items()
+                  if t.monitor.split("_", 1)[1] in metrics]
+        return "train.monitor", f"{t.monitor} is a {' or '.join(owners)} metric; task is {name}"
+    if reported is not None and name not in CLASS_WEIGHTED and cfg.task.class_weights is not None:
+        return "task.class_weights", (f"weights {' and '.join(CLASS_WEIGHTED)}'s loss; task is "
+                                      f"{name}")
     return None
 
 

@@ -37,12 +37,12 @@ from cnnkit.data import build_data
 from cnnkit.data.shards import batches_per_epoch
 from cnnkit.data.tensors import Split, TensorLoader
 from cnnkit.models.builder import build_model
+from cnnkit.runtime.assemble import resolve_device
+from cnnkit.runtime.speed import prepare_model, resolve_speed
 from cnnkit.schema import DataConfig
 from cnnkit.tasks import Classification
 from cnnkit.training.loop import Stepper, train_one_epoch
 from cnnkit.training.optim import build_scheduler
-from cnnkit.training.speed import prepare_model, resolve_speed
-from cnnkit.training.trainer import resolve_device
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = ("resnet18", "resnet50", "vgg19")  # section c's models: configs/NAME.yaml

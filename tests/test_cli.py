@@ -45,7 +45,7 @@ def test_eval_builds_on_meta_and_scores_what_training_scored(write_config, tmp_p
     result = train(write_config(), out_dir=tmp_path / "run", quiet=True,
                    overrides=("train.epochs=1",))
     devices = []
-    monkeypatch.setattr("cnnkit.infer.model.build_model",
+    monkeypatch.setattr("cnnkit.infer.model.build_network",
                         lambda cfg: devices.append(torch.empty(0).device) or build_model(cfg))
     scored = evaluate_checkpoint(tmp_path / "run" / "last.pt")
     assert devices == [torch.device("meta")]  # no init spent on weights the checkpoint holds

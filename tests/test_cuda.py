@@ -5,10 +5,10 @@ import torch
 
 from cnnkit.checkpoint import load_checkpoint
 from cnnkit.data import build_data
+from cnnkit.runtime.speed import resolve_speed
 from cnnkit.schema import DataConfig
 from cnnkit.tasks import Classification
 from cnnkit.training.loop import Stepper, train_one_epoch
-from cnnkit.training.speed import resolve_speed
 from cnnkit.training.trainer import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -47,12 +47,12 @@ def test_fp16_saves_the_scaler(write_config, tmp_path):
 def test_the_hot_loop_never_waits_for_the_gpu(write_config, tmp_path):
     """bf16 steps with metrics on the device: no host sync until the epoch's summary."""
     from cnnkit.config import load_config
+    from cnnkit.runtime.assemble import assemble
+    from cnnkit.runtime.speed import prepare_model
     from cnnkit.training.optim import build_optimizer, build_scheduler
-    from cnnkit.training.speed import prepare_model
-    from cnnkit.training.trainer import prepare
 
     cfg = load_config(write_config(), ["train.device=cuda", "train.precision=bf16"])
-    model, data, task = prepare(cfg, CUDA)
+    model, data, task = assemble(cfg, CUDA)
     speed = resolve_speed(CUDA, precision="bf16", channels_last=True, model=model)
     prepare_model(model, speed)
     optimizer = build_optimizer(model, cfg.train)

@@ -7,9 +7,9 @@ import json
 import torch
 import torch.nn.functional as F
 
+from cnnkit.data import build_data
 from cnnkit.infer.ensemble import VIEWS, view
-from cnnkit.infer.model import load_model
-from cnnkit.training.trainer import build_data
+from cnnkit.infer.model import load_predictor
 
 
 def test_a_view_shifts_and_rotates_with_the_border_repeated():
@@ -26,7 +26,8 @@ def test_a_view_shifts_and_rotates_with_the_border_repeated():
 
 
 def _probabilities(path, *, tta: bool = False):
-    model, cfg, _ = load_model(path, device=torch.device("cpu"))
+    predictor = load_predictor(path)
+    model, cfg = predictor.model, predictor.cfg
     data = build_data(cfg.data)
     loader = data.loader("val", batch_size=1000, shuffle=False, seed=0,
                          device=torch.device("cpu"))

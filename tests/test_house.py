@@ -1,10 +1,13 @@
 """The house rules of the package, checked on its source: the layer order of docs/DESIGN.md
-(a lower layer never imports a higher one), no import cycles, a short top level and modules
-that fit in a head."""
+(a lower layer never imports a higher one), no import cycles (imports inside functions
+included: lazy is fine, cyclic is not), every `from cnnkit.X import name` naming something
+cnnkit.X has, no task chosen by its name outside tasks/, a short top level and modules that
+fit in a head."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,7 @@ LAYERS = (
     ("cnnkit.data",),
     ("cnnkit.models",),
     ("cnnkit.tasks",),
+    ("cnnkit.runtime",),
     ("cnnkit.training",),
     ("cnnkit.experiments",),
     ("cnnkit.infer",),
@@ -57,9 +61,9 @@ def _is_type_checking(node: ast.If) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def imports(module: str, *, runtime_only: bool = False) -> set[str]:
-    """The cnnkit modules `module` imports. runtime_only: just those run at import time (not in
-    functions, not under TYPE_CHECKING), the ones that can make a cycle."""
+def imports(module: str, *, typed: bool = True) -> set[str]:
+    """The cnnkit modules `module` imports, at import time or inside functions. typed=False:
+    not those under `if TYPE_CHECKING:`, which never run (the ones that can make a cycle)."""
     path = MODULES[module]
     tree = ast.parse(path.read_text(), filename=str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
@@ -67,9 +71,7 @@ def imports(module: str, *, runtime_only: bool = False) -> set[str]:
 
     def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
-            if runtime_only and isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                continue
-            if runtime_only and isinstance(child, ast.If) and _is_type_checking(child):
+            if not typed and isinstance(child, ast.If) and _is_type_checking(child):
                 for sub in child.orelse:
                     visit(sub)
                 continue
@@ -80,10 +82,12 @@ def imports(module: str, *, runtime_only: bool = False) -> set[str]:
                 if child.level:
                     anchor = package.split(".")[: len(package.split(".")) - child.level + 1]
                     base = ".".join([*anchor, base] if base else anchor)
-                found.add(base)
-                # `from cnnkit.data import mnist_sample` names a module, not an attribute
-                found.update(f"{base}.{a.name}" for a in child.names
-                             if f"{base}.{a.name}" in MODULES)
+                # `from cnnkit.data import mnist_sample` names a module, not an attribute: an
+                # arrow to that module alone (its package runs first whatever imports it)
+                modules = {f"{base}.{a.name}" for a in child.names} & set(MODULES)
+                found.update(modules)
+                if len(modules) < len(child.names):
+                    found.add(base)
             visit(child)
 
     visit(tree)
@@ -106,7 +110,9 @@ def test_no_import_against_the_layer_order(module):
 
 
 def test_no_import_cycles():
-    graph = {m: {_owner(n) for n in imports(m, runtime_only=True)} - {m} for m in MODULES}
+    """Imports inside functions count: they run later, but a circle of them is still a circle
+    (infer/'s model, predict and locate were one). TYPE_CHECKING imports never run."""
+    graph = {m: {_owner(n) for n in imports(m, typed=False)} - {m} for m in MODULES}
     state: dict[str, int] = {}  # 1: on the current path, 2: done
     path: list[str] = []
 
@@ -189,3 +195,109 @@ def test_the_checker_sees_an_import_against_the_order(tmp_path, monkeypatch):
     monkeypatch.setitem(MODULES, "cnnkit.data.face", face)
     with pytest.raises(AssertionError, match="imports the face"):
         test_nothing_inside_imports_the_face("cnnkit.data.face")
+    # a circle closed only by an import inside a function is a circle too
+    other.write_text("def later():\n    from cnnkit.data.cyclic import x\n")
+    with pytest.raises(AssertionError, match="import cycle"):
+        test_no_import_cycles()
+    other.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                     "    from cnnkit.data.cyclic import x\n")
+    test_no_import_cycles()  # what only a type checker reads never runs
+
+
+SOURCES = sorted([*PACKAGE.rglob("*.py"), *(ROOT / "tests").glob("*.py"),
+                  *(ROOT / "scripts").glob("*.py")])
+
+
+def defined_names(module: str) -> set[str] | None:
+    """What `from MODULE import name` can find in a cnnkit module: names defined, assigned or
+    imported at its top level (also under if/try), and its submodules. None where the module
+    answers any name (a module __getattr__ other than the package face's)."""
+    tree = ast.parse(MODULES[module].read_text())
+    names = {m.rpartition(".")[2] for m in MODULES if m.rpartition(".")[0] == module}
+    lazy = False
+
+    def visit(body: list[ast.stmt]) -> None:
+        nonlocal lazy
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+                lazy |= node.name == "__getattr__"
+            elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names.update((a.asname or a.name).partition(".")[0] for a in node.names)
+            elif isinstance(node, (ast.If, ast.Try, ast.With)):
+                visit(node.body)
+                visit(getattr(node, "orelse", []))
+                for handler in getattr(node, "handlers", []):
+                    visit(handler.body)
+                visit(getattr(node, "finalbody", []))
+    visit(tree.body)
+    if lazy and module == "cnnkit":  # the face: its lazy names are listed in __all__
+        return names | set(_all_of(tree))
+    return None if lazy else names
+
+
+def _all_of(tree: ast.Module) -> list[str]:
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "__all__"
+                                                for t in node.targets):
+            return list(ast.literal_eval(node.value))
+    return []
+
+
+def missing_names(path: Path) -> list[str]:
+    """`from cnnkit.X import name` lines of `path` (anywhere: in functions too) whose name
+    cnnkit.X does not have: the import fails only when that line runs."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and not node.level and node.module in MODULES:
+            have = defined_names(node.module)
+            found += [f"{path.name}:{node.lineno}: {node.module} has no {a.name}"
+                      for a in node.names if have is not None and a.name not in have]
+    return found
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_imported_name_exists(path):
+    missing = missing_names(path)
+    assert not missing, "; ".join(missing)
+
+
+# a task chosen by its name: `task == "localization"`, `cfg.task.name != ...`, `.task in (...)`
+TASK_NAMES = ("classification", "localization")
+_NAME = "[\"'](" + "|".join(TASK_NAMES) + ")[\"']"
+TASK_COMPARE = re.compile(r"(==|!=|\bin\b)\s*[\(\[{]?\s*" + _NAME + "|" + _NAME
+                          + r"\s*(==|!=|\bin\b)|\btask(\.name)?\s*(==|!=)")
+
+
+def task_name_compares(path: Path) -> list[str]:
+    where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
+    return [f"{where}:{n}: {line.strip()}"
+            for n, line in enumerate(path.read_text().splitlines(), start=1)
+            if TASK_COMPARE.search(line)]
+
+
+def test_only_tasks_compare_the_task_name():
+    """What a task does with its output is the task's (tasks/): elsewhere code asks the task
+    (task.read, task.class_targets, task.extra_outputs), never its name."""
+    found = [hit for path in sorted(PACKAGE.rglob("*.py"))
+             if "tasks" not in path.relative_to(PACKAGE).parts[:1]
+             for hit in task_name_compares(path)]
+    assert not found, "the task chosen by its name outside tasks/:\n" + "\n".join(found)
+
+
+def test_the_name_and_task_checkers_can_fail(tmp_path, monkeypatch):
+    """The crash of `cnnkit eval --print-config` (a removed name imported inside a function)
+    and a task picked by its name are both caught."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("def run():\n    from cnnkit.infer.model import config_of_checkpoint\n"
+                   "    from cnnkit.data import mnist_sample, Data\n"
+                   "    if predictor.task == 'localization':\n        pass\n")
+    assert missing_names(bad) == ["bad.py:2: cnnkit.infer.model has no config_of_checkpoint"]
+    assert task_name_compares(bad) == ["bad.py:4: if predictor.task == 'localization':"]
+    for line in ('if cfg.task.name != "classification":', "task in ('localization',)",
+                 '"localization" == kind'):
+        assert TASK_COMPARE.search(line), line
+    assert not TASK_COMPARE.search('name = "classification"  # classification or localization')

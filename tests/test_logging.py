@@ -14,9 +14,10 @@ import cnnkit.training.loop
 from cnnkit.checkpoint import load_checkpoint
 from cnnkit.config import load_config
 from cnnkit.rundir.lock import read_manifest
+from cnnkit.runtime.assemble import assemble
 from cnnkit.training.callbacks import Callback
 from cnnkit.training.loop import Stepper, train_one_epoch
-from cnnkit.training.trainer import prepare, train
+from cnnkit.training.trainer import train
 from tests.conftest import SMALL_CONV
 
 QUICK = {**SMALL_CONV, "data": {"name": "mnist-sample", "train_size": 150, "val_size": 50},
@@ -82,7 +83,7 @@ def test_accumulation_gives_the_update_of_the_whole_batch(write_config):
     """An epoch of 50-example batches, each as 3 micro-batches (17 + 16 + 17): the same
     weights and epoch loss as whole batches, float rounding aside."""
     cpu = torch.device("cpu")
-    model, data, task = prepare(load_config(write_config(QUICK)), cpu)
+    model, data, task = assemble(load_config(write_config(QUICK)), cpu)
     initial = copy.deepcopy(model.state_dict())
     results = []
     for parts, net in ((1, model), (3, copy.deepcopy(model))):

@@ -15,7 +15,6 @@ from cnnkit.data.mnist_sample import read_sample
 from cnnkit.data.preprocess import preprocessing_record
 from cnnkit.infer.images import prepare
 from cnnkit.infer.model import load_predictor
-from cnnkit.infer.predict import predict_images
 from cnnkit.models.builder import build_model
 from tests.conftest import SMALL_CONV
 from tests.imagefiles import write_class_folders
@@ -48,7 +47,7 @@ def test_digits_are_read_as_the_dataset_reads_them(digits_run):
     images, _ = read_sample()
     expected = (images[4900:4920].float() / 255 - 0.1307) / 0.3081  # mnist-sample's normalization
     assert torch.allclose(x, expected, atol=1e-6)
-    results = predict_images(checkpoint, paths, top=10, device="cpu")
+    results = predictor.predict(paths, top=10)
     probs = torch.tensor([[c["probability"] for c in r["top"]] for r in results])
     assert torch.allclose(probs.sum(dim=1), torch.ones(20), atol=1e-5)
     assert (probs[:, :-1] >= probs[:, 1:]).all()  # most probable first
@@ -162,7 +161,7 @@ def test_localization_boxes_are_measured_in_the_upright_image(tmp_path):
     sees it, so box_pixels must scale by the upright size, not the stored one."""
     from PIL import Image
 
-    from cnnkit.infer.locate import _size
+    from cnnkit.infer.images import image_size as _size
 
     path = tmp_path / "sideways.jpg"
     exif = Image.Exif()

@@ -9,15 +9,16 @@ import torch.nn.functional as F
 from torch import nn
 
 import cnnkit.training.trainer
-from cnnkit.checkpoint import load_checkpoint
+from cnnkit.checkpoint import inference_weights, load_checkpoint
 from cnnkit.config import load_config
 from cnnkit.errors import ConfigError
 from cnnkit.infer.evaluate import evaluate_checkpoint
 from cnnkit.models.builder import build_model
 from cnnkit.rundir.early_stopping import epochs_without_improvement
+from cnnkit.runtime.evaluate import Evaluation
 from cnnkit.schema import Config, EarlyStoppingConfig, ModelConfig, TrainConfig
 from cnnkit.tasks import Classification
-from cnnkit.training.ema import EMA, build_ema, inference_weights
+from cnnkit.training.ema import EMA, build_ema
 from cnnkit.training.optim import build_optimizer
 from cnnkit.training.trainer import train
 from cnnkit.validate import validate
@@ -145,7 +146,8 @@ def scripted_eval(monkeypatch, *, acc: list[float] | None = None,
     losses = iter(loss) if loss is not None else itertools.repeat(1.0)
     def evaluate(model, loader, task, **_):
         acc = next(accs)  # the classification task's balanced metrics: the same, here
-        return {"loss": next(losses), "acc": acc, "balanced_acc": acc, "macro_f1": acc}
+        return Evaluation({"loss": next(losses), "acc": acc, "balanced_acc": acc,
+                           "macro_f1": acc})
 
     monkeypatch.setattr(cnnkit.training.trainer, "evaluate", evaluate)
 

@@ -8,8 +8,8 @@ from torch import nn
 from cnnkit.checkpoint import load_checkpoint
 from cnnkit.config import load_config
 from cnnkit.errors import ConfigError
-from cnnkit.training import speed as speed_mod
-from cnnkit.training.speed import SpeedWarning, compile_model, resolve_speed
+from cnnkit.runtime import speed as speed_mod
+from cnnkit.runtime.speed import SpeedWarning, compile_model, resolve_speed
 from cnnkit.training.trainer import train
 
 CPU = torch.device("cpu")

@@ -8,9 +8,9 @@ from cnnkit.config import load_config
 from cnnkit.data.tensors import Split, TensorLoader
 from cnnkit.errors import CnnkitError, ConfigError
 from cnnkit.models.builder import build_model
+from cnnkit.runtime.evaluate import evaluate
 from cnnkit.tasks import Classification
 from cnnkit.training.callbacks import Callback
-from cnnkit.training.loop import evaluate
 from cnnkit.training.trainer import train
 from tests.conftest import SMALL_CONV
 

@@ -24,8 +24,9 @@ from cnnkit.models.weights import (
     strip_prefixes,
     with_pretrained_defaults,
 )
+from cnnkit.runtime.assemble import seed_everything
 from cnnkit.training.optim import build_optimizer
-from cnnkit.training.trainer import seed_everything, train
+from cnnkit.training.trainer import train
 from tests.conftest import CONFIGS, SMALL_CONV
 
 RESNET_FROZEN = ["conv1", "bn1", "layer1", "layer2", "layer3"]

@@ -16,18 +16,15 @@ EPILOG = """examples:
   cnnkit eval runs/seed0 runs/seed1 runs/seed2 --tta"""
 
 
-
 def run(args: argparse.Namespace) -> int:
     from cnnkit.infer.evaluate import evaluate_checkpoint
 
     if args.print_config:
-        from cnnkit.checkpoint import load_checkpoint
         from cnnkit.config import dump_config
-        from cnnkit.infer.model import config_of_checkpoint
+        from cnnkit.infer.model import load_predictor
 
-        cfg = config_of_checkpoint(load_checkpoint(args.checkpoint[0]), args.checkpoint[0],
-                                   tuple(args.set))
-        print(dump_config(cfg), end="")
+        print(dump_config(load_predictor(args.checkpoint[0], overrides=tuple(args.set)).cfg),
+              end="")
         return 0
     if len(args.checkpoint) > 1 or args.tta:
         return _run_average(args)

@@ -17,25 +17,22 @@ EPILOG = """examples:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnkit.infer.locate import format_prediction, predict_localization
+    from cnnkit.infer.locate import draw_boxes, format_prediction
     from cnnkit.infer.model import load_predictor
     from cnnkit.infer.predict import format_predictions, predict, write_csv
-    from cnnkit.training.trainer import resolve_device
+    from cnnkit.runtime.assemble import resolve_device
 
     predictor = load_predictor(args.checkpoint, device=resolve_device(args.device,
                                                                       key="--device"))
-    if predictor.task == "localization":
-        top = 1 if args.top is None else args.top  # the box's class, unless more are asked for
-        results = predict_localization(args.checkpoint, args.images, out_dir=args.out,
-                                       top=top, predictor=predictor, invert=args.invert)
-        text = "\n".join(map(format_prediction, results))
-    else:
-        if args.out is not None:
-            raise CnnkitError(f"--out: draws boxes of localization checkpoints; "
-                              f"{predictor.path} is a classifier")
-        results = predict(predictor, args.images, top=5 if args.top is None else args.top,
-                          invert=args.invert)
-        text = format_predictions(results)
+    boxes = predictor.task.extra_outputs > 0  # p_c and a box before the class scores
+    if args.out is not None and not boxes:
+        raise CnnkitError(f"--out: draws boxes of localization checkpoints; "
+                          f"{predictor.path} is a {predictor.task.name} checkpoint")
+    top = predictor.task.shown_classes if args.top is None else args.top
+    results = predict(predictor, args.images, top=top, invert=args.invert)
+    if args.out is not None:
+        draw_boxes(results, args.out)
+    text = "\n".join(map(format_prediction, results)) if boxes else format_predictions(results)
     if args.csv is not None:
         write_csv(results, args.csv)
     if args.json:

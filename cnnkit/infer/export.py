@@ -17,7 +17,8 @@ import torch
 from cnnkit.checkpoint import save_checkpoint
 from cnnkit.config import config_to_dict
 from cnnkit.errors import CnnkitError
-from cnnkit.infer.model import Predictor, load_predictor
+from cnnkit.infer.model import load_predictor
+from cnnkit.infer.predict import Predictor
 
 ONNX_TOLERANCE = 1e-4  # largest |ONNX - PyTorch| output difference accepted on the sample
 
@@ -31,7 +32,7 @@ def slim_state(predictor: Predictor) -> dict[str, Any]:
         data["root"] = Path(data["root"]).name or None  # a hint, not a path on this machine
     config["model"]["weights"] = None  # the weights are in the file
     config["out"] = None
-    return {"model": predictor.model.state_dict(), "config": config, "task": predictor.task,
+    return {"model": predictor.model.state_dict(), "config": config, "task": predictor.task.name,
             "classes": list(predictor.classes), "preprocessing": dict(predictor.preprocessing)}
 
 

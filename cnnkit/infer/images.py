@@ -20,6 +20,7 @@ from torchvision.transforms import InterpolationMode
 from cnnkit.data.image_files import open_image
 from cnnkit.errors import DataError
 
+ORIENTATION = 0x0112  # the EXIF tag
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
@@ -96,3 +97,17 @@ def prepare(images: Sequence[Any], record: dict[str, Any], *, invert: bool = Fal
     x = torch.stack([pixels(image, record) for image in images])  # (B, C, H, W) in [0, 1]
     names = [name_of(image, first + k) for k, image in enumerate(images)]
     return (match_brightness(x, names, record, invert=invert) - mean) / std
+
+
+def image_size(image: Any) -> tuple[int, int]:
+    """(width, height) of an image path, PIL image or (C, H, W) tensor, as the model saw it."""
+    if isinstance(image, torch.Tensor):
+        return image.shape[-1], image.shape[-2]
+    if isinstance(image, Image.Image):
+        return image.size
+    with Image.open(image) as opened:  # the header only; the pixels were read already
+        width, height = opened.size
+        # EXIF orientations 5 to 8 turn the image a quarter: the model saw it upright
+        # (open_image), so the box is in the turned frame
+        return (height, width) if opened.getexif().get(ORIENTATION) in (5, 6, 7, 8) \
+            else (width, height)

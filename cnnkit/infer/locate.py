@@ -1,87 +1,31 @@
-"""Predict with a localization checkpoint: the numbers per image, and the image drawn with its
-box, class and confidence (or "nothing" when p_c is below the task's threshold).
-
-As for a classifier, `top` asks for the k most probable classes of each image's object (the
-drawn box is labelled with the first), and the model runs on the device asked for."""
+"""Boxes drawn: each image of a localization checkpoint's predictions (infer/predict.py, read
+by the task) drawn with its box, class and confidence, or "nothing" when p_c is below the
+task's threshold; and the one-line text of a prediction."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from cnnkit.data.image_files import open_image
 from cnnkit.errors import CnnkitError
-from cnnkit.infer.model import Predictor, load_predictor
-from cnnkit.infer.predict import predict
-from cnnkit.tasks.localization import decode
-from cnnkit.training.trainer import resolve_device
 
-ORIENTATION = 0x0112  # the EXIF tag
 MIN_DRAWN = 256  # px: smaller images are enlarged (nearest neighbour) before drawing
 BOX_COLOUR, NOTHING_COLOUR = (255, 64, 64), (255, 200, 0)
 
 
-def read_boxes(predictor: Predictor, output: torch.Tensor, images: list[Any], *, top: int
-               ) -> list[dict[str, Any]]:
-    """The localization head's output (B, 5 + K) read per image: object (bool), p_object,
-    class, probability, top (the `top` most probable classes), box (fractions) and box_pixels
-    (in the image as given)."""
-    threshold = predictor.cfg.task.threshold
-    results = []
-    for image, p, box, probs in zip(images, *(t.float().cpu() for t in decode(output))):
-        values, indices = probs.topk(min(top, probs.numel()))
-        best = [{"class": _class_name(predictor, k), "probability": round(v, 4)}
-                for v, k in zip(values.tolist(), indices.tolist())]
-        fractions = [round(float(v), 4) for v in box]
-        width, height = _size(image)
-        scale = (width, height, width, height)
-        results.append({"object": bool(p >= threshold), "p_object": round(float(p), 4),
-                        "class": best[0]["class"], "probability": best[0]["probability"],
-                        "top": best, "box": fractions,
-                        "box_pixels": [round(f * s, 1) for f, s in zip(fractions, scale)]})
-    return results
-
-
-def _size(image: Any) -> tuple[int, int]:
-    """(width, height) of an image path, PIL image or (C, H, W) tensor."""
-    if isinstance(image, torch.Tensor):
-        return image.shape[-1], image.shape[-2]
-    if isinstance(image, Image.Image):
-        return image.size
-    with Image.open(image) as opened:  # the header only; the pixels were read already
-        width, height = opened.size
-        # EXIF orientations 5 to 8 turn the image a quarter: the model saw it upright
-        # (data/image_files.py's open_image), so the box is in the turned frame
-        return (height, width) if opened.getexif().get(ORIENTATION) in (5, 6, 7, 8) \
-            else (width, height)
-
-
-def predict_localization(path: str | Path, images: list[str | Path], *,
-                         out_dir: str | Path | None = None, top: int = 1, device: str = "auto",
-                         predictor: Predictor | None = None, invert: bool = False
-                         ) -> list[dict[str, Any]]:
-    """Predictor.predict's dicts and, with `out_dir`, each image drawn with its box as
-    OUT_DIR/STEM.png (the path in "out"). `invert`: see infer/invert.py."""
-    if predictor is None:
-        predictor = load_predictor(path, device=resolve_device(device, key="--device"))
-    results = predict(predictor, images, top=top, invert=invert)
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        _make_dir(out_dir)
-        used: set[str] = set()
-        for result in results:
-            target = _unique(out_dir, Path(result["image"]).stem, used)
-            # upright by EXIF, as the model saw it (open_image, as infer/images.py reads it)
-            draw_prediction(open_image(result["image"]), result).save(target)
-            result["out"] = str(target)
-    return results
-
-
-def _class_name(predictor: Predictor, k: int) -> str:
-    return predictor.classes[k] if k < len(predictor.classes) else str(k)
+def draw_boxes(results: list[dict[str, Any]], out_dir: str | Path) -> None:
+    """Each predicted image drawn with its box as OUT_DIR/STEM.png (the path put in "out")."""
+    out_dir = Path(out_dir)
+    _make_dir(out_dir)
+    used: set[str] = set()
+    for result in results:
+        target = _unique(out_dir, Path(result["image"]).stem, used)
+        # upright by EXIF, as the model saw it (open_image, as infer/images.py reads it)
+        draw_prediction(open_image(result["image"]), result).save(target)
+        result["out"] = str(target)
 
 
 def draw_prediction(image: Image.Image, result: dict[str, Any]) -> Image.Image:

@@ -1,8 +1,10 @@
-"""`cnnkit predict` and `Predictor.predict`: what a trained checkpoint says about images.
+"""`Predictor` and `cnnkit predict`: what a trained checkpoint says about images.
 
 The images are prepared by the checkpoint's preprocessing record (cnnkit.infer.images), then
-the task's head reads the model's output: for classification, softmax probabilities and the
-top k class names; for localization, also the box (cnnkit.infer.locate).
+the task reads the model's output (`task.read`): for classification, softmax probabilities and
+the top k class names; for localization also the box, which is sized here to each image.
+infer/model.py's `load_predictor` makes a Predictor; this module imports nothing of infer/
+but the images.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +20,45 @@ import torch
 
 from cnnkit.atomic import atomic_write_text
 from cnnkit.errors import CnnkitError
-from cnnkit.infer.images import expand, name_of
-from cnnkit.infer.model import Predictor
-from cnnkit.tasks import main_logits
+from cnnkit.infer.images import expand, image_size, name_of, prepare
+from cnnkit.models.builder import Network
+from cnnkit.schema import Config
+from cnnkit.tasks import Task, main_logits
 
 CHUNK = 64  # images per forward pass, to bound memory on long lists
+Image = Any  # a path, a PIL image, or a (C, H, W) tensor (uint8, or float in [0, 1])
+
+
+@dataclass
+class Predictor:
+    """A checkpoint's model, ready: `predict(images)` gives classes with probabilities (and
+    boxes for localization); `inputs(images)` the tensor the model sees."""
+
+    model: Network  # eval mode, on `device`
+    cfg: Config  # the run's config, with the recorded preprocessing and any overrides
+    classes: list[str]
+    task: Task  # reads the model's output (task.read); task.name is what the config says
+    preprocessing: dict[str, Any]  # the checkpoint's record (cnnkit.data.preprocess)
+    weights: str  # "ema" (the run's weight average) or "raw"
+    path: Path
+    device: torch.device
+
+    def to(self, device: str | torch.device) -> Predictor:
+        device = torch.device(device)
+        return replace(self, model=self.model.to(device), device=device)
+
+    def inputs(self, images: Sequence[Image], *, invert: bool = False, first: int = 0
+               ) -> torch.Tensor:
+        """(B, C, H, W) float on the device: decoded, resized and normalized as recorded;
+        `invert` and the warning of an inverted image: infer/invert.py (`first`: the index of
+        images[0] among all, for the names of unnamed images)."""
+        return prepare(images, self.preprocessing, invert=invert, first=first).to(self.device)
+
+    def predict(self, images: Image | Sequence[Image], *, top: int = 5) -> list[dict[str, Any]]:
+        """One dict per image (a folder: every image under it): "class", "probability" and
+        "top" [{"class", "probability"}, ...]; for localization also "object", "p_object",
+        "box" (x, y, w, h as fractions) and "box_pixels"."""
+        return predict(self, images, top=top)
 
 
 def predict(predictor: Predictor, images: Any, *, top: int = 5, invert: bool = False
@@ -39,34 +76,15 @@ def predict(predictor: Predictor, images: Any, *, top: int = 5, invert: bool = F
         with torch.no_grad():
             output = predictor.model(predictor.inputs(chunk, invert=invert,
                                                       first=start))
-        if predictor.task == "localization":
-            from cnnkit.infer.locate import read_boxes
-
-            found = read_boxes(predictor, output, chunk, top=top)
-        else:
-            found = [{"class": best[0]["class"], "probability": best[0]["probability"],
-                      "top": best} for best in classify(output, predictor.classes, top=top)]
+        found = predictor.task.read(main_logits(output), predictor.classes, top=top)
+        for image, result in zip(chunk, found):
+            if "box" in result:  # fractions -> pixels of the image as given (upright by EXIF)
+                width, height = image_size(image)
+                result["box_pixels"] = [round(f * s, 1) for f, s in
+                                        zip(result["box"], (width, height, width, height))]
         results += [{"image": name_of(image, start + k), **r}
                     for k, (image, r) in enumerate(zip(chunk, found))]
     return results
-
-
-def classify(output: Any, classes: list[str], *, top: int) -> list[list[dict[str, Any]]]:
-    """Per image, the `top` most probable classes: [{"class": name, "probability": p}, ...]."""
-    probs = torch.softmax(main_logits(output).float(), dim=1)  # logits -> (B, K)
-    values, indices = probs.topk(min(top, probs.shape[1]), dim=1)
-    return [[{"class": classes[i], "probability": p} for p, i in zip(vs, ix)]
-            for vs, ix in zip(values.cpu().tolist(), indices.cpu().tolist())]
-
-
-def predict_images(path: str | Path, images: Sequence[Any], *, top: int = 5,
-                   device: str = "auto") -> list[dict[str, Any]]:
-    """[{"image", "class", "probability", "top": [{"class", "probability"}, ...]}, ...]."""
-    from cnnkit.infer.model import load_predictor
-    from cnnkit.training.trainer import resolve_device
-
-    predictor = load_predictor(path, device=resolve_device(device, key="--device"))
-    return predict(predictor, images, top=top)
 
 
 def format_predictions(results: list[dict[str, Any]]) -> str:

@@ -19,8 +19,9 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from cnnkit.errors import CnnkitError
-from cnnkit.infer.model import Predictor, load_predictor
-from cnnkit.tasks import main_logits
+from cnnkit.infer.model import load_predictor
+from cnnkit.infer.predict import Predictor
+from cnnkit.tasks import Task, main_logits
 from cnnkit.training.curves import save_figure
 
 DPI = 100  # as cnnkit.training.curves.save_figure writes
@@ -126,15 +127,15 @@ def plot_activations(model: nn.Module, x: torch.Tensor, out_dir: str | Path) -> 
             for name, maps in outputs.items()]
 
 
-def saliency_map(model: nn.Module, x: torch.Tensor, *, task: str = "classification"
+def saliency_map(model: nn.Module, x: torch.Tensor, *, task: Task | None = None
                  ) -> tuple[np.ndarray, int, float]:
     """|d score / d input| of the top class, max over channels (Simonyan et al. 2014):
-    (H, W) map, the class index, its softmax probability. For localization the scores are
-    the class scores after p_c and the box: (1, 5 + K) -> (1, K)."""
+    (H, W) map, the class index, its softmax probability. The task picks the class scores out
+    of the output (localization: (1, 5 + K) -> (1, K)); None: the output is the class scores."""
     x = x.detach().clone().requires_grad_(True)
-    logits = main_logits(model.eval()(x))  # (1, K)
-    if task == "localization":
-        logits = logits[:, 5:]
+    logits = main_logits(model.eval()(x))  # (1, outputs)
+    if task is not None:
+        logits = task.class_scores(logits)  # (1, K)
     top = int(logits[0].argmax())
     (grad,) = torch.autograd.grad(logits[0, top], x)  # (1, C, H, W)
     probability = float(torch.softmax(logits.detach()[0], dim=0)[top])
@@ -143,7 +144,7 @@ def saliency_map(model: nn.Module, x: torch.Tensor, *, task: str = "classificati
 
 def plot_saliency(model: nn.Module, x: torch.Tensor, path: str | Path, *,
                   mean: torch.Tensor, std: torch.Tensor, classes: list[str],
-                  task: str = "classification") -> Path:
+                  task: Task | None = None) -> Path:
     """The image beside its saliency for the top class, as a heat map over the image."""
     saliency, top, probability = saliency_map(model, x, task=task)
     image = (x[0] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()  # (H, W, C) in [0, 1]

@@ -78,7 +78,12 @@ class Network(nn.Sequential):
 
 def build_model(config: Config | str | Path, *, overrides: tuple[str, ...] = ()) -> Network:
     """Build the model a config (or a config file) describes, with `overrides` applied."""
-    cfg = resolve_config(config, overrides)
+    return build_network(resolve_config(config, overrides))
+
+
+def build_network(cfg: Config) -> Network:
+    """The model of a config already checked (load_config, validate): what train and eval
+    build from the config they parsed once."""
     builder = _Builder(source=cfg.source, aux_heads=cfg.model.aux_heads,
                        num_classes=declared_classes(cfg))
     shape: Shape = tuple(cfg.model.input)  # 1 to 3 positive sizes, as validate.py checks

@@ -4,7 +4,7 @@ syncs). `build_task` gives the one a config names."""
 from __future__ import annotations
 
 import difflib
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -18,8 +18,11 @@ class Task(Protocol):
     """What the trainer asks of a task. `metrics` names what `summarize` returns; the trainer
     writes each as train_NAME and val_NAME in metrics.csv, and the curves plot each."""
 
+    name: str  # what task.name says; only tasks/ compares it
     metrics: tuple[str, ...]
     class_targets: bool  # targets are one class index per example (checked before training)
+    extra_outputs: int  # model outputs per example besides the K class scores
+    shown_classes: int  # classes a prediction lists unless asked for more or fewer
 
     def check(self, output_shape: tuple[int, ...], num_classes: int, *, source: str) -> None: ...
 
@@ -31,6 +34,17 @@ class Task(Protocol):
               ) -> torch.Tensor: ...
 
     def summarize(self, totals: torch.Tensor) -> dict[str, float]: ...
+
+    def class_scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, outputs) -> (B, K): the scores of the classes alone."""
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, K) float32 class probabilities."""
+
+    def read(self, logits: torch.Tensor, classes: list[str], *, top: int
+             ) -> list[dict[str, Any]]:
+        """The output read per image: "class", "probability", "top" [{"class", "probability"},
+        ...] and whatever else the task predicts (localization: "object", "p_object", "box")."""
 
 
 def main_logits(output: torch.Tensor | NetworkOutput) -> torch.Tensor:
@@ -63,3 +77,12 @@ def build_task(cfg: Config) -> Task:
         raise ConfigError(f"{cfg.source}: task.name: unknown task '{cfg.task.name}'{hint} "
                           f"(valid: {', '.join(TASKS)})")
     return TASKS[cfg.task.name](cfg)
+
+
+def recorded_task(cfg: Config, recorded: str | None) -> Task:
+    """The task of a checkpoint's config, which must be the one the checkpoint records (when it
+    records one)."""
+    task = build_task(cfg)
+    if recorded is not None and recorded != task.name:
+        raise ConfigError(f"task '{recorded}' but its config says '{task.name}'")
+    return task

@@ -3,11 +3,14 @@ accuracy and macro-F1."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
 from cnnkit.errors import ConfigError
 from cnnkit.models.builder import NetworkOutput
+from cnnkit.schema import TASK_METRICS
 
 
 class Classification:
@@ -20,8 +23,11 @@ class Classification:
     `class_weights` (one positive number per class, task.class_weights resolved) weight the
     loss of each example by its class, in training and validation alike."""
 
-    metrics = ("loss", "acc", "balanced_acc", "macro_f1")
-    class_targets = True
+    name = "classification"
+    metrics = TASK_METRICS[name]
+    class_targets = True  # also: eval reports a confusion matrix, ensembles average
+    extra_outputs = 0  # the model outputs one score per class, nothing else
+    shown_classes = 5  # cnnkit predict's default --top
 
     def __init__(self, *, aux_weight: float = 0.3, label_smoothing: float = 0.0,
                  class_weights: list[float] | None = None):
@@ -77,3 +83,20 @@ class Classification:
         return {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1),
                 "balanced_acc": sum(recalls) / max(len(recalls), 1),
                 "macro_f1": sum(f1s) / max(len(f1s), 1)}
+
+    def class_scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, K) the scores of the classes: the logits themselves."""
+        return logits
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, K) float32 softmax probabilities."""
+        return torch.softmax(logits.float(), dim=1)
+
+    def read(self, logits: torch.Tensor, classes: list[str], *, top: int
+             ) -> list[dict[str, Any]]:
+        """Per image, "class" and "probability" of the most probable class and "top", the `top`
+        most probable: [{"class": name, "probability": p}, ...]."""
+        values, indices = self.probabilities(logits).topk(min(top, logits.shape[1]), dim=1)
+        return [{"class": classes[ix[0]], "probability": vs[0],
+                 "top": [{"class": classes[i], "probability": p} for p, i in zip(vs, ix)]}
+                for vs, ix in zip(values.cpu().tolist(), indices.cpu().tolist())]

@@ -15,11 +15,14 @@ Conventions, used by the head, the loss, the data and predict alike:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from cnnkit.errors import ConfigError
+from cnnkit.schema import TASK_METRICS
 
 BOX = slice(1, 5)  # the box's columns in both the head's output and the target
 
@@ -124,8 +127,11 @@ class Localization:
                object found with the right class and IoU >= 0.5 (what `train.monitor` watches).
     """
 
-    metrics = ("loss", "acc", "obj_acc", "cls_acc", "iou")
+    name = "localization"
+    metrics = TASK_METRICS[name]
     class_targets = False  # [p_c, x, y, w, h, class] rows, checked by the datasets
+    extra_outputs = 5  # p_c, x, y, w, h before the class scores
+    shown_classes = 1  # cnnkit predict's default --top: the class of the box
 
     def __init__(self, *, loss: str = "squared", box_loss: str = "mse",
                  weights: tuple[float, float, float] = (1.0, 1.0, 1.0), threshold: float = 0.5):
@@ -165,3 +171,25 @@ class Localization:
         n, objects = max(n, 1), max(objects, 1)
         return {"loss": loss_sum / n, "acc": all_right / n, "obj_acc": obj_right / n,
                 "cls_acc": cls_right / objects, "iou": iou_sum / objects}
+
+    def class_scores(self, scores: Tensor) -> Tensor:
+        """(B, 5 + K) -> (B, K): the class scores after p_c and the box."""
+        return scores[:, self.extra_outputs:]
+
+    def probabilities(self, scores: Tensor) -> Tensor:
+        """(B, K) float32 class probabilities of each image's object."""
+        return decode(scores.float())[2]
+
+    def read(self, scores: Tensor, classes: list[str], *, top: int) -> list[dict[str, Any]]:
+        """Per image: object (p_object >= threshold), p_object, class, probability, top (the
+        `top` most probable classes) and box (x, y, w, h as fractions of the image)."""
+        results = []
+        for p, box, probs in zip(*(t.float().cpu() for t in decode(scores))):
+            values, indices = probs.topk(min(top, probs.numel()))
+            best = [{"class": classes[k] if k < len(classes) else str(k),
+                     "probability": round(v, 4)}
+                    for v, k in zip(values.tolist(), indices.tolist())]
+            results.append({"object": bool(p >= self.threshold), "p_object": round(float(p), 4),
+                            "class": best[0]["class"], "probability": best[0]["probability"],
+                            "top": best, "box": [round(float(v), 4) for v in box]})
+        return results

@@ -50,14 +50,6 @@ def build_ema(model: nn.Module, *, decay: float) -> EMA | None:
     return EMA(model, decay=decay) if decay else None
 
 
-def inference_weights(checkpoint: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
-    """The weights to evaluate or predict with: the average where the run kept one (its
-    val_* metrics and best.pt were chosen on it), else the trained weights. Also their name."""
-    if isinstance(checkpoint.get("ema"), dict) and "model" in checkpoint["ema"]:
-        return checkpoint["ema"]["model"], "ema"
-    return checkpoint["model"], "raw"
-
-
 def _split(module: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """The module's parameters and buffers: (floating point, the rest), in a fixed order."""
     tensors = [*module.parameters(), *module.buffers()]

@@ -1,5 +1,5 @@
-"""The per-batch work: one training epoch and one evaluation pass, with metrics that add up
-on the device (the host reads them once per epoch and split)."""
+"""The per-batch work of one training epoch, with metrics that add up on the device (the host
+reads them once per epoch; the evaluation pass is cnnkit/runtime/evaluate.py)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ from torch import nn
 from tqdm import tqdm
 
 from cnnkit.errors import CnnkitError
+from cnnkit.runtime.speed import Speed
 from cnnkit.tasks import Task, main_logits
 from cnnkit.training.distributed import Cluster, all_sum, loss_weight
 from cnnkit.training.ema import EMA
 from cnnkit.training.guards import FiniteWatch, check_every_for, clip_gradients
 from cnnkit.training.log import Progress, RunLog
-from cnnkit.training.speed import Speed
 
 
 @dataclass
@@ -150,21 +150,3 @@ def _joined(outputs: list[Any]) -> Any:
     if len(outputs) == 1:
         return outputs[0]
     return torch.cat([main_logits(o).detach() for o in outputs])
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader, task: Task, *, speed: Speed | None = None,
-             cluster: Cluster | None = None, split: str = "val") -> dict[str, float]:
-    """The task's metrics over `loader`, which holds the split named `split`."""
-    speed = speed or Speed.plain(next(model.parameters()).device)
-    model.eval()
-    totals = None
-    for x, y in loader.batches(0):
-        with speed.autocast():
-            logits = main_logits(model(speed.inputs(x)))
-            batch = task.stats(logits, y, task.loss(logits, y, training=False))
-        totals = batch if totals is None else totals + batch
-    if totals is None:
-        raise CnnkitError(f"evaluate: split '{split}' gave no batches (it is empty, or holds "
-                          f"fewer examples than there are ranks)")
-    return task.summarize(all_sum(totals, cluster or Cluster()))

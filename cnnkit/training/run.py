@@ -32,11 +32,11 @@ from cnnkit.rundir import BEST, LAST, MANIFEST, METRICS
 from cnnkit.rundir.early_stopping import best_index
 from cnnkit.rundir.lock import RunDirectory, lock_directory
 from cnnkit.rundir.metrics import write_metrics
+from cnnkit.runtime.speed import Speed
 from cnnkit.schema import Config
 from cnnkit.tasks import Task
 from cnnkit.training.distributed import Cluster
 from cnnkit.training.ema import EMA
-from cnnkit.training.speed import Speed
 from cnnkit.version import version
 
 

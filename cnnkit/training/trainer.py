@@ -7,13 +7,11 @@ and the task at `model(x)`, `loader.batches(epoch)` and `task.loss/stats/summari
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -21,22 +19,30 @@ from cnnkit.atomic import atomic_write_text
 from cnnkit.config import dump_config, resolve_config
 from cnnkit.data import Data, build_data
 from cnnkit.data.augment import build_augment
-from cnnkit.data.checks import check_splits
 from cnnkit.data.preprocess import resolve_normalization
 from cnnkit.data.shards import batches_per_epoch
-from cnnkit.errors import CnnkitError, ConfigError, DivergenceError
-from cnnkit.models.builder import Network, build_model
+from cnnkit.errors import CnnkitError, DivergenceError
 from cnnkit.models.freeze import freeze_for_training, unfreeze
 from cnnkit.models.weights import load_pretrained, with_pretrained_defaults
 from cnnkit.rundir import BEST, CLASSES, CONFIG, CURVES, LAST, LOAD_REPORT, LOG, MANIFEST, METRICS
 from cnnkit.rundir.early_stopping import improves, should_stop
 from cnnkit.rundir.lock import RunDirectory
 from cnnkit.rundir.metrics import write_metrics
+from cnnkit.runtime.assemble import assemble, resolve_device, seed_everything
+from cnnkit.runtime.evaluate import evaluate
+from cnnkit.runtime.speed import (
+    Speed,
+    compile_model,
+    deterministic,
+    prepare_model,
+    resolve_speed,
+)
 from cnnkit.schema import Config, TrainConfig
-from cnnkit.tasks import Task, build_task
+from cnnkit.tasks import Task
 from cnnkit.training.callbacks import Callback, Checkpoints, Curves, SignalStop
 from cnnkit.training.distributed import (
     Cluster,
+    all_sum,
     check_batch,
     on_main,
     wrap,
@@ -44,7 +50,7 @@ from cnnkit.training.distributed import (
 from cnnkit.training.ema import build_ema
 from cnnkit.training.fit import fit_to_data
 from cnnkit.training.log import RunLog, epoch_line, header_lines, oom_message
-from cnnkit.training.loop import StepEnd, Stepper, evaluate, train_one_epoch
+from cnnkit.training.loop import StepEnd, Stepper, train_one_epoch
 from cnnkit.training.optim import build_optimizer, build_scheduler
 from cnnkit.training.run import (
     Run,
@@ -55,13 +61,6 @@ from cnnkit.training.run import (
     set_lr,
 )
 from cnnkit.training.signals import GracefulStop
-from cnnkit.training.speed import (
-    Speed,
-    compile_model,
-    deterministic,
-    prepare_model,
-    resolve_speed,
-)
 from cnnkit.training.tensorboard import TensorBoardLogger
 
 
@@ -71,56 +70,6 @@ class RunResult:
     model: nn.Module
     history: list[dict[str, Any]] = field(default_factory=list)
     ema: nn.Module | None = None  # the weight average, where train.ema_decay is on
-
-
-def resolve_device(name: str, *, key: str = "train.device") -> torch.device:
-    """`auto` picks cuda, then mps, then cpu; a named device must exist. `key` is what the
-    user wrote it as, for the error (`--device` on the command line)."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"{key}: expected auto, cpu, cuda, cuda:N or mps, "
-                          f"found {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{key}: {name} asked for, but torch sees no CUDA device")
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def prepare(cfg: Config, device: torch.device, *, model: Network | None = None,
-            data: Data | None = None, splits: tuple[str, ...] | None = None
-            ) -> tuple[Network, Data, Task]:
-    """Model and data for a config, checked against each other before any step; `model`, when
-    given, is the config's model already built (with a checkpoint's weights, say), `data` the
-    config's data already built; `splits` the ones used (None: all, training among them)."""
-    if data is None:
-        data = build_data(cfg.data, source=cfg.source, splits=splits)
-    task = build_task(cfg)
-    check_splits(data.splits, num_classes=len(data.classes),
-                 where=f"{cfg.source}: data ({cfg.data.name})", class_targets=task.class_targets,
-                 required=splits or ("train",))
-    model = build_model(cfg) if model is None else model
-    if model.input_shape[0] != data.input_shape[0]:
-        raise ConfigError(f"{cfg.source}: model.input: the model's first layer takes "
-                          f"{model.input_shape[0]} input channels, but {cfg.data.name}'s images "
-                          f"have {data.input_shape[0]}")
-    if tuple(model.input_shape) != tuple(data.input_shape):
-        raise ConfigError(f"{cfg.source}: model.input: the model takes "
-                          f"{list(model.input_shape)}, but {cfg.data.name} gives "
-                          f"{list(data.input_shape)}")
-    task.check(model.output_shape, len(data.classes), source=cfg.source)
-    return model.to(device), data, task
 
 
 def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
@@ -191,7 +140,7 @@ def _run(cfg: Config, out: Path, device: torch.device, cluster: Cluster,
                                  source=cfg.source)] \
         if cfg.train.tensorboard and cluster.is_main else []  # first: a missing package fails
     seed_everything(cfg.train.seed)
-    model, data, task = prepare(cfg, device, data=data)
+    model, data, task = assemble(cfg, device, data=data)
     if checkpoint is None and cfg.model.weights:
         _load_weights(out, cfg, model, data, log=log, write=cluster.is_main)
     freeze_for_training(model, cfg.train, source=cfg.source)
@@ -317,11 +266,12 @@ def _validate(run: Run, loader) -> dict[str, float]:
     stopping and eval follow it) and raw_val_* the trained weights themselves."""
     if loader is None:
         return {}
-    scoring = {"speed": run.speed, "cluster": run.cluster}
+    scoring = {"speed": run.speed, "reduce": lambda totals: all_sum(totals, run.cluster)}
     metrics = _prefixed("val", evaluate(run.ema.module if run.ema else run.model, loader,
-                                        run.task, **scoring))
+                                        run.task, **scoring).metrics)
     if run.ema:
-        metrics.update(_prefixed("raw_val", evaluate(run.model, loader, run.task, **scoring)))
+        metrics.update(_prefixed("raw_val", evaluate(run.model, loader, run.task,
+                                                     **scoring).metrics))
     return metrics
 
 

@@ -1,5 +1,6 @@
 """How a step runs on its device: precision (autocast, GradScaler), memory format, cuDNN
-autotuning and torch.compile. The trainer asks for a `Speed` once and uses it in the loop.
+autotuning and torch.compile. The trainer asks for a `Speed` once and uses it in the loop;
+`cnnkit eval` asks for the same one, so that it scores as the final validation did.
 
 Defaults per device are the fastest sound ones measured by `scripts/bench.py`
 (docs/BENCHMARKS.md): on CUDA bf16 autocast and channels_last; on CPU float32 (CPU bf16
