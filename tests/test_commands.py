@@ -290,8 +290,7 @@ def _check_samples(fam, out, tmp):
 class Case:
     """One command line (format fields filled by Family.fill: {run} {best} {config} {image}
     {images} {conv} {shipped} {tmp} {more}), the flags it covers, and the check of a success.
-    `refusals`: family -> what the one-line error must say (exit 2 expected). `crashes`:
-    family -> the known crash (xfail strict; the lead flips them when the fix lands)."""
+    `refusals`: family -> what the one-line error must say (exit 2 expected)."""
 
     id: str
     argv: tuple[str, ...]
@@ -300,7 +299,6 @@ class Case:
     copy_run: bool = False
     shrink: bool = False
     refusals: dict[str, str] = field(default_factory=dict)
-    crashes: dict[str, str] = field(default_factory=dict)
     data_free: bool = False  # reads no run: run once, not once per family
 
     @property
@@ -308,11 +306,6 @@ class Case:
         return self.argv[0] if self.argv[0] != "visualize" else f"visualize {self.argv[2]}"
 
 
-PRINT_CONFIG_CRASH = ("issue 22: `cnnkit eval RUN --print-config` imports config_of_checkpoint, "
-                      "which a merge removed (ImportError on every run); h22a fixes it")
-FOLDER_AVERAGE_CRASH = ("issue 22: eval --tta and eval A B on class-folder runs: AttributeError "
-                        "'FolderSplit' object has no attribute 'labels' in "
-                        "infer/ensemble.evaluate_average; h22a fixes it")
 CLASSIFICATION_ONLY = "score classification; this checkpoint's task is localization"
 
 CASES = [
@@ -350,13 +343,11 @@ CASES = [
          _check_eval_split, refusals=dict.fromkeys(("digits", "localization"),
                                  "split 'test': this dataset has train, val")),
     Case("eval-tta", ("eval", "{best}", "--tta", "--json"), ("--tta",), _check_eval_average,
-         refusals={"localization": CLASSIFICATION_ONLY},
-         crashes={"folders": FOLDER_AVERAGE_CRASH}),
+         refusals={"localization": CLASSIFICATION_ONLY}),
     Case("eval-average", ("eval", "{best}", "{run}", "--json"), (), _check_eval_average,
-         refusals={"localization": CLASSIFICATION_ONLY},
-         crashes={"folders": FOLDER_AVERAGE_CRASH}),
+         refusals={"localization": CLASSIFICATION_ONLY}),
     Case("eval-print-config", ("eval", "{best}", "--print-config"), ("--print-config",),
-         _check_print_checkpoint_config, crashes=dict.fromkeys(FAMILIES, PRINT_CONFIG_CRASH)),
+         _check_print_checkpoint_config),
     Case("predict-json", ("predict", "{run}", "{image}", "--top", "2", "--json", "--device",
                           "cpu"), ("--top", "--json", "--device"), _check_predict_json),
     Case("predict-csv", ("predict", "{best}", "{images}", "--csv", "{tmp}/p.csv"), ("--csv",),
@@ -389,9 +380,7 @@ def _params():
             yield pytest.param(case, "digits", id=case.id)
             continue
         for name in FAMILIES:
-            marks = [pytest.mark.xfail(strict=True, reason=case.crashes[name])] \
-                if name in case.crashes else []
-            yield pytest.param(case, name, id=f"{case.id}-{name}", marks=marks)
+            yield pytest.param(case, name, id=f"{case.id}-{name}")
 
 
 @pytest.mark.parametrize(("case", "family"), list(_params()))
