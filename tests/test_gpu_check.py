@@ -43,8 +43,12 @@ import os, signal, sys, time
 sys.path.insert(0, "{scripts}")
 import gpu_check
 
-def fine(check, timeout):
+def first(check, timeout):
+    check.facts["gpus"] = 7  # what a later step reads must survive the restarts
     return "pass", "fine"
+
+def after(check, timeout):
+    return "pass", "gpus %s" % check.facts.get("gpus")
 
 def hang(check, timeout):
     time.sleep(3600)
@@ -52,8 +56,8 @@ def hang(check, timeout):
 def die(check, timeout):
     os.kill(os.getpid(), signal.SIGKILL)
 
-gpu_check.STEPS[:] = [("first", 60, fine), ("hangs", 1, hang), ("dies", 60, die),
-                      ("after", 60, fine)]
+gpu_check.STEPS[:] = [("first", 60, first), ("hangs", 1, hang), ("dies", 60, die),
+                      ("after", 60, after)]
 sys.exit(gpu_check.main(sys.argv[2:]))
 PY
 """
@@ -74,6 +78,7 @@ def test_a_step_that_hangs_or_dies_is_a_failed_row_and_the_next_step_runs(tmp_pa
     assert [status for status, *_ in rows.values()] == ["pass", "fail", "fail", "pass"]
     assert rows["hangs"][2].startswith("hung: no end within its 1 s timeout")
     assert rows["dies"][2].startswith("hung: the driver was killed inside this step")
+    assert rows["after"][2] == "gpus 7"  # started twice since `first` ran
     summary = json.loads((out / "gpu_check.json").read_text())
     assert summary["done"] and [s["name"] for s in summary["steps"]] == list(rows)
     assert "[ 4/4] after" in (out / "gpu_check.log").read_text()
