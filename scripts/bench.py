@@ -284,9 +284,11 @@ def section_d(repeats: int, rows: list, *, epochs: int | None) -> None:
 
 # ---------------------------------------------------------------- e: physical terms
 
-def matmul_peak(device: torch.device, *, n: int = 2048, repeats: int = 5) -> float:
-    """This device's measured float32 matmul rate, FLOP/s: best of `repeats` n×n products."""
-    a, b = (torch.randn(n, n, device=device) for _ in range(2))
+def matmul_peak(device: torch.device, *, n: int = 2048, repeats: int = 5,
+                dtype: torch.dtype = torch.float32) -> float:
+    """This device's measured matmul rate at `dtype`, FLOP/s: best of `repeats` n×n
+    products."""
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     best = float("inf")
     for _ in range(repeats + 1):
         sync(device)
@@ -361,13 +363,17 @@ def zoo_side(name: str, device, *, batch: int, size: int, steps: int, precision:
 
 
 def section_c(device, repeats: int, rows: list, *, quick: bool,
-              models: tuple[str, ...] = ZOO) -> None:
+              models: tuple[str, ...] = ZOO, size: int | None = None) -> None:
     if device.type == "cuda":
-        batch, size, steps = 64, 224, 10 if quick else 30
+        batch, size, steps = 64, size or 224, 10 if quick else 30
         variants = {"bf16 channels_last": ("bf16", True), "fp32 NCHW": ("fp32", False)}
     else:
-        batch, size, steps = 8, 64, 2 if quick else 3
+        batch, size, steps = 8, size or 64, 2 if quick else 3
         variants = {"fp32 channels_last": ("fp32", True), "fp32 NCHW": ("fp32", False)}
+    # the matmul rate at the dtype the first variant computes in: bf16 on CUDA (its tensor
+    # cores), fp32 on the CPU (a small product: a smoke run's seconds, not a figure)
+    peak = (matmul_peak(device, n=8192, dtype=torch.bfloat16) if device.type == "cuda"
+            else matmul_peak(device, n=1024, repeats=2))
     for name in models:
         sides = {label: zoo_side(name, device, batch=batch, size=size, steps=steps,
                                  precision=p, channels_last=c)
@@ -386,6 +392,32 @@ def section_c(device, repeats: int, rows: list, *, quick: bool,
             rows.append(("c", where, f"cnnkit vs timm, {first} (images/s)", rates[first],
                          rates["timm bf16 channels_last"],
                          rates[first] / rates["timm bf16 channels_last"], ""))
+        rows.extend(_of_peak(name, device, where, size, rates, first, peak))
+
+
+def image_flops(name: str, device, size: int) -> float:
+    """FLOPs of one image's training step (forward and backward) through the zoo config
+    `name` at size × size, counted by torch.utils.flop_counter on a batch of 2."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = load_config(ROOT / "configs" / f"{name}.yaml", [f"model.input=[3, {size}, {size}]"])
+    model = build_model(cfg).to(device)
+    x = torch.randn(2, 3, size, size, device=device)
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x), torch.zeros(2, dtype=torch.long, device=device)).backward()
+    return counter.get_total_flops() / 2
+
+
+def _of_peak(name: str, device, where: str, size: int, rates: dict[str, float], first: str,
+             peak: float) -> list[tuple]:
+    """Rows of achieved GFLOP/s (images/s × FLOPs an image) against the measured matmul
+    peak, for cnnkit's first variant and timm's model where it ran."""
+    flops = image_flops(name, device, size)
+    dtype = "bf16" if device.type == "cuda" else "fp32"
+    return [("c", where, f"{side}: achieved GFLOP/s ({flops / 1e9:.3g} GFLOP an image) / "
+                         f"{dtype} matmul peak GFLOP/s", rates[side] * flops / 1e9, peak / 1e9,
+             rates[side] * flops / peak, "")
+            for side in (first, "timm bf16 channels_last") if side in rates]
 
 
 def _timm(name: str):
@@ -479,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
                              "4,000); fewer for a smoke run")
     parser.add_argument("--models", nargs="+", default=list(ZOO), metavar="NAME",
                         help=f"zoo configs of section c (default: {' '.join(ZOO)})")
+    parser.add_argument("--image-size", type=int, metavar="PX",
+                        help="section c's image side (default: 224 on CUDA, 64 on a CPU)")
     parser.add_argument("--profile", type=int, metavar="BATCH",
                         help="also profile one epoch of cnnkit's defaults at this batch")
     parser.add_argument("--write", action="store_true", help="update the --doc file")
@@ -506,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         _print_rows(rows, "e")
     if "c" in args.sections:
         section_c(device, max(2, args.repeats // 2), rows, quick=args.quick,
-                  models=tuple(args.models))
+                  models=tuple(args.models), size=args.image_size)
         _print_rows(rows, "c")
     after = uptime()
     print(f"load after: {after}")

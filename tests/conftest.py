@@ -36,6 +36,17 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config, items):
+    """A test marked `cuda` skips where torch sees no CUDA device: the one place that decides,
+    so `-m cuda` (scripts/gpu_check.sh) selects exactly the tests a GPU machine must run."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def write_config(tmp_path):
     """write_config(dict=SMALL_CONV, name=...) -> path of a YAML file in tmp_path."""

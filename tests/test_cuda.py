@@ -11,7 +11,7 @@ from cnnkit.tasks import Classification
 from cnnkit.training.loop import Stepper, train_one_epoch
 from cnnkit.training.trainer import train
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = pytest.mark.cuda  # skipped without a CUDA device (tests/conftest.py)
 CUDA = torch.device("cuda")
 
 

@@ -146,7 +146,7 @@ def test_localization_honours_device(cli, locator):
     assert cli("predict", checkpoint, image, "--device", "cpu")[0] == 0
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_localization_runs_on_cuda(cli, locator):
     checkpoint, image = locator
     predictor = load_predictor(checkpoint, device=torch.device("cuda"))

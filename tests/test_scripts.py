@@ -37,6 +37,8 @@ QUICK_OPTIONS = {
     "localization_canvases.py": ("--n", "--out", "--set"),
     "docs_pictures.sh": ("--quick", "--out"),
     "hand_train.py": ("--out", "--epochs"),
+    "gpu_check.py": ("--cpu-dry-run", "--work", "--resume", "--steps", "--budget"),
+    "gpu_check.sh": ("--cpu-dry-run", "--steps", "--budget"),  # tests/test_gpu_check.py
 }
 NUMBER = r"[-+\d.e]+"  # a printed float, as `{x:.4g}` writes it
 
