@@ -1,0 +1,1 @@
+"""Experiments: many runs of one config, each a run directory (searches on Optuna)."""
