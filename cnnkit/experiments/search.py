@@ -49,6 +49,7 @@ from cnnkit.atomic import atomic_write_text
 from cnnkit.config import dump_config, load_config
 from cnnkit.errors import CnnkitError, ConfigError, RunPruned, TrainingStopped
 from cnnkit.experiments.space import Dim, check_space, parse_space
+from cnnkit.training.early_stopping import best_value
 from cnnkit.training.names import short_hash
 from cnnkit.training.rundir import RunDirectory, is_locked, lock_directory, read_manifest
 from cnnkit.training.sweep import override
@@ -299,17 +300,6 @@ def _orphaned(frozen, manifest: dict | None) -> bool:
     except OSError:
         return False
     return False
-
-
-def best_value(history: list[dict[str, float]], monitor: str) -> float:
-    """The run's best monitored value: best.pt's (a val_* monitor without a validation split
-    reads train_*)."""
-    from cnnkit.training.callbacks import monitored
-
-    values = [monitored(row, monitor) for row in history]
-    if not values:
-        return float("nan")
-    return min(values) if monitor.endswith("loss") else max(values)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from cnnkit.errors import RunPruned, TrainingStopped
 from cnnkit.training.curves import CurvePlotter
+from cnnkit.training.early_stopping import monitored
 from cnnkit.training.run import save
 from cnnkit.training.signals import GracefulStop
 
@@ -106,12 +107,6 @@ class Pruning(Callback):
         value = monitored(row, monitor)
         if self.report(row["epoch"], value):
             raise RunPruned(f"pruned after epoch {row['epoch']}: {monitor} {value:.4f}")
-
-
-def monitored(row: dict[str, Any], monitor: str) -> float:
-    """An epoch's train.monitor value; without a validation split a val_* monitor reads its
-    train_* column (as best.pt does)."""
-    return row[monitor] if monitor in row else row["train_" + monitor.split("_", 1)[1]]
 
 
 def stopped(run: Run, stop: GracefulStop) -> TrainingStopped:
