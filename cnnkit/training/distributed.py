@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -24,6 +25,8 @@ from torch import nn
 from cnnkit.errors import CnnkitError, ConfigError
 
 T = TypeVar("T")
+# gloo's and NCCL's words for a peer that is gone or silent
+_LOST = re.compile(r"gloo|nccl|connection (reset|closed|refused)|timed out|timeout", re.I)
 
 
 @dataclass(frozen=True)
@@ -66,11 +69,15 @@ class Cluster:
 
     def explain(self, exc: BaseException) -> BaseException:
         """A collective that failed because another process of the job died or stopped
-        answering, as one line naming the cause; any other error unchanged."""
-        if not self.active or not isinstance(exc, dist.DistError):
+        answering (gloo raises a bare RuntimeError), as one line naming the cause; any
+        other error unchanged."""
+        text = str(exc)
+        if not self.active or not (isinstance(exc, dist.DistError) or (
+                isinstance(exc, RuntimeError) and _LOST.search(text))):
             return exc
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        cause = lines[0] if lines else type(exc).__name__
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        cause = re.sub(r"^\[[^\]]*\]\s*", "", lines[0]) if lines else type(exc).__name__
+        cause = cause.split(". This is typically")[0]  # gloo's advice, not the cause
         return CnnkitError(f"rank {self.rank} of {self.world_size}: lost the other processes "
                            f"of this torchrun job (a node died, or did not answer within "
                            f"train.dist_timeout): {cause[:300]}")
