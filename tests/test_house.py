@@ -23,6 +23,7 @@ LAYERS = (
     ("cnnkit.models",),
     ("cnnkit.tasks",),
     ("cnnkit.training",),
+    ("cnnkit.experiments",),  # many runs of one config: sweeps and searches call train()
     ("cnnkit.infer",),
     ("cnnkit.inspect",),
     ("cnnkit.cli", "cnnkit.__main__"),

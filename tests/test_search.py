@@ -220,14 +220,28 @@ def test_two_processes_share_a_postgresql_study(tiny, tmp_path):
     if not url:
         pytest.skip("no PostgreSQL server: CNNKIT_TEST_POSTGRES is unset (.ci/run starts one "
                     "where PostgreSQL is installed)")
+    url = _fresh_database(url)  # two workers that find it empty both create the tables
     out = tmp_path / "s"
-    name = f"test-{os.getpid()}-{time.time_ns()}"  # a study of its own in the shared server
+    name = "shared"
     logs = _two_workers(tiny, out, tmp_path, "--storage", url, "--study", name)
     assert not (out / "study.journal").exists()
     study = optuna.load_study(study_name=name, storage=url)
     _exactly_six(study, logs, out)
     assert yaml.safe_load((out / "search.json").read_text())["storage"].startswith(
         "postgresql+psycopg://")
+
+
+def _fresh_database(url: str) -> str:
+    """A new, empty database on the server at `url`; its URL."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    server = make_url(url)
+    name = f"cnnkit_test_{os.getpid()}_{time.time_ns()}"
+    plain = server.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(plain, autocommit=True) as db:
+        db.execute(f"CREATE DATABASE {name}")
+    return server.set(database=name).render_as_string(hide_password=False)
 
 
 @pytest.mark.slow

@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,25 +133,44 @@ def open_storage(out: Path, url: str | None):
     if url.startswith("postgresql"):
         engine["connect_args"] = {"connect_timeout": 10}  # seconds; psycopg's default waits
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+        return _racing(lambda: optuna.storages.RDBStorage(url, engine_kwargs=engine))
     except Exception as exc:  # refused, unknown host, bad password, no driver: one line
         raise CnnkitError(f"--storage {shown(url)}: cannot open the study's database "
                           f"({_one_line(exc)})") from None
+
+
+def _racing(fn: Callable[[], Any], *, tries: int = 4) -> Any:
+    """fn() again where another worker made the same thing at the same moment: two
+    processes that create Optuna's tables (or the study, or its record) in a fresh database
+    at once collide in PostgreSQL (a unique violation, "already exists"); the loser's second
+    try finds them made. An unreachable server (OperationalError) is not retried."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(tries):
+        try:
+            return fn()
+        except (IntegrityError, ProgrammingError):
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def open_study(search: Search, storage, name: str, *, pruner=None):
     optuna = import_optuna()
     samplers = {"random": optuna.samplers.RandomSampler,
                 "tpe": lambda: optuna.samplers.TPESampler(constant_liar=True)}
-    try:  # constant_liar: running trials count as bad, so parallel workers spread out
+
+    def opened():  # constant_liar: running trials count as bad, so workers spread out
         study = optuna.create_study(
             storage=storage, study_name=name, direction=search.direction,
             sampler=samplers[search.method](), load_if_exists=True,
             pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=5))
-        found = study.user_attrs.get("cnnkit")
-        if found is None:
+        if "cnnkit" not in study.user_attrs:
             study.set_user_attr("cnnkit", search.record())
-            found = study.user_attrs["cnnkit"]
+        return study, study.user_attrs["cnnkit"]
+
+    try:
+        study, found = _racing(opened)
     except Exception as exc:
         raise CnnkitError(f"study {name}: cannot be opened ({_one_line(exc)})") from None
     if found != search.record():
@@ -235,14 +255,15 @@ class Worker:
             return trial.should_prune()
 
         at = f"[trial {trial.number}/{self.search.trials}]"
-        shown_values = " ".join(override(k, v) for k, v in values.items())
+        shown_values = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else override(k, v)
+                                for k, v in values.items())
         try:
             result = train(self.search.config, out_dir=run_dir, resume=resume, quiet=True,
                            overrides=tuple(overrides), callbacks=[Pruning(report)],
                            command=["cnnkit", "sweep", str(self.search.config), "--search",
                                     self.search.method, f"(trial {trial.number})"])
         except RunPruned as exc:
-            self.study.tell(trial.number, state=_states().PRUNED)
+            _tell(self.study, trial, state=_states().PRUNED)
             self.log(f"{at} {shown_values}: {exc}")
             return
         except TrainingStopped:
@@ -258,7 +279,7 @@ class Worker:
             self.log(f"{at} {shown_values}: failed: {reason}")
             return
         value = best_value(result.history, self.search.monitor)
-        self.study.tell(trial.number, value)
+        _tell(self.study, trial, value)
         self.log(f"{at} {shown_values}: finished, {self.search.monitor} {value:.4f}")
 
     def _settle(self, trial, run_dir: Path, status: str, reason: str | None) -> None:
@@ -266,16 +287,16 @@ class Worker:
 
         states = _states()
         if status == "finished":
-            value = best_value(read_history(run_dir), self.search.monitor)
-            self.study.tell(trial.number, value)
+            _tell(self.study, trial, best_value(read_history(run_dir),
+                                                       self.search.monitor))
         elif status == "pruned":
-            self.study.tell(trial.number, state=states.PRUNED)
+            _tell(self.study, trial, state=states.PRUNED)
         else:
             self._fail(trial, run_dir, reason or "failed")
 
     def _fail(self, trial, run_dir: Path, reason: str) -> None:
-        trial.set_user_attr("fail_reason", reason)
-        self.study.tell(trial.number, state=_states().FAIL)
+        if not _tell(self.study, trial, state=_states().FAIL, reason=reason):
+            return
         if read_manifest(run_dir) if run_dir.is_dir() else None:
             return  # the run directory already says failed
         run_dir.mkdir(parents=True, exist_ok=True)  # failed before train() opened it
@@ -285,14 +306,33 @@ class Worker:
                                ).close("failed", reason)
 
 
-def _orphaned(frozen, manifest: dict | None) -> bool:
-    """A RUNNING trial nobody trains: its run directory unlocked, or (none yet) its worker
-    on this host gone."""
-    if manifest is not None:
-        return manifest.get("status") != "running"  # read_manifest: unlocked reads so
-    pid, _, host = frozen.user_attrs.get("worker", "").partition(" ")
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+def _tell(study, trial, value: float | None = None, *, state=None,
+          reason: str | None = None) -> bool:
+    """study.tell, where another worker may have told the same trial first (from the same
+    run directory, so with the same outcome): False then."""
+    optuna = import_optuna()
+    try:
+        if reason is not None:
+            trial.set_user_attr("fail_reason", reason)
+        study.tell(trial.number, value, state=state)
+    except optuna.exceptions.UpdateFinishedTrialError:
         return False
+    return True
+
+
+def _orphaned(frozen, manifest: dict | None) -> bool:
+    """A RUNNING trial nobody trains: its run directory unlocked ("interrupted"); or ended,
+    or never opened, by a worker on this host that is gone."""
+    if manifest is not None and manifest.get("status") == "interrupted":
+        return True  # read_manifest: "running" with its lock free
+    if manifest is not None and manifest.get("status") == "running":
+        return False
+    if manifest is not None:  # ended: its worker may be about to tell the study itself
+        pid, host = str(manifest.get("pid")), manifest.get("host")
+    else:
+        pid, _, host = frozen.user_attrs.get("worker", "").partition(" ")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return manifest is not None  # elsewhere: settled by whoever comes first (_tell)
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
