@@ -268,3 +268,37 @@ def test_a_killed_workers_trial_is_resumed_and_the_study_still_has_n(tiny, tmp_p
     first_run = _records(out)[0]
     assert first_run.status == "finished" and len(first_run.history) == 4 and done >= 1
     assert "resum" in (out / "trial-0000" / "train.log").read_text()
+
+
+def _kinds(tmp_path: Path) -> dict[str, dict]:
+    from tests.conftest import LOCALIZATION_TINY
+    from tests.imagefiles import write_class_folders
+
+    root = write_class_folders(tmp_path / "folders")
+    return {
+        "digits": {**TINY, "train": {**TINY["train"], "epochs": 2}},
+        "imagefolder": {"model": {"input": [3, 16, 16], "layers": [["Flatten"], ["Linear", 2]]},
+                        "data": {"name": "imagefolder", "root": str(root), "image_size": 16,
+                                 "workers": 0},
+                        "train": {"batch_size": 4, "epochs": 2}},
+        "localization": {**LOCALIZATION_TINY, "data": {**LOCALIZATION_TINY["data"],
+                                                       "train_size": 100, "val_size": 50},
+                         "train": {**LOCALIZATION_TINY["train"], "epochs": 2}},
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["digits", "imagefolder", "localization"])
+def test_a_search_on_each_kind_of_run(kind, write_config, tmp_path, monkeypatch):
+    from cnnkit.experiments.best import best_config
+    from cnnkit.experiments.search import plan_search, run_search
+
+    monkeypatch.setenv("CNNKIT_CACHE_DIR", str(tmp_path / "cache"))
+    config = write_config(_kinds(tmp_path)[kind], name=f"{kind}.yaml")
+    search = plan_search(config, space=[LR, "train.weight_decay=uniform(0, 0.01)"],
+                         trials=2, method="tpe")
+    trials = run_search(search, tmp_path / "s", log=lambda line: None)
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert [list(t.intermediate_values) for t in trials] == [[1, 2], [1, 2]]  # every epoch
+    (tmp_path / "best.yaml").write_text(best_config(tmp_path / "s"))
+    assert load_config(tmp_path / "best.yaml").train.lr in {t.params["train.lr"] for t in trials}
