@@ -74,4 +74,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _command() -> str:
-    return shlex.join(["cnnkit", *sys.argv[1:]])
+    """This command again (it resumes the search), the storage's password hidden."""
+    from cnnkit.experiments.search import shown
+
+    argv, after_storage = [], False
+    for arg in sys.argv[1:]:
+        if after_storage:
+            arg = shown(arg)
+        elif arg.startswith("--storage="):
+            arg = "--storage=" + shown(arg.removeprefix("--storage="))
+        argv.append(arg)
+        after_storage = arg == "--storage"
+    return shlex.join(["cnnkit", *argv])

@@ -78,7 +78,7 @@ class Search:
 
     def record(self) -> dict[str, Any]:
         return {"space": [d.text for d in self.space], "sets": self.sets,
-                "trials": self.trials, "monitor": self.monitor, "config": self.digest}
+                "trials": self.trials, "monitor": self.monitor, "config_digest": self.digest}
 
 
 def trial_dir(number: int) -> str:
