@@ -134,6 +134,9 @@ def test_a_search_in_one_process(cli, tiny, tmp_path):
     assert json.dumps([cfg.train.lr, cfg.train.batch_size]) in values
     study = _study(out)
     assert [t.state.name for t in study.get_trials()] == ["COMPLETE"] * 3
+    code, said, err = cli("plot", out, "--out", tmp_path / "by_key.png")
+    assert code == 0 and said.endswith(": 3 trials\n"), err
+    assert (tmp_path / "by_key.png").stat().st_size > 1000
     # the same command again: the study is full, nothing more is trained
     code, text, _ = cli("sweep", tiny, "--search", "random", "--trials", "3", "--space", LR,
                         "--space", "train.batch_size=choice(25, 50)", "--out", out)

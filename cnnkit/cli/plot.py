@@ -10,10 +10,12 @@ from cnnkit.errors import CnnkitError
 
 EPILOG = """examples:
   cnnkit plot runs/mnist_dense runs/mnist_conv --out runs/model1_vs_model2.png
-  cnnkit plot runs/a runs/b --metric val_loss --out loss.png"""
+  cnnkit plot runs/a runs/b --metric val_loss --out loss.png
+  cnnkit plot runs/tpe_search --out by_key.png   # a search: the metric against each key"""
 
 def run(args: argparse.Namespace) -> int:
     from cnnkit.errors import display
+    from cnnkit.experiments.plot import is_search, plot_search
     from cnnkit.training.curves import plot_runs, read_metrics
     from cnnkit.training.names import distinct_tails, key_columns, run_name
     from cnnkit.training.rundirs import (
@@ -25,6 +27,10 @@ def run(args: argparse.Namespace) -> int:
         seed_groups,
     )
 
+    if len(args.run_dirs) == 1 and is_search(args.run_dirs[0]):  # the metric by searched key
+        drawn = plot_search(args.run_dirs[0], args.out, metric=args.metric)
+        print(display(f"wrote {args.out}: {drawn} trials"))
+        return 0
     # a folder of runs (a sweep, say) stands for every run under it that has an epoch
     paths = [p for d in args.run_dirs
              for p in ([r for r in find_runs(d) if (r / "metrics.csv").exists()]
@@ -64,7 +70,8 @@ def register(sub, common, overrides) -> argparse.ArgumentParser:
                     "from each RUN_DIR/metrics.csv). A folder stands for the runs under it (a "
                     "sweep); runs that differ only by train.seed are one line, their mean, with "
                     "a band of ± one sd. Runs that share a folder name are labelled by the "
-                    "shortest distinct tail of their paths.",
+                    "shortest distinct tail of their paths. A search folder (cnnkit sweep "
+                    "--search) is drawn as each trial's best value against each searched key.",
         epilog=EPILOG, formatter_class=HelpFormatter)
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                    help="run directories, each holding a metrics.csv, or folders of runs")
