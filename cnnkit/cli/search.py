@@ -27,9 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def wanted(args: argparse.Namespace) -> bool:
     """Whether the command is a search; a search flag without --search is an error."""
-    given = [flag for flag, value in (("--trials", args.trials), ("--space", args.space),
+    given = [flag for flag, value in (("--trials", args.trials), ("--space", args.space or None),
                                       ("--storage", args.storage), ("--study", args.study))
-             if value]
+             if value is not None]
     if args.search is None and given:
         from cnnkit.errors import ConfigError
 

@@ -47,7 +47,7 @@ from typing import Any
 
 from cnnkit import __version__
 from cnnkit.atomic import atomic_write_text
-from cnnkit.config import dump_config, load_config
+from cnnkit.config import config_to_dict, load_config
 from cnnkit.errors import CnnkitError, ConfigError, RunPruned, TrainingStopped
 from cnnkit.experiments.space import Dim, check_space, parse_space
 from cnnkit.training.early_stopping import best_value
@@ -59,6 +59,7 @@ SEARCH_FILE = "search.json"  # what DIR holds: the search's command, storage and
 JOURNAL = "study.journal"
 SURPLUS = "cnnkit_surplus"
 METHODS = ("random", "tpe")
+MAY_DIFFER = ("out", "data.root")  # where each machine keeps things, not what is searched
 INSTALL = "pip install 'cnnkit[search]' (or: pip install optuna)"
 
 
@@ -70,14 +71,16 @@ class Search:
     trials: int
     method: str
     monitor: str
-    digest: str  # of the resolved config with --set: every worker must search the same one
+    digest: str  # of the config with --set (but out, data.root): every worker's must agree
 
     @property
     def direction(self) -> str:
         return "minimize" if self.monitor.endswith("loss") else "maximize"
 
     def record(self) -> dict[str, Any]:
-        return {"space": [d.text for d in self.space], "sets": self.sets,
+        """What every worker of the study must agree on (data.root may differ by machine)."""
+        sets = [s for s in self.sets if s.partition("=")[0].strip() not in MAY_DIFFER]
+        return {"space": [d.text for d in self.space], "sets": sets,
                 "trials": self.trials, "monitor": self.monitor, "config_digest": self.digest}
 
 
@@ -95,8 +98,11 @@ def plan_search(config: str | Path, *, space: list[str], sets: list[str] = (), t
     dims = parse_space(list(space), sets=list(sets))
     check_space(config, dims, sets=list(sets))
     cfg = load_config(config, list(sets))
+    same = config_to_dict(cfg)  # what every worker must search; paths may differ by machine
+    same.pop("out", None)
+    same["data"].pop("root", None)  # MAY_DIFFER
     return Search(Path(config), dims, list(sets), trials, method, cfg.train.monitor,
-                  short_hash(dump_config(cfg)))
+                  short_hash(json.dumps(same, sort_keys=True, default=str)))
 
 
 def import_optuna():
