@@ -25,6 +25,11 @@ class DivergenceError(CnnkitError):
     """The training loss became NaN or infinite; nothing from that point on was saved."""
 
 
+class RunPruned(Exception):
+    """A search's pruner ended the trial after an epoch (its checkpoint saved): not an error;
+    the run directory's manifest says `pruned`."""
+
+
 class TrainingStopped(Exception):
     """SIGINT or SIGTERM stopped training after a checkpoint was saved (not an error: the CLI
     prints the resume command and exits 128 + the signal number, as shells do)."""

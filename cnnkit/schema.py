@@ -232,6 +232,9 @@ class TrainConfig:
     # deterministic algorithms and cuDNN settings: a GPU run repeats bit for bit (slower;
     # an op without a deterministic version stops the run, named)
     deterministic: bool = False
+    # under torchrun: seconds a process waits for the others (to join, in a collective)
+    # before it stops with an error naming the cause; torch's own default is 30 minutes
+    dist_timeout: float = ranged(300.0, gt=0, text="a positive number of seconds")
 
 
 # what each task (tasks/) reports: the one list its `metrics` and validate.py's check of

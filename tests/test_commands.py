@@ -169,6 +169,18 @@ def _check_sweep(fam, out, tmp):
     assert len(_rows(metrics)) == 1 and "1 runs: 1 finished" in out, out
 
 
+def _check_search(fam, out, tmp):
+    (trial,) = sorted((tmp / "search").glob("trial-*/metrics.csv"))
+    assert len(_rows(trial)) == 1, out
+    assert (tmp / "study.db").stat().st_size > 0  # the study went to --storage
+
+
+def _check_best_config(fam, out, tmp):
+    config = yaml.safe_load(out)
+    assert config["model"] and config["train"] and "out" not in config, out
+    assert out.startswith("# the best of 1 finished runs"), out
+
+
 def _check_runs_json(fam, out, tmp):
     table = json.loads(out)
     (row,) = table["runs"]
@@ -323,6 +335,14 @@ CASES = [
                    "train.epochs=1"),
          ("--grid", "--seeds", "--out", "--jobs", "--threads", "--yes", "--set"),
          _check_sweep, shrink=True),
+    Case("sweep-search", ("sweep", "{config}", "--search", "random", "--trials", "1", "--space",
+                          "train.lr=loguniform(1.0e-3, 1.0e-2)", "--storage",
+                          "sqlite:///{tmp}/study.db", "--study", "matrix", "--out",
+                          "{tmp}/search", "--set", "train.epochs=1"),
+         ("--search", "--trials", "--space", "--storage", "--study", "--out", "--set"),
+         _check_search, shrink=True),
+    Case("runs-best-config", ("runs", "{run}", "--best-config"), ("--best-config",),
+         _check_best_config),
     Case("runs-json", ("runs", "{run}", "--sort", "val_loss", "--json"), ("--sort", "--json"),
          _check_runs_json),
     Case("runs-csv", ("runs", "{run}", "--csv"), ("--csv",), _check_runs_csv),

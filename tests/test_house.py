@@ -27,7 +27,7 @@ LAYERS = (
     ("cnnkit.tasks",),
     ("cnnkit.runtime",),
     ("cnnkit.training",),
-    ("cnnkit.experiments",),
+    ("cnnkit.experiments",),  # many runs of one config: sweeps and searches call train()
     ("cnnkit.infer",),
     ("cnnkit.inspect",),
     ("cnnkit.cli", "cnnkit.__main__", "cnnkit"),

@@ -8,12 +8,18 @@ from cnnkit.cli import HelpFormatter
 
 EPILOG = """examples:
   cnnkit plot runs/mnist_dense runs/mnist_conv --out runs/model1_vs_model2.png
-  cnnkit plot runs/a runs/b --metric val_loss --out loss.png"""
+  cnnkit plot runs/a runs/b --metric val_loss --out loss.png
+  cnnkit plot runs/tpe_search --out by_key.png   # a search: the metric against each key"""
 
 def run(args: argparse.Namespace) -> int:
     from cnnkit.errors import display
     from cnnkit.experiments.plot import compare_runs
+    from cnnkit.experiments.search_plot import is_search, plot_search
 
+    if len(args.run_dirs) == 1 and is_search(args.run_dirs[0]):  # the metric by searched key
+        drawn = plot_search(args.run_dirs[0], args.out, metric=args.metric)
+        print(display(f"wrote {args.out}: {drawn} trials"))
+        return 0
     compare_runs(args.run_dirs, args.out, metric=args.metric, bands=not args.no_bands)
     print(display(f"wrote {args.out}"))
     return 0
@@ -26,7 +32,8 @@ def register(sub, common, overrides) -> argparse.ArgumentParser:
                     "from each RUN_DIR/metrics.csv). A folder stands for the runs under it (a "
                     "sweep); runs that differ only by train.seed are one line, their mean, with "
                     "a band of ± one sd. Runs that share a folder name are labelled by the "
-                    "shortest distinct tail of their paths.",
+                    "shortest distinct tail of their paths. A search folder (cnnkit sweep "
+                    "--search) is drawn as each trial's best value against each searched key.",
         epilog=EPILOG, formatter_class=HelpFormatter)
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                    help="run directories, each holding a metrics.csv, or folders of runs")

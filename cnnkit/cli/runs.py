@@ -10,11 +10,24 @@ from cnnkit.cli import HelpFormatter
 def run(args: argparse.Namespace) -> int:
     from cnnkit.experiments.table import runs_table, to_csv, to_json, to_text
 
+    if args.best_config:
+        return _best_config(args)
     table = runs_table(args.dirs, sort=args.sort)
     # a closed pipe (`cnnkit runs DIR | head`) ends quietly in cnnkit.cli.main, as for every
     # command
     print(to_json(table) if args.json else to_csv(table) if args.csv else to_text(table),
           end="" if args.csv else "\n", flush=True)
+    return 0
+
+
+def _best_config(args: argparse.Namespace) -> int:
+    from cnnkit.errors import ConfigError
+    from cnnkit.experiments.best import best_config
+
+    if len(args.dirs) != 1 or args.sort or args.json or args.csv:
+        raise ConfigError("--best-config takes one DIR (a search or a folder of runs) and no "
+                          "--sort, --json or --csv")
+    print(best_config(args.dirs[0]), end="", flush=True)
     return 0
 
 
@@ -27,11 +40,16 @@ def register(sub, common, overrides) -> argparse.ArgumentParser:
         epilog="""examples:
   cnnkit runs runs/sweep_mnist_conv
   cnnkit runs runs/ --sort val_loss
-  cnnkit runs runs/a runs/b --csv > runs.csv""", formatter_class=HelpFormatter)
+  cnnkit runs runs/a runs/b --csv > runs.csv
+  cnnkit runs runs/tpe --best-config > best.yaml && cnnkit train best.yaml""",
+        formatter_class=HelpFormatter)
     p.add_argument("dirs", nargs="+", metavar="DIR", help="run directories or folders of runs")
     p.add_argument("--sort", metavar="METRIC",
                    help="show METRIC (default: the runs' train.monitor), best runs first")
     form = p.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="the table as JSON")
     form.add_argument("--csv", action="store_true", help="one CSV row per run")
+    form.add_argument("--best-config", action="store_true",
+                      help="print the best finished run's resolved config as YAML (for "
+                           "cnnkit train): the result of a search")
     return p

@@ -7,12 +7,16 @@ import shlex
 import sys
 
 from cnnkit.cli import HelpFormatter
+from cnnkit.cli.search import add_arguments as add_search_arguments
 
 
 def run(args: argparse.Namespace) -> int:
+    from cnnkit.cli import search
     from cnnkit.errors import TrainingStopped
     from cnnkit.experiments.sweep import plan_sweep, run_sweep
 
+    if search.wanted(args):
+        return search.run(args)
     plan = plan_sweep(args.config, grids=args.grid, seeds=args.seeds, sets=args.set,
                       yes=args.yes)
     try:
@@ -51,13 +55,19 @@ def _command(args: argparse.Namespace) -> str:
 
 def register(sub, common, overrides) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "sweep", parents=[common, overrides], help="train a config over a grid of values",
+        "sweep", parents=[common, overrides],
+        help="train a config over a grid of values, or search (random, TPE)",
         description="Train one run per combination of the grids' values (and seeds), each in "
-                    "OUT/NAME; run it again to skip finished runs and resume interrupted ones.",
+                    "OUT/NAME; run it again to skip finished runs and resume interrupted ones. "
+                    "With --search, an Optuna study of --trials runs drawn from --space, each "
+                    "in OUT/trial-NNNN: run the same command in several processes or machines "
+                    "to share the trials.",
         epilog="""examples:
   cnnkit sweep mnist_conv --grid 'train.lr=[0.001, 0.005, 0.02]' --seeds 0 1 2 --out runs/lr
   cnnkit sweep mnist_conv --grid 'train.batch_size=[100, 1000]' --jobs 2 --out runs/bs
-  cnnkit sweep mnist_best --grid 'data.fold=[0, 1, 2, 3, 4]' --set data.folds=5 --out runs/cv""",
+  cnnkit sweep mnist_best --grid 'data.fold=[0, 1, 2, 3, 4]' --set data.folds=5 --out runs/cv
+  cnnkit sweep mnist_conv --search tpe --trials 20 --out runs/tpe \\
+      --space 'train.lr=loguniform(1.0e-4, 0.05)' --space 'train.batch_size=choice(64, 256)'""",
         formatter_class=HelpFormatter)
     p.add_argument("config", help="a config file, or a shipped config's name (e.g. mnist_conv)")
     p.add_argument("--grid", action="append", default=[], metavar="KEY.PATH=[V1, V2, ...]",
@@ -72,4 +82,5 @@ def register(sub, common, overrides) -> argparse.ArgumentParser:
                    help="torch threads per run (default: the cores / --jobs), recorded so a "
                         "resumed run keeps them")
     p.add_argument("--yes", action="store_true", help="allow more than 1,000 runs")
+    add_search_arguments(p)
     return p

@@ -25,6 +25,21 @@ def improves(value: float, best: float | None, monitor: str, *, min_delta: float
     return value < best - min_delta if monitor.endswith("loss") else value > best + min_delta
 
 
+def monitored(row: dict[str, Any], monitor: str) -> float:
+    """An epoch's train.monitor value; without a validation split a val_* monitor reads its
+    train_* column (as best.pt does)."""
+    return row[monitor] if monitor in row else row["train_" + monitor.split("_", 1)[1]]
+
+
+def best_value(history: list[dict[str, Any]], monitor: str) -> float:
+    """The run's best monitored value, best.pt's (NaN for no history)."""
+    best = None
+    for row in history:
+        if improves(monitored(row, monitor), best, monitor):
+            best = monitored(row, monitor)
+    return math.nan if best is None else best
+
+
 def best_index(history: list[dict[str, Any]], monitor: str, *,
                min_delta: float = 0.0) -> int | None:
     """Where `monitor` last beat its best by more than `min_delta` (None for no history)."""

@@ -12,10 +12,12 @@ the process that took it.
 
     {"format": 1, "cnnkit": "0.4.0", "torch": "2.5.1", "created": "2026-...Z",
      "updated": "...Z", "command": ["cnnkit", "train", ...], "config": "config.yaml",
-     "status": "running" | "finished" | "interrupted" | "failed", "epoch": 3, "epochs": 10,
+     "status": "running" | "finished" | "interrupted" | "failed" | "pruned", "epoch": 3,
+     "epochs": 10,
      "reason": null or one line, "pid": 4242, "host": "node7"}
 
-A process killed with SIGKILL leaves "running" with no lock held: `read_manifest` reports
+"pruned": a search's pruner ended it after an epoch (cnnkit/experiments/search.py). A process
+killed with SIGKILL leaves "running" with no lock held: `read_manifest` reports
 that as "interrupted". Only the standard library is imported here (no torch), so sweeps and
 other readers can use it cheaply.
 """

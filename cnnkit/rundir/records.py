@@ -30,7 +30,7 @@ class RunRecord:
     path: Path
     config: dict[str, Any] = field(default_factory=dict)  # config.yaml; {} where missing
     history: list[dict[str, float]] = field(default_factory=list)  # metrics.csv's rows
-    status: str = "not started"  # finished, interrupted, failed, running, not started
+    status: str = "not started"  # finished, interrupted, failed, pruned, running, not started
     epochs: int = 0  # planned (train.epochs)
     reason: str | None = None  # a failure's one line
     planned: dict[str, Any] = field(default_factory=dict)  # a sweep's overrides, key -> value

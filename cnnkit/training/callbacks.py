@@ -16,11 +16,13 @@ On CUDA `on_step_end` runs between queued kernels: reading a tensor there (`.ite
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnnkit.errors import TrainingStopped
+from cnnkit.errors import RunPruned, TrainingStopped
 from cnnkit.rundir import LAST
+from cnnkit.rundir.early_stopping import monitored
 from cnnkit.training.curves import CurvePlotter
 from cnnkit.training.run import save
 from cnnkit.training.signals import GracefulStop
@@ -91,6 +93,21 @@ class SignalStop(Callback):
     def on_epoch_end(self, run: Run, row: dict[str, Any]) -> None:
         if self.stop.requested:
             raise stopped(run, self.stop)
+
+
+class Pruning(Callback):
+    """Hands the monitored metric to a search after every epoch (its save is done); where
+    the search says prune, the run ends with RunPruned and its manifest says `pruned`.
+    `report(epoch, value) -> bool` is the search's (cnnkit/experiments/search.py)."""
+
+    def __init__(self, report: Callable[[int, float], bool]):
+        self.report = report
+
+    def on_epoch_end(self, run: Run, row: dict[str, Any]) -> None:
+        monitor = run.cfg.train.monitor
+        value = monitored(row, monitor)
+        if self.report(row["epoch"], value):
+            raise RunPruned(f"pruned after epoch {row['epoch']}: {monitor} {value:.4f}")
 
 
 def stopped(run: Run, stop: GracefulStop) -> TrainingStopped:

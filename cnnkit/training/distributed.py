@@ -11,7 +11,9 @@ Without torchrun (WORLD_SIZE unset or 1) every call here is a no-op.
 
 from __future__ import annotations
 
+import datetime
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -23,6 +25,8 @@ from torch import nn
 from cnnkit.errors import CnnkitError, ConfigError
 
 T = TypeVar("T")
+# gloo's and NCCL's words for a peer that is gone or silent
+_LOST = re.compile(r"gloo|nccl|connection (reset|closed|refused)|timed out|timeout", re.I)
 
 
 @dataclass(frozen=True)
@@ -41,8 +45,10 @@ class Cluster:
         return self.world_size > 1
 
     @classmethod
-    def from_env(cls, device: torch.device) -> Cluster:
-        """Join the process group torchrun describes, or a single-process Cluster."""
+    def from_env(cls, device: torch.device, *, timeout: float = 1800.0) -> Cluster:
+        """Join the process group torchrun describes, or a single-process Cluster. `timeout`
+        (train.dist_timeout): seconds to wait for the others, at the start and in each
+        collective, before this process stops with an error."""
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         if world_size <= 1:
             return cls()
@@ -51,7 +57,8 @@ class Cluster:
         if owns:
             if device.type == "cuda":
                 torch.cuda.set_device(local_rank)
-            dist.init_process_group(backend=backend_for(device))
+            dist.init_process_group(backend=backend_for(device),
+                                    timeout=datetime.timedelta(seconds=timeout))
         return cls(rank, local_rank, world_size, owns)
 
     def device_for(self, device: torch.device) -> torch.device:
@@ -59,6 +66,21 @@ class Cluster:
         if device.type == "cuda" and self.active:
             return torch.device("cuda", self.local_rank)
         return device
+
+    def explain(self, exc: BaseException) -> BaseException:
+        """A collective that failed because another process of the job died or stopped
+        answering (gloo raises a bare RuntimeError), as one line naming the cause; any
+        other error unchanged."""
+        text = str(exc)
+        if not self.active or not (isinstance(exc, dist.DistError) or (
+                isinstance(exc, RuntimeError) and _LOST.search(text))):
+            return exc
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        cause = re.sub(r"^\[[^\]]*\]\s*", "", lines[0]) if lines else type(exc).__name__
+        cause = cause.split(". This is typically")[0]  # gloo's advice, not the cause
+        return CnnkitError(f"rank {self.rank} of {self.world_size}: lost the other processes "
+                           f"of this torchrun job (a node died, or did not answer within "
+                           f"train.dist_timeout): {cause[:300]}")
 
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():

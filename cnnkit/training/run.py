@@ -26,7 +26,7 @@ from cnnkit.checkpoint import (
 from cnnkit.config import config_from_dict, config_to_dict
 from cnnkit.data import Data
 from cnnkit.data.preprocess import preprocessing_record, resolve_normalization
-from cnnkit.errors import CheckpointError, CnnkitError, ConfigError, TrainingStopped
+from cnnkit.errors import CheckpointError, CnnkitError, ConfigError, RunPruned, TrainingStopped
 from cnnkit.models.builder import Network
 from cnnkit.rundir import BEST, LAST, MANIFEST, METRICS
 from cnnkit.rundir.early_stopping import best_index
@@ -99,7 +99,10 @@ def open_run_dir(out: Path, cfg: Config, *, resume: bool, command: list[str],
 
 def close_after(rundir: RunDirectory, exc: BaseException, log: Callable[..., None]) -> None:
     """The manifest's last word on a run that did not finish, and its error in train.log."""
-    if isinstance(exc, (TrainingStopped, KeyboardInterrupt)):
+    if isinstance(exc, RunPruned):  # a search's pruner: its last epoch is saved, not resumed
+        status, reason = "pruned", str(exc)
+        log(f"cnnkit: {reason}", echo=False)
+    elif isinstance(exc, (TrainingStopped, KeyboardInterrupt)):
         status, reason = "interrupted", str(exc) or "interrupted (Ctrl-C)"
         log(f"cnnkit: {reason}", echo=False)  # the CLI prints it, with the resume command
     else:
@@ -147,7 +150,8 @@ def _stale_temp(path: Path) -> bool:
 # within the rules of check_epochs)
 RESUME_MAY_CHANGE = ("train.epochs", "train.lr", "train.log_every", "train.log_every_seconds",
                      "train.tensorboard", "train.checkpoint_every_steps", "train.device",
-                     "train.diverge_factor", "train.accumulate_steps", "data.workers")
+                     "train.diverge_factor", "train.accumulate_steps", "data.workers",
+                     "train.dist_timeout")
 # schedules laid out over the run's total number of steps: its length is part of the run
 LENGTH_BOUND_SCHEDULES = ("cosine", "onecycle")
 

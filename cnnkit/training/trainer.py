@@ -82,7 +82,7 @@ def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
     cfg = resolve_normalization(with_pretrained_defaults(resolve_config(config, overrides)))
     out = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
     device = resolve_device(cfg.train.device)
-    cluster = Cluster.from_env(device)  # one process unless started by torchrun
+    cluster = Cluster.from_env(device, timeout=cfg.train.dist_timeout)  # torchrun's, or one
     log = RunLog(quiet=quiet or not cluster.is_main)
     command = list(command) or ["cnnkit.train", str(cfg.source)]
     try:
@@ -121,10 +121,13 @@ def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, re
     try:
         result = _run(cfg, out, device, cluster, checkpoint, data, log=log,
                       callbacks=callbacks, rundir=rundir)
-    except BaseException as exc:
+    except BaseException as caught:
+        exc = cluster.explain(caught)  # a lost peer: one line naming the cause
         if rundir is not None:
             close_after(rundir, exc, log)
-        raise
+        if exc is caught:
+            raise
+        raise exc from None
     if rundir is not None:
         rundir.close("finished")
     return result
