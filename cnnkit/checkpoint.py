@@ -192,6 +192,7 @@ def _preprocessing(v: Any) -> bool:
             and _int(1)(v.get("width")) and _numbers(v.get("mean")) and _numbers(v.get("std"))
             and len(v["mean"]) == len(v["std"]) == v["channels"] and min(v["std"]) > 0
             and (v.get("resize") is None or _int(1)(v["resize"]))
+            and (v.get("crop") is None or _int(1)(v["crop"]))
             and v.get("interpolation") in ("nearest", "bilinear", "bicubic"))
 
 

@@ -25,7 +25,7 @@ from cnnkit.data.checks import check_splits
 from cnnkit.data.preprocess import resolve_normalization
 from cnnkit.data.shards import batches_per_epoch
 from cnnkit.errors import CnnkitError, ConfigError, DivergenceError
-from cnnkit.models.builder import Network, build_model
+from cnnkit.models.builder import Network, build_model, check_val_crop
 from cnnkit.models.freeze import freeze_for_training, unfreeze
 from cnnkit.models.weights import load_pretrained, with_pretrained_defaults
 from cnnkit.schema import Config, TrainConfig
@@ -119,7 +119,9 @@ def prepare(cfg: Config, device: torch.device, *, model: Network | None = None,
                           f"{list(model.input_shape)}, but {cfg.data.name} gives "
                           f"{list(data.input_shape)}")
     task.check(model.output_shape, len(data.classes), source=cfg.source)
+    check_val_crop(cfg, model)
     return model.to(device), data, task
+
 
 
 def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
