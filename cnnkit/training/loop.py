@@ -20,6 +20,7 @@ from cnnkit.training.distributed import Cluster, all_sum, loss_weight
 from cnnkit.training.ema import EMA
 from cnnkit.training.guards import FiniteWatch, check_every_for, clip_gradients
 from cnnkit.training.log import Progress, RunLog
+from cnnkit.training.mixing import BatchMix, dominant
 from cnnkit.training.speed import Speed
 
 
@@ -42,6 +43,7 @@ class Stepper:
     log_every_seconds: float = 30.0
     diverge_factor: float | None = None  # see guards.FiniteWatch
     baseline: torch.Tensor | None = None  # the loss the watch compares with, across epochs
+    mix: BatchMix | None = None  # MixUp/CutMix of each batch (soft targets), before any step
 
 
 @dataclass
@@ -81,11 +83,14 @@ def train_one_epoch(stepper: Stepper, loader, *, epoch: int, start: int = 0,
         else 0, echo=not terminal)
     begin = time.perf_counter()
     for step, (x, y) in enumerate(loader.batches(epoch, start=start), start=start):
+        if stepper.mix is not None:  # the whole batch, before micro-batches: mixing.py
+            x, y = stepper.mix(x, y, epoch=epoch, index=step)
         output, loss = _step(stepper, speed, watch, x, y, step, loader)
         stepper.scheduler.step()
         if stepper.ema is not None:
             stepper.ema.update(model)
-        batch = task.stats(main_logits(output).detach(), y, loss)
+        # mixed batches: accuracy and the rest against each image's dominant label
+        batch = task.stats(main_logits(output).detach(), dominant(y), loss)
         totals = batch if totals is None else totals + batch
         bar.update(1)
         if not bar.disable and (step + 1) % log_every == 0:

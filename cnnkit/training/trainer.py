@@ -42,6 +42,7 @@ from cnnkit.training.ema import build_ema
 from cnnkit.training.fit import fit_to_data
 from cnnkit.training.log import RunLog, epoch_line, header_lines, oom_message
 from cnnkit.training.loop import StepEnd, Stepper, evaluate, train_one_epoch
+from cnnkit.training.mixing import build_mix
 from cnnkit.training.optim import build_optimizer, build_scheduler
 from cnnkit.training.run import (
     Run,
@@ -287,7 +288,8 @@ def _epochs(run: Run, callbacks: list[Callback]) -> None:
                       accumulate=cfg.train.accumulate_steps, log=run.log if
                       run.cluster.is_main else None,
                       log_every_seconds=cfg.train.log_every_seconds,
-                      diverge_factor=cfg.train.diverge_factor)
+                      diverge_factor=cfg.train.diverge_factor,
+                      mix=build_mix(cfg, num_classes=len(run.data.classes), cluster=run.cluster))
 
     def on_step(step: StepEnd) -> None:
         for callback in callbacks:
