@@ -234,8 +234,9 @@ class TrainConfig:
     epochs: int = ranged(10, ge=0)
     weight_decay: float = ranged(0.0, ge=0)
     # weight decay of normalization layers' parameters (BatchNorm, LayerNorm, GroupNorm, ...)
-    # and of every other layer's biases; null: weight_decay; 0 exempts them (torchvision's
-    # ResNet-50 recipe: norm 0.0)
+    # and of every bias (a norm layer's too: bias_weight_decay wins, as in torchvision's
+    # set_weight_decay); null: weight_decay; 0 exempts them (torchvision's ResNet-50 recipe:
+    # norm 0.0, bias null). Shown in the start header; models/freeze.py param_groups
     norm_weight_decay: float | None = ranged(None, ge=0, text="a weight decay >= 0 or null")
     bias_weight_decay: float | None = ranged(None, ge=0, text="a weight decay >= 0 or null")
     momentum: float = ranged(0.9, ge=0)  # sgd only

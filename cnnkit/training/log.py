@@ -121,12 +121,23 @@ def header_lines(run: Run, steps_per_epoch: int) -> list[str]:
         f"device {device}, precision {speed.precision}, channels_last "
         f"{'on' if speed.channels_last else 'off'}, compile {'on' if cfg.train.compile else 'off'}"
         + (f", {run.cluster.world_size} processes" if run.cluster.active else ""),
-        f"parameters {total:,} ({trainable:,} trainable)",
+        f"parameters {total:,} ({trainable:,} trainable)" + _decays(run),
         f"data {cfg.data.name}: {sizes.get('train', 0):,} train, {sizes.get('val', 0):,} val; "
         f"batch {cfg.train.batch_size}{micro}, {steps_per_epoch:,} steps per epoch, "
         f"{cfg.train.epochs} epochs",
         f"run directory {run.out}",
     ]
+
+
+def _decays(run: Run) -> str:
+    """", weight decay 0.0001 on 25,503,912, 0 on 53,120" where norms or biases differ."""
+    from cnnkit.models.freeze import decay_counts
+
+    train = run.cfg.train
+    if train.norm_weight_decay is None and train.bias_weight_decay is None:
+        return ""
+    counts = decay_counts(run.model, train)
+    return ", weight decay " + ", ".join(f"{decay:g} on {n:,}" for decay, n in counts.items())
 
 
 def oom_message(train: TrainConfig, device: object) -> str:
