@@ -17,7 +17,7 @@ from cnnkit.cli import main
 from cnnkit.config import load_config
 from cnnkit.data.transforms import eval_transform, train_transform
 from cnnkit.infer.model import load_predictor
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, untimed
 from tests.imagefiles import write_class_folders
 from tests.test_crash import Child, launcher, run_to_end  # noqa: F401 (launcher: a fixture)
 
@@ -115,8 +115,7 @@ def test_recipe_run_killed_resumes_bit_for_bit_and_evaluates_at_its_own_crop(fol
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
     assert [g["weight_decay"] for g in a["optimizer"]["param_groups"]] == [1e-3, 0.0]
-    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in a["history"]]
-    assert strip == [{k: v for k, v in row.items() if k != "seconds"} for row in b["history"]]
+    assert untimed(a["history"]) == untimed(b["history"])
 
     predictor = load_predictor(tmp_path / "run" / "last.pt")
     record = predictor.preprocessing

@@ -306,7 +306,10 @@ def save(run: Run, *, best: bool, metrics: bool = True) -> None:
 
 def metrics_csv(history: list[dict]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(history[0]), lineterminator="\n")
+    # every column any row has, in order of first appearance: a run resumed from an older
+    # cnnkit gains columns (data_wait) its first rows lack, left empty there
+    columns = list(dict.fromkeys(key for row in history for key in row))
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(history)
     return buffer.getvalue()

@@ -30,7 +30,7 @@ from cnnkit.models.freeze import freeze_for_training, unfreeze
 from cnnkit.models.weights import load_pretrained, with_pretrained_defaults
 from cnnkit.schema import Config, TrainConfig
 from cnnkit.tasks import Task, build_task
-from cnnkit.training.callbacks import Callback, Checkpoints, Curves, SignalStop
+from cnnkit.training.callbacks import Callback, Checkpoints, Curves, EpochLines, SignalStop
 from cnnkit.training.distributed import (
     Cluster,
     check_batch,
@@ -256,7 +256,7 @@ def _default_callbacks(run: Run, stop: GracefulStop, loggers: list[Callback]
     if run.cluster.is_main:
         callbacks.append(Curves(run.out / "curves.png", title=Path(run.cfg.source).stem))
     callbacks += loggers
-    callbacks.append(_EpochLines())
+    callbacks.append(EpochLines())
     return callbacks
 
 
@@ -308,7 +308,7 @@ def _epochs(run: Run, callbacks: list[Callback]) -> None:
                                                  on_step=on_step)
         row = {"epoch": epoch + 1, **_prefixed("train", train_metrics),
                **_validate(run, val_loader), "lr": run.optimizer.param_groups[0]["lr"],
-               "seconds": round(seconds, 4)}
+               "seconds": round(seconds, 4), "data_wait": round(stepper.data_wait, 4)}
         _record(state, row, cfg.train.monitor)
         for callback in callbacks:
             callback.on_epoch_end(run, row)
@@ -354,14 +354,6 @@ def _step_model(cfg: Config, model: nn.Module, loader, task: Task, speed: Speed,
         loss.backward()
 
     return compile_model(net, trial)
-
-
-class _EpochLines(Callback):
-    def on_epoch_end(self, run: Run, row: dict) -> None:
-        if run.cluster.is_main:
-            run.log(epoch_line(row, run.cfg.train.epochs, run.task.metrics,
-                               images=len(run.data.splits["train"]),
-                               best=run.state.best_epoch == row["epoch"]))
 
 
 def _load_weights(out: Path, cfg: Config, model: nn.Module, data: Data, *, log: RunLog,
