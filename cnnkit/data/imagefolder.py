@@ -26,6 +26,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
+from cnnkit.data.decode import decode_eval, decode_train
 from cnnkit.data.folder_index import SplitIndex, index_folder
 from cnnkit.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.data.shards import batches_per_epoch, shard_bounds
@@ -70,8 +71,10 @@ class Bad(NamedTuple):
 class _Decoded(Dataset):
     """Key (index, epoch) -> (uint8 C×H×W tensor, label), or Bad."""
 
-    def __init__(self, split: FolderSplit, transform: v2.Compose, *, augment: bool, seed: int):
+    def __init__(self, split: FolderSplit, transform: v2.Compose, *, augment: bool, seed: int,
+                 draft: bool = True):
         self.split, self.transform, self.augment, self.seed = split, transform, augment, seed
+        self.draft = draft  # JPEG decoded at a reduced size where the crop allows (decode.py)
 
     def __len__(self) -> int:
         return len(self.split)
@@ -79,17 +82,17 @@ class _Decoded(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int] | Bad:
         i, epoch = key
         path = self.split.root / self.split.index.files[i]
+        label = self.split.index.labels[i]
         try:
-            image = open_image(path)
+            if not self.augment:
+                return decode_eval(path, self.transform), label
+            # torchvision's random transforms draw from torch's global generator: fork it,
+            # so the crop is a function of (seed, epoch, i) and the caller's stream is untouched
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(_sample_seed(self.seed, epoch, i))
+                return decode_train(path, self.transform, draft=self.draft), label
         except DataError as exc:
             return Bad(str(path), str(exc))
-        if not self.augment:
-            return self.transform(image), self.split.index.labels[i]
-        # torchvision's random transforms draw from torch's global generator: fork it, so
-        # the crop is a function of (seed, epoch, i) and the caller's stream is untouched
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_sample_seed(self.seed, epoch, i))
-            return self.transform(image), self.split.index.labels[i]
 
 
 def _sample_seed(seed: int, epoch: int, index: int) -> int:
