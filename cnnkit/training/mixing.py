@@ -19,14 +19,18 @@ draw or a pair.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torchvision.transforms import v2
 
 from cnnkit.data.augment import batch_seed
 from cnnkit.schema import AugmentConfig, Config
 from cnnkit.training.distributed import Cluster
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
 
 _SALT = 0x6D6978  # "mix": these draws apart from data/augment.py's for the same batch
 
@@ -36,6 +40,8 @@ class BatchMix:
 
     def __init__(self, aug: AugmentConfig, *, num_classes: int, seed: int,
                  cluster: Cluster | None = None):
+        from torchvision.transforms import v2  # only runs that mix pay for its import
+
         self.num_classes, self.seed, self.cluster = num_classes, seed, cluster or Cluster()
         self.mixup = v2.MixUp(alpha=aug.mixup_alpha, num_classes=num_classes) \
             if aug.mixup_alpha else None
