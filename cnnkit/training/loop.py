@@ -92,7 +92,8 @@ def train_one_epoch(stepper: Stepper, loader, *, epoch: int, start: int = 0,
         if stepper.ema is not None:
             stepper.ema.update(model)
         # mixed batches: accuracy and the rest against each image's dominant label
-        batch = task.stats(main_logits(output).detach(), dominant(y), loss)
+        batch = task.stats(main_logits(output).detach(),
+                           y if stepper.mix is None else dominant(y), loss)
         totals = batch if totals is None else totals + batch
         bar.update(1)
         if not bar.disable and (step + 1) % log_every == 0:

@@ -97,8 +97,9 @@ def previous_last(x: torch.Tensor, y: torch.Tensor, cluster: Cluster
 
 
 def dominant(target: torch.Tensor) -> torch.Tensor:
-    """Class indices: as they are, or the largest share of each soft target (what accuracy
-    and the other metrics count against when batches are mixed)."""
+    """Class indices: as they are, or the largest share of each soft target (B, K) from
+    batch mixing (what accuracy and the other metrics count against in mixed runs; other
+    tasks' targets are never passed here)."""
     return target.argmax(dim=1) if target.dim() == 2 else target
 
 
