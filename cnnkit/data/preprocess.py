@@ -43,7 +43,9 @@ INTERPOLATION = {"imagefolder": "bilinear", "localization-csv": "bicubic",
 def resolve_normalization(cfg: Config) -> Config:
     """`cfg` with data.mean and data.std as numbers where they are null (the dataset's
     defaults for the model's input channels); values that are set stay as written (one
-    value stands for every channel), for build_data to check against the images."""
+    value stands for every channel), for build_data to check against the images. Also
+    data.augment.hflip null as the dataset's default (on for class folders), so a run's
+    config.yaml says whether it flipped."""
     channels = cfg.model.input[0] if cfg.model.input else 1
     default = DEFAULT_NORMALIZATION.get(cfg.data.name)
     resolved = {}
@@ -51,7 +53,11 @@ def resolve_normalization(cfg: Config) -> Config:
         value = getattr(cfg.data, key)
         value = list(fallback) if value is None and fallback is not None else value
         resolved[key] = None if value is None else [float(v) for v in value]
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **resolved))
+    from cnnkit.data.transforms import hflip_of
+
+    augment = dataclasses.replace(cfg.data.augment, hflip=hflip_of(cfg.data))
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, augment=augment,
+                                                             **resolved))
 
 
 def preprocessing_record(cfg: Config, *, mean: Sequence[float] | None = None,
