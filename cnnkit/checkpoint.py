@@ -151,9 +151,15 @@ def _numbers(v: Any) -> bool:
     return isinstance(v, list) and bool(v) and all(_finite(x) for x in v)
 
 
+# columns a row may lack where others have them: added since, so a run resumed from an older
+# checkpoint has them from its resumed epochs on
+LATER_COLUMNS = {"data_wait"}
+
+
 def _history(v: Any) -> bool:
     return isinstance(v, list) and all(
-        isinstance(row, dict) and set(row) == set(v[0]) and _int(1)(row.get("epoch"))
+        isinstance(row, dict) and set(row) - LATER_COLUMNS == set(v[0]) - LATER_COLUMNS
+        and _int(1)(row.get("epoch"))
         and all(isinstance(k, str) and _number(x) for k, x in row.items()) for row in v)
 
 
@@ -191,6 +197,7 @@ def _preprocessing(v: Any) -> bool:
             and _int(1)(v.get("width")) and _numbers(v.get("mean")) and _numbers(v.get("std"))
             and len(v["mean"]) == len(v["std"]) == v["channels"] and min(v["std"]) > 0
             and (v.get("resize") is None or _int(1)(v["resize"]))
+            and (v.get("crop") is None or _int(1)(v["crop"]))
             and v.get("interpolation") in ("nearest", "bilinear", "bicubic"))
 
 

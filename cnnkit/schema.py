@@ -102,7 +102,12 @@ class LocalizationDataConfig:
 
 @dataclass
 class AugmentConfig:
-    """Batched augmentation of training batches on the device (data/augment.py); all off."""
+    """Augmentation of the training split. The digit sets (tensors in memory) are augmented in
+    whole batches on the device (data/augment.py: translate to cutout); class folders image by
+    image in the loader's workers with torchvision.transforms.v2 (data/transforms.py: crop_scale
+    to interpolation). Batch mixing (mixup_alpha to mix_switch_prob, data/mixing.py) is for
+    classification on either. A key set for a dataset it does not apply to is an error
+    (validate.py AUGMENT_KEYS)."""
 
     # largest shift, a fraction of height and width (0.1: ±2.8 px at 28)
     translate: float = ranged(0.0, ge=0, le=1, text="a fraction in [0, 1]")
@@ -115,9 +120,39 @@ class AugmentConfig:
     # [-1, 1] per pixel, smoothed by a Gaussian of elastic_sigma px and scaled by this; 0: off
     elastic: float = ranged(0.0, ge=0, text="a field scale >= 0 (34: Simard's)")
     elastic_sigma: float = ranged(4.0, gt=0, text="a Gaussian std in pixels > 0")
-    hflip: bool = False  # mirror half the images left-right (wrong for digits)
-    # side of one square erased to the dataset mean, pixels, at most the image's side; 0: off
+    # mirror half the images left-right; null: the dataset's default, on for class folders
+    # (torchvision's recipe), off for the others (wrong for digits)
+    hflip: bool | None = None
+    # side of one square erased to the dataset mean, pixels, at most the image's side; 0: off.
+    # Kept beside random_erasing: a fixed square on whole batches on the device, for the digits
     cutout: int = ranged(0, ge=0, text="a side in pixels >= 0")
+    # class folders: RandomResizedCrop's range of the crop's area (a fraction of the image's)
+    # and of its aspect ratio (width / height); torchvision's defaults
+    crop_scale: list[float] = ranged(factory=lambda: [0.08, 1.0], gt=0, le=1,
+                                     text="fractions of the area in (0, 1]")
+    crop_ratio: list[float] = ranged(factory=lambda: [3 / 4, 4 / 3], gt=0,
+                                     text="aspect ratios > 0")
+    # class folders: ColorJitter's brightness, contrast and saturation, each a factor drawn
+    # from [1 - c, 1 + c] (timm's --color-jitter); 0: off
+    color_jitter: float = ranged(0.0, ge=0, text="a jitter strength >= 0")
+    # class folders: an augmentation policy after the crop and flip, torchvision's:
+    # TrivialAugmentWide, RandAugment(randaugment_n, randaugment_m), AutoAugment (IMAGENET)
+    policy: Literal["trivialaugment", "randaugment", "autoaugment"] | None = None
+    randaugment_n: int = ranged(2, ge=1, text="a number of operations >= 1")
+    randaugment_m: int = ranged(9, ge=0, le=30, text="a magnitude in [0, 30]")
+    # class folders: RandomErasing's probability per image (a random rectangle set to the
+    # dataset's mean, i.e. 0 after normalization, as torchvision's recipe erases); 0: off
+    random_erasing: float = ranged(0.0, ge=0, le=1, text="a probability in [0, 1]")
+    # class folders: the resampling filter of the crops (training) and the resize (evaluation)
+    interpolation: Literal["nearest", "bilinear", "bicubic"] = "bilinear"
+    # batch mixing (classification): the Beta(alpha, alpha) of MixUp and CutMix
+    # (torchvision.transforms.v2); 0: that one off (torchvision's recipe: 0.2 and 1.0)
+    mixup_alpha: float = ranged(0.0, ge=0, text="a Beta parameter >= 0")
+    cutmix_alpha: float = ranged(0.0, ge=0, text="a Beta parameter >= 0")
+    # timm's additions: the probability a batch is mixed, and that a mixed batch uses CutMix
+    # when both are on; the defaults are torchvision's (every batch, 50/50)
+    mix_prob: float = ranged(1.0, ge=0, le=1, text="a probability in [0, 1]")
+    mix_switch_prob: float = ranged(0.5, ge=0, le=1, text="a probability in [0, 1]")
 
 
 @dataclass
@@ -138,6 +173,11 @@ class DataConfig:
     download: bool = False  # fetch through torchvision when the files are missing
     # imagefolder: side of the square crop fed to the model, in pixels (and model.input's H, W)
     image_size: int = ranged(224, ge=1, text="a positive size in pixels")
+    # imagefolder, evaluation (FixRes): the short side is resized to val_resize, then the
+    # centre val_crop × val_crop goes to the model; null: val_crop / 0.875 and image_size
+    # (torchvision's recipe: image_size 176, val_resize 232, val_crop 224)
+    val_resize: int | None = ranged(None, ge=1, text="a positive size in pixels or null")
+    val_crop: int | None = ranged(None, ge=1, text="a positive size in pixels or null")
     # imagefolder: DataLoader worker processes decoding images (0: in-process)
     workers: int = ranged(4, ge=0, text="0 or more processes")
     skip_bad: bool = False  # imagefolder: skip files that cannot be decoded (one warning)
@@ -193,6 +233,12 @@ class TrainConfig:
     accumulate_steps: int = ranged(1, ge=1, text="a positive integer")
     epochs: int = ranged(10, ge=0)
     weight_decay: float = ranged(0.0, ge=0)
+    # weight decay of normalization layers' parameters (BatchNorm, LayerNorm, GroupNorm, ...)
+    # and of every bias (a norm layer's too: bias_weight_decay wins, as in torchvision's
+    # set_weight_decay); null: weight_decay; 0 exempts them (torchvision's ResNet-50 recipe:
+    # norm 0.0, bias null). Shown in the start header; models/freeze.py param_groups
+    norm_weight_decay: float | None = ranged(None, ge=0, text="a weight decay >= 0 or null")
+    bias_weight_decay: float | None = ranged(None, ge=0, text="a weight decay >= 0 or null")
     momentum: float = ranged(0.9, ge=0)  # sgd only
     nesterov: bool = False  # sgd only; needs momentum > 0
     seed: int = 0
@@ -242,6 +288,7 @@ class TrainConfig:
 TASK_METRICS = {"classification": ("loss", "acc", "balanced_acc", "macro_f1"),
                 "localization": ("loss", "acc", "obj_acc", "cls_acc", "iou")}
 CLASS_WEIGHTED = ("classification",)
+SOFT_TARGETS = ("classification",)  # the tasks whose loss takes MixUp/CutMix's soft targets
 
 
 @dataclass

@@ -14,7 +14,15 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from cnnkit.errors import ConfigError
-from cnnkit.schema import CLASS_WEIGHTED, TASK_METRICS, AugmentConfig, Config, DataConfig, Range
+from cnnkit.schema import (
+    CLASS_WEIGHTED,
+    SOFT_TARGETS,
+    TASK_METRICS,
+    AugmentConfig,
+    Config,
+    DataConfig,
+    Range,
+)
 
 # what torch can hold: a learning rate (or any float) past float32's largest overflows inside
 # the optimizer, a seed past int64 inside torch.manual_seed; both after the run has started
@@ -223,10 +231,63 @@ def _cutout_fits_the_image(cfg: Config) -> Problem:
     return None
 
 
-def _augment_is_for_tensors(cfg: Config) -> Problem:
-    if cfg.data.name == "imagefolder" and cfg.data.augment != AugmentConfig():
-        return "data.augment", ("augments in-memory datasets on the device; imagefolder uses "
-                                "torchvision's transforms (RandomResizedCrop, flip)")
+# data.augment's keys by what they apply to: the batches of tensors in memory (the digit
+# sets, augmented on the device), the images of class folders (torchvision's transforms in
+# the loader's workers), and batch mixing (soft class targets: classification only); hflip
+# applies to all
+TENSOR_KEYS = ("translate", "rotate", "scale", "crop_padding", "elastic", "elastic_sigma",
+               "cutout")
+FOLDER_KEYS = ("crop_scale", "crop_ratio", "color_jitter", "policy", "randaugment_n",
+               "randaugment_m", "random_erasing", "interpolation")
+MIX_KEYS = ("mixup_alpha", "cutmix_alpha", "mix_prob", "mix_switch_prob")
+_AUGMENT_DEFAULTS = AugmentConfig()
+
+
+def augment_set(cfg: Config, keys: tuple[str, ...]) -> list[str]:
+    """The keys among `keys` whose value differs from the default."""
+    aug = cfg.data.augment
+    return [k for k in keys if getattr(aug, k) != getattr(_AUGMENT_DEFAULTS, k)]
+
+
+def _augment_fits_the_dataset(cfg: Config) -> Problem:
+    name, aug = cfg.data.name, cfg.data.augment
+    folder = name == "imagefolder"
+    for key in augment_set(cfg, TENSOR_KEYS if folder else FOLDER_KEYS):
+        other = ("the digit sets' batches on the device" if folder
+                 else "class folders (imagefolder), image by image")
+        return f"data.augment.{key}", f"applies to {other}, not to {name}"
+    mixed = augment_set(cfg, MIX_KEYS)
+    if mixed and cfg.task.name not in SOFT_TARGETS:
+        return f"data.augment.{mixed[0]}", (f"batch mixing makes soft class targets "
+                                            f"({', '.join(SOFT_TARGETS)}); task is {cfg.task.name} "
+                                            f"({name})")
+    if mixed and not (aug.mixup_alpha or aug.cutmix_alpha):
+        return f"data.augment.{mixed[0]}", ("applies to batch mixing, which is off (set "
+                                            "data.augment.mixup_alpha or cutmix_alpha > 0)")
+    for key in ("crop_scale", "crop_ratio"):
+        pair = getattr(aug, key)
+        if len(pair) != 2 or pair[0] > pair[1]:
+            return f"data.augment.{key}", f"expected [low, high] with low <= high, found {pair}"
+    if aug.policy != "randaugment":
+        for key in augment_set(cfg, ("randaugment_n", "randaugment_m")):
+            return f"data.augment.{key}", (f"applies to policy randaugment; data.augment.policy "
+                                           f"is {aug.policy or 'null'}")
+    return None
+
+
+def _val_resize_is_for_folders(cfg: Config) -> Problem:
+    d = cfg.data
+    for key in ("val_resize", "val_crop"):
+        if getattr(d, key) is not None and d.name != "imagefolder":
+            return f"data.{key}", (f"resizes class folders (imagefolder) for evaluation; "
+                                   f"{d.name} is fed at model.input's size")
+    if d.val_resize is not None and d.val_crop is not None and d.val_crop > d.val_resize:
+        return "data.val_crop", (f"expected a crop of at most data.val_resize ({d.val_resize}) "
+                                 f"pixels, found {d.val_crop}")
+    for key in ("val_resize", "val_crop"):
+        if (getattr(d, key) or 0) > MAX_SIZE:
+            return f"data.{key}", (f"expected a size in pixels of at most {MAX_SIZE}, found "
+                                   f"{getattr(d, key)}")
     return None
 
 
@@ -279,6 +340,7 @@ def _balanced_metrics_are_classifications(cfg: Config) -> Problem:
 RULES: list[Callable[[Config], Problem]] = [
     _input_is_an_example_shape, _repeats_are_sane, _sizes_are_sane, _nesterov_needs_momentum,
     _unfreeze_needs_freeze,
-    _lr_groups_are_disjoint, _schedule_fits, _cutout_fits_the_image, _augment_is_for_tensors,
+    _lr_groups_are_disjoint, _schedule_fits, _cutout_fits_the_image, _augment_fits_the_dataset,
+    _val_resize_is_for_folders,
     _no_val_split, _folds_make_the_splits, _root_where_read_from_disk,
     _imagefolder_splits_as_they_are, _digits_fit_the_canvas, _balanced_metrics_are_classifications]

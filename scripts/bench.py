@@ -1,6 +1,7 @@
 """Side-by-side speed of cnnkit's trainer, a minimal hand-written loop, the classic DataLoader
 pipeline, big-model training steps, the whole `cnnkit train` process against a hand-written
-script (scripts/hand_train.py), and an epoch's FLOPs against this machine's matmul peak. A
+script (scripts/hand_train.py), an epoch's FLOPs against this machine's matmul peak, and the
+class-folder loader against torchvision's reference on real photos (section f). A
 benchmark, not a test: it prints ratios and, with --write, puts them in docs/BENCHMARKS.md or
 the --doc file (between the bench markers, keeping the notes).
 
@@ -8,6 +9,7 @@ the --doc file (between the bench markers, keeping the notes).
     PYTHONPATH=. python scripts/bench.py --sections a --repeats 7
     PYTHONPATH=. python scripts/bench.py --sections c --models resnet18 --quick
     PYTHONPATH=. python scripts/bench.py --sections de --repeats 3   # whole command, FLOPs
+    PYTHONPATH=. python scripts/bench.py --sections f --photos /tmp/photos --repeats 3
     PYTHONPATH=. python scripts/bench.py --sections ab --train-size 20 --repeats 1 --write \\
         --doc /tmp/bench.md                                 # a smoke run: seconds
 
@@ -428,6 +430,89 @@ def _timm(name: str):
     return timm.create_model(name, pretrained=False)
 
 
+# ---------------------------------------------------------------- f: class-folder loader
+
+def folder_sides(photos: Path, size: int, *, batch: int, workers: int) -> dict[str, Callable]:
+    """One epoch of ROOT/train through cnnkit's loader and through torchvision's reference
+    with the same work: ImageFolder (its PIL loader, which ignores EXIF orientation: less
+    work than cnnkit's), RandomResizedCrop + flip to uint8 in the workers, a DataLoader of
+    the same workers and batch, the same float normalization in the main process."""
+    import torchvision
+    from torchvision.transforms import v2
+
+    data = build_data(DataConfig(name="imagefolder", root=str(photos), image_size=size,
+                                 workers=workers))
+    cpu = torch.device("cpu")
+    ours = data.loader("train", batch_size=batch, shuffle=True, seed=0, device=cpu)
+    reference = DataLoader(
+        torchvision.datasets.ImageFolder(str(photos / "train"), transform=v2.Compose([
+            v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(),
+            v2.PILToTensor()])),
+        batch_size=batch, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
+    scale, shift = ours.scale, ours.shift
+
+    def cnnkit_epoch(epoch: int) -> float:
+        begin = time.perf_counter()
+        for _ in ours.batches(epoch):
+            pass
+        return time.perf_counter() - begin
+
+    def reference_epoch(epoch: int) -> float:
+        begin = time.perf_counter()
+        for x, _ in reference:
+            x.float().mul_(scale).sub_(shift)
+        return time.perf_counter() - begin
+
+    return {"torchvision": reference_epoch, "cnnkit": cnnkit_epoch}
+
+
+def per_image(files: list[Path], size: int) -> dict[str, float]:
+    """Milliseconds per image in one process, step by step (where a worker's time goes)."""
+    from PIL import ImageOps
+    from torchvision.transforms import v2
+
+    from cnnkit.data.decode import decode_train
+    from cnnkit.data.transforms import train_transform
+
+    crop = v2.Compose([v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(),
+                       v2.PILToTensor()])
+    ours = train_transform(DataConfig(name="imagefolder", root="x", image_size=size),
+                           mean=(0.485, 0.456, 0.406))
+    steps = {
+        "decode (full size)": lambda f: Image.open(f).convert("RGB"),
+        "decode + EXIF transpose (a copy)": lambda f: ImageOps.exif_transpose(
+            Image.open(f)).convert("RGB"),
+        "torchvision: decode, crop+resize, flip, to tensor": lambda f: crop(
+            Image.open(f).convert("RGB")),
+        "cnnkit: decode_train (reduced decode, crop+resize, flip, tensor)": lambda f: (
+            decode_train(f, ours)),
+    }
+    out = {}
+    for name, step in steps.items():
+        best = float("inf")
+        for _ in range(3):
+            begin = time.perf_counter()
+            for f in files:
+                step(f)
+            best = min(best, time.perf_counter() - begin)
+        out[name] = 1000 * best / len(files)
+    return out
+
+
+def section_f(photos: Path, repeats: int, rows: list, *, sizes: tuple[int, ...],
+              batch: int, workers: int) -> None:
+    every = sorted((photos / "train").rglob("*.jpg"))
+    files = every[::max(1, len(every) // 200)]  # about 200 for the per-image steps
+    for size in sizes:
+        t = best_of(folder_sides(photos, size, batch=batch, workers=workers), repeats)
+        rows.append(("f", f"{len(every):,} photos, {size} px, batch {batch}, {workers} workers",
+                     "torchvision reference / cnnkit (epoch s)", t["torchvision"], t["cnnkit"],
+                     t["torchvision"] / t["cnnkit"], "≥ 1" if size >= 224 else "≥ 2"))
+        for name, ms in per_image(files, size).items():
+            print(f"[f] {size} px, one process, {len(files)} images: {name}: {ms:.2f} ms/image",
+                  flush=True)
+
+
 # ---------------------------------------------------------------- report
 
 def machine() -> dict[str, str]:
@@ -499,7 +584,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", default="abcde",
                         help="any of a (trainer vs loop), b (classic pipeline), c (big "
-                             "models), d (whole command vs hand script), e (FLOPs vs peak); "
+                             "models), d (whole command vs hand script), e (FLOPs vs peak), "
+                             "f (class-folder loader vs torchvision's, needs --photos); "
                              "default abcde")
     parser.add_argument("--epochs", type=int, metavar="N",
                         help="section d: epochs of both processes (default: the config's 30)")
@@ -515,6 +601,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="section c's image side (default: 224 on CUDA, 64 on a CPU)")
     parser.add_argument("--profile", type=int, metavar="BATCH",
                         help="also profile one epoch of cnnkit's defaults at this batch")
+    parser.add_argument("--photos", type=Path, metavar="DIR",
+                        help="section f: class folders of photos (scripts/photo_folders.py "
+                             "DIR makes them from scikit-image's)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 64], metavar="PX",
+                        help="section f: image sizes (default 224 64)")
+    parser.add_argument("--batch", type=int, default=64, help="section f: batch (default 64)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="section f: decoding processes of both sides (default 2)")
     parser.add_argument("--write", action="store_true", help="update the --doc file")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "BENCHMARKS.md",
                         help="the file --write updates (default: docs/BENCHMARKS.md)")
@@ -538,6 +632,12 @@ def main(argv: list[str] | None = None) -> int:
     if "e" in args.sections:
         section_e(data, device, args.repeats, rows)
         _print_rows(rows, "e")
+    if "f" in args.sections:
+        if args.photos is None:
+            parser.error("section f needs --photos DIR (scripts/photo_folders.py DIR)")
+        section_f(args.photos, args.repeats, rows, sizes=tuple(args.sizes), batch=args.batch,
+                  workers=args.workers)
+        _print_rows(rows, "f")
     if "c" in args.sections:
         section_c(device, max(2, args.repeats // 2), rows, quick=args.quick,
                   models=tuple(args.models), size=args.image_size)

@@ -140,3 +140,10 @@ def trained_localization_run(tmp_path_factory):
     2,000 32×32 canvases, val IoU about 0.34 -> 0.53 at the default seed (asserted in
     test_localization_run.py). Shared as `trained_run` is."""
     return _train_once(tmp_path_factory, "localization", LOCALIZATION_TINY)
+
+
+def untimed(history: list[dict]) -> list[dict]:
+    """History rows without the columns that time the run (seconds, data_wait), which no
+    two runs share: what an exact resume must repeat."""
+    return [{k: v for k, v in row.items() if k not in ("seconds", "data_wait")}
+            for row in history]

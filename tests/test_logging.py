@@ -48,7 +48,7 @@ def test_header_progress_lines_epoch_line_and_train_log(write_config, tmp_path, 
     assert re.fullmatch(r"epoch 1  step \d/3  loss \d+\.\d{4}  [\d,]+ img/s  ETA \d:\d\d:\d\d",
                         progress[0])
     epoch = next(line for line in out.splitlines() if line.startswith("epoch   1/1"))
-    assert re.search(r"  \d+\.\d\ds  lr 0\.005  [\d,]+ img/s  \* best$", epoch)
+    assert re.search(r"  \d+\.\d\ds  wait \d+%  lr 0\.005  [\d,]+ img/s  \* best$", epoch)
     assert out.splitlines()[-1].startswith("best.pt holds epoch 1: val_acc 0.")
     log = (tmp_path / "run" / "train.log").read_text()
     for line in [*out.splitlines(), *progress]:
@@ -111,3 +111,39 @@ def test_out_of_memory_is_one_line_naming_the_batch(cli, write_config, tmp_path,
     assert code == 2 and err.count("\n") == 1
     assert ("ran out of memory with 25 examples per forward pass (train.batch_size 50, "
             "train.accumulate_steps 2); set train.accumulate_steps to 4 or more") in err
+
+
+def test_data_wait_on_the_epoch_line_and_one_hint_after_two_slow_epochs(monkeypatch):
+    from cnnkit.training import fit
+    from cnnkit.training.log import data_wait_hint, epoch_line
+
+    row = {"epoch": 3, "train_loss": 0.5, "train_acc": 0.9, "seconds": 2.0, "data_wait": 0.123,
+           "lr": 0.1}
+    assert epoch_line(row, 10) == ("epoch   3/10  train loss 0.5000 acc 0.9000  2.00s  wait 12%"
+                                   "  lr 0.1")
+    monkeypatch.setattr(fit, "available_cpus", lambda: 2)
+    rows = [{"data_wait": w} for w in (0.1, 0.4, 0.5, 0.6)]
+    assert data_wait_hint(rows[:2], 4) is None
+    assert data_wait_hint(rows[:3], 4) == (
+        "hint: the last 2 epochs waited 40% and 50% of their time for the next batch; "
+        "data.workers is 4, this machine has 2 CPUs: more data.workers (up to 2), a smaller "
+        "data.image_size or fewer augmentations keep the steps fed")
+    assert data_wait_hint(rows, 4) is None  # said once
+    assert data_wait_hint([{"data_wait": 0.4}, {"data_wait": 0.2}, {"data_wait": 0.5}],
+                          None) is None
+    assert data_wait_hint([{}, {"data_wait": 0.9}], None) is None  # a row from older cnnkit
+
+
+def test_the_loop_times_the_wait_for_each_batch():
+    import time
+
+    from cnnkit.training.loop import _timed
+
+    def slow():
+        for i in range(3):
+            time.sleep(0.05)
+            yield i
+
+    waits = []
+    assert list(_timed(slow(), waits)) == [0, 1, 2]
+    assert len(waits) == 3 and all(0.04 < w < 1.0 for w in waits)

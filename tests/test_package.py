@@ -166,7 +166,8 @@ def test_fit_warnings_cap_workers_at_the_cpus(monkeypatch):
         "train.batch_size 500 is larger than the training split (300 examples): every step "
         "sees the whole split",
         "1 optimizer step per epoch (300 training examples, train.batch_size 500), fewer than "
-        "10: a smaller batch_size gives more updates per epoch",
+        "10: a smaller batch_size gives more updates per epoch (e.g. train.batch_size=16: 19 "
+        "steps; lower train.lr with it, about in proportion)",
         "data.workers 3 is more than the 2 CPUs available; using 2"]
     assert data.workers == 2
 

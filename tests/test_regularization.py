@@ -105,8 +105,8 @@ def test_ema_is_evaluated_saved_and_restored(write_config, tmp_path):
     assert {"val_acc", "val_loss", "raw_val_acc", "raw_val_loss"} <= set(row)
     result = evaluate_checkpoint(tmp_path / "a" / "last.pt")
     assert result["weights"] == "ema" and result["accuracy"] == pytest.approx(row["val_acc"])
-    assert resumed.history == [dict(r, seconds=s["seconds"]) for r, s in
-                               zip(straight.history, resumed.history)]
+    assert resumed.history == [dict(r, seconds=s["seconds"], data_wait=s["data_wait"])
+                               for r, s in zip(straight.history, resumed.history)]
 
 
 def test_without_ema_checkpoints_and_rows_are_unchanged(write_config, tmp_path):
@@ -117,7 +117,8 @@ def test_without_ema_checkpoints_and_rows_are_unchanged(write_config, tmp_path):
     assert inference_weights(checkpoint) == (checkpoint["model"], "raw")
     assert list(result.history[0]) == ["epoch", "train_loss", "train_acc", "train_balanced_acc",
                                        "train_macro_f1", "val_loss", "val_acc",
-                                       "val_balanced_acc", "val_macro_f1", "lr", "seconds"]
+                                       "val_balanced_acc", "val_macro_f1", "lr", "seconds",
+                                       "data_wait"]
 
 
 NAN = float("nan")

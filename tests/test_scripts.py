@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
+from PIL import Image, ImageOps
 
 from cnnkit.checkpoint import load_checkpoint
 
@@ -39,6 +39,7 @@ QUICK_OPTIONS = {
     "hand_train.py": ("--out", "--epochs"),
     "gpu_check.py": ("--cpu-dry-run", "--work", "--resume", "--steps", "--budget"),
     "gpu_check.sh": ("--cpu-dry-run", "--steps", "--budget"),  # tests/test_gpu_check.py
+    "photo_folders.py": ("--train-per-class", "--val-per-class", "--classes", "--oriented-every"),
 }
 NUMBER = r"[-+\d.e]+"  # a printed float, as `{x:.4g}` writes it
 
@@ -212,6 +213,28 @@ def test_localization_canvases_writes_pngs_and_their_boxes(tmp_path, capsys):
         x, y, w, h = map(int, box.groups())  # pixels, rounded; (x, y) the top-left corner
         inside = image[max(y - 1, 0):y + h + 1, max(x - 1, 0):x + w + 1].sum()
         assert inside >= 0.99 * image.sum() > 0  # the digit's ink lies in its box
+
+
+def test_photo_folders_writes_upright_jpegs_in_class_folders(tmp_path, capsys):
+    out = tmp_path / "photos"
+    code = script("photo_folders.py")["main"](
+        [str(out), "--train-per-class", "3", "--val-per-class", "2", "--oriented-every", "4"])
+    assert code == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"wrote 10 JPEG files under {out}"
+    files = sorted(out.glob("*/*/*.jpg"))
+    assert [f.relative_to(out).parts[:2] for f in files] == (
+        [("train", "class_0")] * 3 + [("train", "class_1")] * 3 + [("val", "class_0")] * 2
+        + [("val", "class_1")] * 2)
+    tags = []
+    for f in files:
+        with Image.open(f) as image:
+            assert image.format == "JPEG" and image.mode == "RGB"
+            tags.append(image.getexif().get(0x0112))
+            upright = ImageOps.exif_transpose(image)
+            assert 400 <= max(upright.size) <= 560
+    assert tags == [None, None, None, 6, None, None, None, None, None, 6]  # 1 in 4 of a split
+    with pytest.raises(SystemExit):  # never writes into a folder that holds files
+        script("photo_folders.py")["main"]([str(out)])
 
 
 @pytest.mark.slow  # a fresh interpreter importing torch, torchvision and matplotlib: 4-15 s

@@ -171,7 +171,7 @@ def test_a_run_without_a_validation_split(write_config, tmp_path, capsys):
                    overrides=("data.train_size=200", "data.val_size=0", "train.epochs=2",
                               "train.monitor=train_loss"))
     assert list(result.history[0]) == ["epoch", "train_loss", "train_acc", "train_balanced_acc",
-                                       "train_macro_f1", "lr", "seconds"]
+                                       "train_macro_f1", "lr", "seconds", "data_wait"]
     assert result.history[1]["train_loss"] < result.history[0]["train_loss"]
     run = tmp_path / "run"  # best.pt follows the train_loss monitor: here the last epoch
     assert load_checkpoint(run / "best.pt")["epoch"] == 2 == load_checkpoint(run / "last.pt")[

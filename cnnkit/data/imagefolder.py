@@ -1,9 +1,10 @@
 """`imagefolder`: ImageNet-style class folders, ROOT/train|val|test/<class>/<image>.
 
-Images are decoded and transformed by DataLoader workers (torchvision's standard transforms:
-RandomResizedCrop + horizontal flip to train, Resize + CenterCrop to evaluate) into uint8
-tensors; a batch crosses to the device as uint8 (pinned, non-blocking on CUDA, a quarter of
-the bytes of float32) and is normalized there, as the tensor loader does.
+Images are decoded and transformed by DataLoader workers (data/transforms.py: torchvision's
+RandomResizedCrop, flip and what data.augment adds to train, Resize + CenterCrop at
+data.val_resize and data.val_crop to evaluate) into uint8 tensors; a batch crosses to the
+device as uint8 (pinned, non-blocking on CUDA, a quarter of the bytes of float32) and is
+normalized there, as the tensor loader does.
 
 Resume stays exact: the order of an epoch is `epoch_permutation(seed, epoch)`, as for the
 tensor datasets, and each image's random crop and flip are drawn from a generator seeded by
@@ -22,30 +23,16 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
-from torchvision import transforms as T
+from torchvision.transforms import v2
 
+from cnnkit.data.decode import decode_eval, decode_train
 from cnnkit.data.folder_index import SplitIndex, index_folder
-from cnnkit.data.image_files import open_image
 from cnnkit.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.data.shards import batches_per_epoch, shard_bounds
 from cnnkit.data.tensors import epoch_permutation
+from cnnkit.data.transforms import eval_transform, train_transform
 from cnnkit.errors import DataError
 from cnnkit.schema import DataConfig
-
-CROP_FRACTION = 0.875  # evaluation: the short side is resized to size / 0.875 (256 for 224)
-
-
-def resize_size(image_size: int) -> int:
-    return round(image_size / CROP_FRACTION)
-
-
-def train_transform(image_size: int) -> T.Compose:
-    return T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), T.PILToTensor()])
-
-
-def eval_transform(image_size: int) -> T.Compose:
-    return T.Compose([T.Resize(resize_size(image_size)), T.CenterCrop(image_size),
-                      T.PILToTensor()])
 
 
 @dataclass
@@ -69,8 +56,10 @@ class Bad(NamedTuple):
 class _Decoded(Dataset):
     """Key (index, epoch) -> (uint8 C×H×W tensor, label), or Bad."""
 
-    def __init__(self, split: FolderSplit, transform: T.Compose, *, augment: bool, seed: int):
+    def __init__(self, split: FolderSplit, transform: v2.Compose, *, augment: bool, seed: int,
+                 draft: bool = True):
         self.split, self.transform, self.augment, self.seed = split, transform, augment, seed
+        self.draft = draft  # JPEG decoded at a reduced size where the crop allows (decode.py)
 
     def __len__(self) -> int:
         return len(self.split)
@@ -78,17 +67,17 @@ class _Decoded(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int] | Bad:
         i, epoch = key
         path = self.split.root / self.split.index.files[i]
+        label = self.split.index.labels[i]
         try:
-            image = open_image(path)
+            if not self.augment:
+                return decode_eval(path, self.transform), label
+            # torchvision's random transforms draw from torch's global generator: fork it,
+            # so the crop is a function of (seed, epoch, i) and the caller's stream is untouched
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(_sample_seed(self.seed, epoch, i))
+                return decode_train(path, self.transform, draft=self.draft), label
         except DataError as exc:
             return Bad(str(path), str(exc))
-        if not self.augment:
-            return self.transform(image), self.split.index.labels[i]
-        # torchvision's random transforms draw from torch's global generator: fork it, so
-        # the crop is a function of (seed, epoch, i) and the caller's stream is untouched
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_sample_seed(self.seed, epoch, i))
-            return self.transform(image), self.split.index.labels[i]
 
 
 def _sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -134,11 +123,10 @@ class FolderLoader:
     The workers persist across epochs; an image that cannot be decoded is an error naming
     it, or with `skip_bad` is left out and counted in one warning."""
 
-    def __init__(self, split: FolderSplit, *, augment: bool, image_size: int, batch_size: int,
-                 shuffle: bool, seed: int, mean: tuple[float, ...], std: tuple[float, ...],
-                 device: torch.device, workers: int, skip_bad: bool, rank: int = 0,
-                 world_size: int = 1):
-        transform = train_transform(image_size) if augment else eval_transform(image_size)
+    def __init__(self, split: FolderSplit, *, augment: bool, transform: v2.Compose,
+                 batch_size: int, shuffle: bool, seed: int, mean: tuple[float, ...],
+                 std: tuple[float, ...], device: torch.device, workers: int, skip_bad: bool,
+                 rank: int = 0, world_size: int = 1):
         self.split, self.batch_size, self.device = split, batch_size, device
         self.skip_bad = skip_bad
         self.sampler = _BatchKeys(len(split), batch_size=batch_size, shuffle=shuffle, seed=seed,
@@ -205,27 +193,29 @@ class FolderData:
     classes: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    image_size: int = 224
-    workers: int = 4
+    cfg: DataConfig  # image_size, augment, val_resize, val_crop
+    workers: int = 4  # data.workers, which fit_to_data caps at the CPUs
     skip_bad: bool = False
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return (3, self.image_size, self.image_size)
+        return (3, self.cfg.image_size, self.cfg.image_size)
 
     def loader(self, split: str, *, batch_size: int, shuffle: bool, seed: int,
                device: torch.device, augment: object = None, rank: int = 0,
                world_size: int = 1) -> FolderLoader:
-        """A shuffled pass over train is a training pass and gets the random transforms;
-        every other pass gets the evaluation transforms. `augment` is the tensor loaders'
-        and always None here: the schema refuses data.augment for imagefolder."""
+        """A shuffled pass over train is a training pass and gets the random transforms
+        (data.augment's); every other pass gets the evaluation transforms. `augment` is the
+        tensor loaders' and always None here: the schema refuses their keys for imagefolder."""
         if split not in self.splits:
             raise DataError(f"split '{split}': this dataset has {', '.join(self.splits)}")
-        return FolderLoader(self.splits[split], augment=shuffle and split == "train",
-                            image_size=self.image_size, batch_size=batch_size, shuffle=shuffle,
-                            seed=seed, mean=self.mean, std=self.std, device=device,
-                            workers=self.workers, skip_bad=self.skip_bad, rank=rank,
-                            world_size=world_size)
+        training = shuffle and split == "train"
+        transform = train_transform(self.cfg, mean=self.mean) if training \
+            else eval_transform(self.cfg)
+        return FolderLoader(self.splits[split], augment=training, transform=transform,
+                            batch_size=batch_size, shuffle=shuffle, seed=seed, mean=self.mean,
+                            std=self.std, device=device, workers=self.workers,
+                            skip_bad=self.skip_bad, rank=rank, world_size=world_size)
 
 
 def load(cfg: DataConfig) -> FolderData:
@@ -234,5 +224,5 @@ def load(cfg: DataConfig) -> FolderData:
     root = Path(cfg.root)
     index = index_folder(root)
     splits = {name: FolderSplit(root / name, split) for name, split in index.splits.items()}
-    return FolderData(splits, index.classes, IMAGENET_MEAN, IMAGENET_STD,
-                      image_size=cfg.image_size, workers=cfg.workers, skip_bad=cfg.skip_bad)
+    return FolderData(splits, index.classes, IMAGENET_MEAN, IMAGENET_STD, cfg, workers=cfg.workers,
+                      skip_bad=cfg.skip_bad)

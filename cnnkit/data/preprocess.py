@@ -16,7 +16,7 @@ from typing import Any
 from cnnkit.data import mnist_sample
 from cnnkit.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.errors import ConfigError
-from cnnkit.schema import Config, DataConfig
+from cnnkit.schema import Config
 
 
 def _grey_or_rgb(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -43,7 +43,9 @@ INTERPOLATION = {"imagefolder": "bilinear", "localization-csv": "bicubic",
 def resolve_normalization(cfg: Config) -> Config:
     """`cfg` with data.mean and data.std as numbers where they are null (the dataset's
     defaults for the model's input channels); values that are set stay as written (one
-    value stands for every channel), for build_data to check against the images."""
+    value stands for every channel), for build_data to check against the images. Also
+    data.augment.hflip null as the dataset's default (on for class folders), so a run's
+    config.yaml says whether it flipped."""
     channels = cfg.model.input[0] if cfg.model.input else 1
     default = DEFAULT_NORMALIZATION.get(cfg.data.name)
     resolved = {}
@@ -51,15 +53,22 @@ def resolve_normalization(cfg: Config) -> Config:
         value = getattr(cfg.data, key)
         value = list(fallback) if value is None and fallback is not None else value
         resolved[key] = None if value is None else [float(v) for v in value]
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **resolved))
+    from cnnkit.data.transforms import hflip_of
+
+    augment = dataclasses.replace(cfg.data.augment, hflip=hflip_of(cfg.data))
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, augment=augment,
+                                                             **resolved))
 
 
 def preprocessing_record(cfg: Config, *, mean: Sequence[float] | None = None,
                          std: Sequence[float] | None = None) -> dict[str, Any]:
     """How an image becomes this model's input, as plain data for a checkpoint: decode to
     `channels` (L or RGB), resize (the shorter side to `resize`, then a centre crop to
-    height × width, where `resize` is set; else straight to height × width) with
+    `crop` × `crop`, where `resize` is set; else straight to height × width) with
     `interpolation`, scale to [0, 1], subtract `mean`, divide by `std` (per channel).
+    height × width is the training size (model.input); `crop` is the evaluation's (FixRes:
+    data.val_crop), for class folders only (absent: height × width, as in checkpoints from
+    before it).
     `mean` and `std`, when given, are what the data used (a dataset registered elsewhere has
     no default here)."""
     cfg = resolve_normalization(cfg)
@@ -72,14 +81,11 @@ def preprocessing_record(cfg: Config, *, mean: Sequence[float] | None = None,
     channels, height, width = cfg.model.input
     mean, std = ([float(v) for v in values] * (channels if len(values) == 1 else 1)
                  for values in (cfg.data.mean, cfg.data.std))
-    return {"channels": channels, "height": height, "width": width,
-            "mean": mean, "std": std, "resize": _resize(cfg.data),
-            "interpolation": INTERPOLATION.get(cfg.data.name, "bilinear")}
+    from cnnkit.data.transforms import val_sizes  # torchvision: only where a record is made
 
-
-def _resize(data: DataConfig) -> int | None:
-    if data.name != "imagefolder":
-        return None
-    from cnnkit.data.imagefolder import resize_size
-
-    return resize_size(data.image_size)
+    resize, crop = val_sizes(cfg.data) if cfg.data.name == "imagefolder" else (None, None)
+    interpolation = cfg.data.augment.interpolation if cfg.data.name == "imagefolder" \
+        else INTERPOLATION.get(cfg.data.name, "bilinear")
+    record = {"channels": channels, "height": height, "width": width,
+              "mean": mean, "std": std, "resize": resize, "interpolation": interpolation}
+    return record if crop is None else {**record, "crop": crop}

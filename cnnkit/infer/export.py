@@ -51,8 +51,11 @@ def export(path: str | Path, out: str | Path, *, onnx: str | Path | None = None
 
 def export_onnx(predictor: Predictor, out: str | Path) -> float:
     """The model as ONNX (input "images" (B, C, H, W), normalized as recorded; output
-    "scores"), its outputs checked against PyTorch's on a random sample of 2 images; the
+    "scores"), its outputs checked against PyTorch's on a random sample of 2 images at the
+    recorded evaluation size (the crop, which FixRes sets apart from the training size); the
     largest absolute difference."""
+    from cnnkit.infer.images import input_size
+
     missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if not _importable(name)]
     if missing:
         raise CnnkitError(f"--onnx: needs the {', '.join(missing)} package"
@@ -61,7 +64,8 @@ def export_onnx(predictor: Predictor, out: str | Path) -> float:
     import onnxruntime
 
     model = predictor.model.cpu().eval()
-    sample = torch.randn(2, *model.input_shape, generator=torch.Generator().manual_seed(0))
+    shape = (predictor.preprocessing["channels"], *input_size(predictor.preprocessing))
+    sample = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
     try:
         program = torch.onnx.export(model, (sample,), dynamo=True, input_names=["images"],
                                     output_names=["scores"],

@@ -46,10 +46,17 @@ def name_of(image: Any, index: int) -> str:
     return str(image) if isinstance(image, (str, Path)) else f"<image {index}>"
 
 
+def input_size(record: dict[str, Any]) -> tuple[int, int]:
+    """(H, W) of what the model is fed at evaluation: the recorded crop (FixRes's, which may
+    differ from the training size), else the training size height × width."""
+    crop = record.get("crop")
+    return (crop, crop) if crop else (record["height"], record["width"])
+
+
 def transform(record: dict[str, Any]) -> T.Compose:
     """The resize (and crop) of the record, for a PIL image or a (C, H, W) tensor."""
     mode = InterpolationMode(record["interpolation"])
-    size = (record["height"], record["width"])
+    size = input_size(record)
     if record.get("resize"):
         return T.Compose([T.Resize(record["resize"], interpolation=mode), T.CenterCrop(size)])
     return T.Compose([T.Resize(size, interpolation=mode)])
@@ -81,7 +88,7 @@ def _tensor(image: torch.Tensor, record: dict[str, Any]) -> torch.Tensor:
     if x.shape[0] != channels:  # grey to RGB by repeating, RGB to grey as PIL's "L" weighs it
         x = x.expand(channels, -1, -1) if channels == 3 else \
             (x * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
-    if tuple(x.shape[1:]) != (record["height"], record["width"]) or record.get("resize"):
+    if tuple(x.shape[1:]) != input_size(record) or record.get("resize"):
         x = transform(record)(x)
     return x
 

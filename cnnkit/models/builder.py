@@ -10,6 +10,7 @@ weights is allocated.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from cnnkit.config import resolve_config
-from cnnkit.errors import ConfigError, ShapeError
+from cnnkit.errors import CnnkitError, ConfigError, ShapeError
 from cnnkit.geometry.sliding import window_output
 from cnnkit.models.blocks import AuxHead
 from cnnkit.models.init import apply_init
@@ -310,3 +311,23 @@ def _window_problem(module: nn.Module, shape: Shape) -> str | None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def check_val_crop(cfg: Config, model: Network) -> None:
+    """data.val_crop other than the training size (FixRes): the model must take it and give
+    the same outputs per example (global pooling before the head); built on the meta device."""
+    crop = cfg.data.val_crop
+    if crop is None or cfg.data.name != "imagefolder" or [crop, crop] == cfg.model.input[1:]:
+        return
+    shape = [cfg.model.input[0], crop, crop]
+    try:
+        with torch.device("meta"):
+            evaluated = build_network(dataclasses.replace(
+                cfg, model=dataclasses.replace(cfg.model, input=shape)))
+    except CnnkitError as exc:
+        raise ConfigError(f"{cfg.source}: data.val_crop: the model cannot take "
+                          f"{'×'.join(map(str, shape))} images ({exc})") from None
+    if evaluated.output_shape != model.output_shape:
+        raise ConfigError(f"{cfg.source}: data.val_crop: at {'×'.join(map(str, shape))} the model "
+                          f"outputs {list(evaluated.output_shape)} per image, at model.input "
+                          f"{list(model.output_shape)}")

@@ -67,16 +67,57 @@ def freeze_for_training(model: nn.Module, cfg: TrainConfig, *, source: str | Non
     return freeze(model, cfg.freeze, source=source)
 
 
+# the layers whose parameters train.norm_weight_decay covers (torchvision's set_weight_decay)
+NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm,
+               nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm)
+
+
 def param_groups(model: nn.Module, cfg: TrainConfig, *, trainable: bool = True,
                  source: str | None = None) -> list[dict]:
     """Optimizer groups of the parameters with `requires_grad == trainable`: train.lr for
-    those in no lr_group first, then one group per lr_group, empty groups left out."""
+    those in no lr_group first, then one group per lr_group, empty groups left out. Where
+    train.norm_weight_decay or bias_weight_decay is set, each is split further by weight decay
+    (decay_of), each group with its own "weight_decay"; with both null the groups are those
+    of cnnkit before the keys, so an older last.pt resumes."""
     rules = _lr_rules(model, cfg, source=source)
-    groups: dict[float, list[torch.nn.Parameter]] = {cfg.lr: []}
+    decays = decay_of(model, cfg)
+    groups: dict[tuple[float, float | None], list[torch.nn.Parameter]] = {(cfg.lr, None): []}
     for name, param in model.named_parameters():
         if param.requires_grad == trainable:
-            groups.setdefault(_lr_of(name, rules, cfg.lr), []).append(param)
-    return [{"params": params, "lr": lr} for lr, params in groups.items() if params]
+            key = (_lr_of(name, rules, cfg.lr), decays.get(name))
+            groups.setdefault(key, []).append(param)
+    return [{"params": params, "lr": lr} | ({} if decay is None else {"weight_decay": decay})
+            for (lr, decay), params in groups.items() if params]
+
+
+def decay_of(model: nn.Module, cfg: TrainConfig) -> dict[str, float]:
+    """Parameter name -> weight decay, for every parameter when train.norm_weight_decay or
+    bias_weight_decay is set (none otherwise), as torchvision's set_weight_decay: a bias
+    (a norm layer's too) takes bias_weight_decay where set, a norm layer's other parameters
+    norm_weight_decay where set, the rest train.weight_decay."""
+    if cfg.norm_weight_decay is None and cfg.bias_weight_decay is None:
+        return {}
+    out = {}
+    for module_name, module in model.named_modules():
+        for name, _ in module.named_parameters(recurse=False):
+            full = f"{module_name}.{name}" if module_name else name
+            if name == "bias" and cfg.bias_weight_decay is not None:
+                out[full] = cfg.bias_weight_decay
+            elif isinstance(module, NORM_LAYERS) and cfg.norm_weight_decay is not None:
+                out[full] = cfg.norm_weight_decay
+            else:
+                out[full] = cfg.weight_decay
+    return out
+
+
+def decay_counts(model: nn.Module, cfg: TrainConfig) -> dict[float, int]:
+    """Trainable parameters (numbers, not tensors) per weight decay, for the start header."""
+    decays, counts = decay_of(model, cfg), {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            decay = decays.get(name, cfg.weight_decay)
+            counts[decay] = counts.get(decay, 0) + param.numel()
+    return counts
 
 
 def _lr_rules(model: nn.Module, cfg: TrainConfig, *, source: str | None

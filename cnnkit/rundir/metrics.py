@@ -15,7 +15,10 @@ from cnnkit.rundir import METRICS
 def metrics_csv(history: list[dict]) -> str:
     """The history as metrics.csv's text."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(history[0]), lineterminator="\n")
+    # every column any row has, in order of first appearance: a run resumed from an older
+    # cnnkit gains columns (data_wait) its first rows lack, left empty there
+    columns = list(dict.fromkeys(key for row in history for key in row))
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(history)
     return buffer.getvalue()

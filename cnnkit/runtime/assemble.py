@@ -11,7 +11,7 @@ import torch
 from cnnkit.data import Data, build_data
 from cnnkit.data.checks import check_splits
 from cnnkit.errors import ConfigError
-from cnnkit.models.builder import Network, build_network
+from cnnkit.models.builder import Network, build_network, check_val_crop
 from cnnkit.schema import Config
 from cnnkit.tasks import Task, build_task
 
@@ -63,4 +63,5 @@ def assemble(cfg: Config, device: torch.device, *, model: Network | None = None,
                           f"{list(model.input_shape)}, but {cfg.data.name} gives "
                           f"{list(data.input_shape)}")
     task.check(model.output_shape, len(data.classes), source=cfg.source)
+    check_val_crop(cfg, model)  # FixRes: the model must take the evaluation crop too
     return model.to(device), data, task

@@ -21,7 +21,13 @@ class Classification:
     `label_smoothing` (in [0, 1): the schema checks) softens the training targets only:
     validation losses are plain cross-entropy (training=False), so they compare across runs.
     `class_weights` (one positive number per class, task.class_weights resolved) weight the
-    loss of each example by its class, in training and validation alike."""
+    loss of each example by its class, in training and validation alike.
+
+    Targets are class indices (B,) or, from batch mixing, soft targets (B, K) that sum to 1.
+    Soft targets use the class-index scale, which torch's cross_entropy gives only to
+    indices (soft targets it divides by B whatever the weights): the sum over examples of
+    Σ_k w_k t'_k (-log p_k), with t' the smoothed targets (1 - ε) t + ε / K, divided by
+    Σ_examples Σ_k w_k t_k. A one-hot soft target gives exactly the loss of its index."""
 
     name = "classification"
     metrics = TASK_METRICS[name]
@@ -50,12 +56,21 @@ class Classification:
         logits = output.logits if isinstance(output, NetworkOutput) else output
         if self.weight is not None and self.weight.device != logits.device:
             self.weight = self.weight.to(logits.device)  # once per device, not per step
-        loss = F.cross_entropy(logits, target, weight=self.weight, label_smoothing=smoothing)
+        loss = self._cross_entropy(logits, target, smoothing)
         if isinstance(output, NetworkOutput):
             loss = loss + self.aux_weight * sum(
-                F.cross_entropy(a, target, weight=self.weight, label_smoothing=smoothing)
-                for a in output.aux)
+                self._cross_entropy(a, target, smoothing) for a in output.aux)
         return loss
+
+    def _cross_entropy(self, logits: torch.Tensor, target: torch.Tensor, smoothing: float
+                       ) -> torch.Tensor:
+        if target.dim() == 1:
+            return F.cross_entropy(logits, target, weight=self.weight, label_smoothing=smoothing)
+        target = target.float()
+        weight = torch.ones_like(target[0]) if self.weight is None else self.weight.float()
+        smoothed = target * (1 - smoothing) + smoothing / target.shape[1]
+        log_p = F.log_softmax(logits.float(), dim=1)
+        return -(smoothed * weight * log_p).sum() / (target * weight).sum()
 
     def stats(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
         """[loss sum, correct, count, then per class K: hits, predicted, true] for one batch,

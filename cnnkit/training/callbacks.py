@@ -24,6 +24,7 @@ from cnnkit.errors import RunPruned, TrainingStopped
 from cnnkit.rundir import LAST
 from cnnkit.rundir.early_stopping import monitored
 from cnnkit.training.curves import CurvePlotter
+from cnnkit.training.log import data_wait_hint, epoch_line
 from cnnkit.training.run import save
 from cnnkit.training.signals import GracefulStop
 
@@ -117,3 +118,18 @@ def stopped(run: Run, stop: GracefulStop) -> TrainingStopped:
     path = run.out / LAST
     return TrainingStopped(f"stopped by {stop.name} at {where}; saved {path}",
                            signum=stop.signum, checkpoint=str(path))
+
+
+class EpochLines(Callback):
+    """The epoch line on rank 0, and the data-wait hint when the loader keeps the steps
+    waiting (training/log.py data_wait_hint)."""
+
+    def on_epoch_end(self, run: Run, row: dict) -> None:
+        if not run.cluster.is_main:
+            return
+        run.log(epoch_line(row, run.cfg.train.epochs, run.task.metrics,
+                           images=len(run.data.splits["train"]),
+                           best=run.state.best_epoch == row["epoch"]))
+        hint = data_wait_hint(run.state.history, getattr(run.data, "workers", None))
+        if hint:
+            run.log(hint)

@@ -68,9 +68,14 @@ def fit_warnings(cfg: Config, data: Data, counts: list[int] | None, *, world_siz
                      f"examples): every step sees the whole split")
     steps = batches_per_epoch(n, batch, world_size)
     if steps < MIN_STEPS:
+        # the largest power of 2 that gives MIN_STEPS steps; the rate is the user's to scale
+        smaller = 2 ** max(0, (n // MIN_STEPS).bit_length() - 1)
         lines.append(f"{steps} optimizer step{'s' if steps != 1 else ''} per epoch ({n} "
                      f"training examples, train.batch_size {batch}), fewer than {MIN_STEPS}: "
-                     f"a smaller batch_size gives more updates per epoch")
+                     f"a smaller batch_size gives more updates per epoch (e.g. "
+                     f"train.batch_size={smaller}: "
+                     f"{batches_per_epoch(n, smaller, world_size)} steps; lower train.lr "
+                     f"with it, about in proportion)")
     cpus = available_cpus()
     workers = getattr(data, "workers", 0)  # class folders decode in worker processes
     if workers > cpus:

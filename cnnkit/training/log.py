@@ -95,9 +95,32 @@ def epoch_line(row: dict, epochs: int, metrics: tuple[str, ...] = ("loss", "acc"
               for split in ("train", "val") if f"{split}_{metrics[0]}" in row]
     speed = f"  {images / row['seconds']:,.0f} img/s" if images and row["seconds"] > 0 else ""
     lr = f"  lr {row['lr']:.3g}" if "lr" in row else ""
+    wait = f"  wait {row['data_wait']:.0%}" if row.get("data_wait") is not None else ""
     mark = "  * best" if best else ""
     return (f"epoch {row['epoch']:>3}/{epochs}  {'  '.join(splits)}  {row['seconds']:.2f}s"
-            f"{lr}{speed}{mark}")
+            f"{wait}{lr}{speed}{mark}")
+
+
+WAIT_HINT = 0.30  # share of an epoch spent waiting for batches, two epochs in a row
+
+
+def data_wait_hint(history: list[dict], workers: int | None) -> str | None:
+    """One line when the last two epochs each waited more than WAIT_HINT of their time for
+    the next batch (history rows' data_wait), naming data.workers and the CPUs; said once
+    per run: only on the epoch that first makes two in a row."""
+    from cnnkit.training.fit import available_cpus
+
+    waits = [row.get("data_wait") or 0.0 for row in history]
+    over = [w > WAIT_HINT for w in waits]
+    if len(over) < 2 or not (over[-1] and over[-2]) or any(
+            a and b for a, b in zip(over[:-2], over[1:-1])):
+        return None
+    cpus = available_cpus()
+    workers_text = "" if workers is None else f"data.workers is {workers}, "
+    return (f"hint: the last 2 epochs waited {waits[-2]:.0%} and {waits[-1]:.0%} of their time "
+            f"for the next batch; {workers_text}this machine has {cpus} CPUs: more "
+            f"data.workers (up to {cpus}), a smaller data.image_size or fewer augmentations "
+            f"keep the steps fed")
 
 
 def header_lines(run: Run, steps_per_epoch: int) -> list[str]:
@@ -121,12 +144,23 @@ def header_lines(run: Run, steps_per_epoch: int) -> list[str]:
         f"device {device}, precision {speed.precision}, channels_last "
         f"{'on' if speed.channels_last else 'off'}, compile {'on' if cfg.train.compile else 'off'}"
         + (f", {run.cluster.world_size} processes" if run.cluster.active else ""),
-        f"parameters {total:,} ({trainable:,} trainable)",
+        f"parameters {total:,} ({trainable:,} trainable)" + _decays(run),
         f"data {cfg.data.name}: {sizes.get('train', 0):,} train, {sizes.get('val', 0):,} val; "
         f"batch {cfg.train.batch_size}{micro}, {steps_per_epoch:,} steps per epoch, "
         f"{cfg.train.epochs} epochs",
         f"run directory {run.out}",
     ]
+
+
+def _decays(run: Run) -> str:
+    """", weight decay 0.0001 on 25,503,912, 0 on 53,120" where norms or biases differ."""
+    from cnnkit.models.freeze import decay_counts
+
+    train = run.cfg.train
+    if train.norm_weight_decay is None and train.bias_weight_decay is None:
+        return ""
+    counts = decay_counts(run.model, train)
+    return ", weight decay " + ", ".join(f"{decay:g} on {n:,}" for decay, n in counts.items())
 
 
 def oom_message(train: TrainConfig, device: object) -> str:

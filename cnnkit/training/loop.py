@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from cnnkit.training.distributed import Cluster, all_sum, loss_weight
 from cnnkit.training.ema import EMA
 from cnnkit.training.guards import FiniteWatch, check_every_for, clip_gradients
 from cnnkit.training.log import Progress, RunLog
+from cnnkit.training.mixing import BatchMix, dominant
 
 
 @dataclass
@@ -42,6 +43,8 @@ class Stepper:
     log_every_seconds: float = 30.0
     diverge_factor: float | None = None  # see guards.FiniteWatch
     baseline: torch.Tensor | None = None  # the loss the watch compares with, across epochs
+    mix: BatchMix | None = None  # MixUp/CutMix of each batch (soft targets), before any step
+    data_wait: float = 0.0  # share of the last epoch's seconds spent waiting for a batch
 
 
 @dataclass
@@ -79,13 +82,18 @@ def train_one_epoch(stepper: Stepper, loader, *, epoch: int, start: int = 0,
         stepper.log, every=stepper.log_every_seconds, epoch=epoch, steps=steps, start=start,
         batch_size=loader.global_batch_size(start) if hasattr(loader, "global_batch_size")
         else 0, echo=not terminal)
-    begin = time.perf_counter()
-    for step, (x, y) in enumerate(loader.batches(epoch, start=start), start=start):
+    begin, waits = time.perf_counter(), []
+    for step, (x, y) in enumerate(_timed(loader.batches(epoch, start=start), waits),
+                                  start=start):
+        if stepper.mix is not None:  # the whole batch, before micro-batches: mixing.py
+            x, y = stepper.mix(x, y, epoch=epoch, index=step)
         output, loss = _step(stepper, speed, watch, x, y, step, loader)
         stepper.scheduler.step()
         if stepper.ema is not None:
             stepper.ema.update(model)
-        batch = task.stats(main_logits(output).detach(), y, loss)
+        # mixed batches: accuracy and the rest against each image's dominant label
+        batch = task.stats(main_logits(output).detach(),
+                           y if stepper.mix is None else dominant(y), loss)
         totals = batch if totals is None else totals + batch
         bar.update(1)
         if not bar.disable and (step + 1) % log_every == 0:
@@ -102,8 +110,23 @@ def train_one_epoch(stepper: Stepper, loader, *, epoch: int, start: int = 0,
         raise CnnkitError(f"epoch {epoch + 1}: the training split gave no batches")
     metrics = task.summarize(all_sum(totals, stepper.cluster))  # syncs: honest time below
     seconds = time.perf_counter() - begin
+    stepper.data_wait = sum(waits) / seconds if seconds > 0 else 0.0
     bar.close()
     return metrics, seconds
+
+
+def _timed(batches: Iterator, waits: list[float]) -> Iterator:
+    """`batches`, with the seconds the host waited for each appended to `waits`: what the
+    loader (decoding workers, a copy to the device) keeps the steps waiting."""
+    batches = iter(batches)
+    while True:
+        begin = time.perf_counter()
+        try:
+            item = next(batches)
+        except StopIteration:
+            return
+        waits.append(time.perf_counter() - begin)
+        yield item
 
 
 def _step(stepper: Stepper, speed: Speed, watch: FiniteWatch, x: torch.Tensor,

@@ -39,7 +39,7 @@ from cnnkit.runtime.speed import (
 )
 from cnnkit.schema import Config, TrainConfig
 from cnnkit.tasks import Task
-from cnnkit.training.callbacks import Callback, Checkpoints, Curves, SignalStop
+from cnnkit.training.callbacks import Callback, Checkpoints, Curves, EpochLines, SignalStop
 from cnnkit.training.distributed import (
     Cluster,
     all_sum,
@@ -51,6 +51,7 @@ from cnnkit.training.ema import build_ema
 from cnnkit.training.fit import fit_to_data
 from cnnkit.training.log import RunLog, epoch_line, header_lines, oom_message
 from cnnkit.training.loop import StepEnd, Stepper, train_one_epoch
+from cnnkit.training.mixing import build_mix
 from cnnkit.training.optim import build_optimizer, build_scheduler
 from cnnkit.training.run import (
     Run,
@@ -207,7 +208,7 @@ def _default_callbacks(run: Run, stop: GracefulStop, loggers: list[Callback]
     if run.cluster.is_main:
         callbacks.append(Curves(run.out / CURVES, title=Path(run.cfg.source).stem))
     callbacks += loggers
-    callbacks.append(_EpochLines())
+    callbacks.append(EpochLines())
     return callbacks
 
 
@@ -239,7 +240,8 @@ def _epochs(run: Run, callbacks: list[Callback]) -> None:
                       accumulate=cfg.train.accumulate_steps, log=run.log if
                       run.cluster.is_main else None,
                       log_every_seconds=cfg.train.log_every_seconds,
-                      diverge_factor=cfg.train.diverge_factor)
+                      diverge_factor=cfg.train.diverge_factor,
+                      mix=build_mix(cfg, num_classes=len(run.data.classes), cluster=run.cluster))
 
     def on_step(step: StepEnd) -> None:
         for callback in callbacks:
@@ -258,7 +260,7 @@ def _epochs(run: Run, callbacks: list[Callback]) -> None:
                                                  on_step=on_step)
         row = {"epoch": epoch + 1, **_prefixed("train", train_metrics),
                **_validate(run, val_loader), "lr": run.optimizer.param_groups[0]["lr"],
-               "seconds": round(seconds, 4)}
+               "seconds": round(seconds, 4), "data_wait": round(stepper.data_wait, 4)}
         _record(state, row, cfg.train.monitor)
         for callback in callbacks:
             callback.on_epoch_end(run, row)
@@ -305,14 +307,6 @@ def _step_model(cfg: Config, model: nn.Module, loader, task: Task, speed: Speed,
         loss.backward()
 
     return compile_model(net, trial)
-
-
-class _EpochLines(Callback):
-    def on_epoch_end(self, run: Run, row: dict) -> None:
-        if run.cluster.is_main:
-            run.log(epoch_line(row, run.cfg.train.epochs, run.task.metrics,
-                               images=len(run.data.splits["train"]),
-                               best=run.state.best_epoch == row["epoch"]))
 
 
 def _load_weights(out: Path, cfg: Config, model: nn.Module, data: Data, *, log: RunLog,
