@@ -157,6 +157,15 @@ def _repeats_are_sane(cfg: Config) -> Problem:
     return None
 
 
+def _paths_have_no_nul(cfg: Config) -> Problem:
+    """A NUL byte cannot be in a file name: open() and mkdir() raise ValueError on it."""
+    for path, value in (("out", cfg.out), ("data.root", cfg.data.root),
+                        ("model.weights", cfg.model.weights)):
+        if isinstance(value, str) and "\x00" in value:
+            return path, f"expected a path, found {value[:60]!r} (a NUL byte is in no file name)"
+    return None
+
+
 def _root_where_read_from_disk(cfg: Config) -> Problem:
     d = cfg.data
     if d.name in ROOT_HOLDS and d.root is None:
@@ -342,5 +351,5 @@ RULES: list[Callable[[Config], Problem]] = [
     _unfreeze_needs_freeze,
     _lr_groups_are_disjoint, _schedule_fits, _cutout_fits_the_image, _augment_fits_the_dataset,
     _val_resize_is_for_folders,
-    _no_val_split, _folds_make_the_splits, _root_where_read_from_disk,
+    _no_val_split, _folds_make_the_splits, _paths_have_no_nul, _root_where_read_from_disk,
     _imagefolder_splits_as_they_are, _digits_fit_the_canvas, _balanced_metrics_are_classifications]
