@@ -257,8 +257,8 @@ class TrainConfig:
     log_every: int = ranged(20, ge=1, text="a positive integer")
     # seconds between progress lines where stderr is not a terminal (a file, a scheduler)
     log_every_seconds: float = ranged(30.0, gt=0, text="a positive number of seconds")
-    # the run stops when its loss, averaged over log_every steps, grows past this factor of
-    # its first log_every steps' average; null: only a NaN/inf stops it
+    # the run stops when its running loss (the mean of up to log_every steps) grows past
+    # this factor of its first step's loss (training/guards.py); null: only a NaN/inf stops it
     diverge_factor: float | None = ranged(1e4, gt=1, text="a factor > 1 or null")
     # also save last.pt every N steps mid-epoch
     checkpoint_every_steps: int | None = ranged(None, ge=1,
