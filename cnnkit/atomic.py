@@ -1,8 +1,11 @@
 """Crash-safe writes: a temporary file in the same directory, fsynced, then renamed over the
-target. A crash at any moment leaves the old complete file or the new complete file."""
+target. A crash at any moment leaves the old complete file or the new complete file. And
+reads bounded to a file's bytes: a digest a MB at a time, a window onto a file's first bytes."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -80,3 +83,45 @@ def _alive(pid: int) -> bool:
     except OSError:  # e.g. PermissionError: it exists, owned by someone else
         return True
     return True
+
+
+def sha256_of(f: BinaryIO, size: int, chunk: int = 1 << 20) -> bytes:
+    """SHA-256 of the first `size` bytes of `f`, read a MB at a time."""
+    f.seek(0)
+    digest, left = hashlib.sha256(), size
+    while left > 0:
+        block = f.read(min(chunk, left))
+        if not block:  # the file shrank under us
+            break
+        digest.update(block)
+        left -= len(block)
+    return digest.digest()
+
+
+class Window(io.RawIOBase):
+    """The first `size` bytes of an open file, as a file (a checkpoint's body before its
+    trailer, read by torch where it needs it: no copy of the whole file in memory)."""
+
+    def __init__(self, f: BinaryIO, size: int):
+        super().__init__()
+        self.f, self.size, self.pos = f, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.pos = max(0, (0, self.pos, self.size)[whence] + offset)
+        return self.pos
+
+    def readinto(self, buffer) -> int:
+        count = max(0, min(len(buffer), self.size - self.pos))
+        self.f.seek(self.pos)
+        got = self.f.readinto(memoryview(buffer).cast("B")[:count]) or 0
+        self.pos += got
+        return got

@@ -122,6 +122,9 @@ def _input_is_an_example_shape(cfg: Config) -> Problem:
     if max(shape) > MAX_SIZE:
         return "model.input", (f"expected sizes (C, H, W) of at most {MAX_SIZE}, found "
                                f"{list(shape)}")
+    if math.prod(shape) > MAX_INPUT_VALUES:
+        return "model.input", (f"expected at most {MAX_INPUT_VALUES:,} values an example "
+                               f"(C × H × W), found {list(shape)}")
     return None
 
 
@@ -129,6 +132,9 @@ def _input_is_an_example_shape(cfg: Config) -> Problem:
 # not models: the builder would allocate without end (the largest in configs/: 224 and 36), an
 # optimizer overflow (train.lr: 1e39 inside Adam)
 MAX_SIZE = 65536
+# values in one example: 2**26 float32s are 256 MB, past a 3×4096×4096 photo (50 M); what
+# predict allocates per image before the model runs (a 60000² input: 14 GB)
+MAX_INPUT_VALUES = 2**26
 MAX_REPEAT = 10_000
 MAX_LR = 1e3
 

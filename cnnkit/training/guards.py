@@ -14,7 +14,6 @@ import torch
 
 from cnnkit.errors import DivergenceError
 
-
 # the baseline's floor: a first loss below it (a model that starts nearly trained) is compared
 # as this, so that ordinary noise around a loss of 1e-5 is not "orders of magnitude"
 BASELINE_FLOOR = 1e-2

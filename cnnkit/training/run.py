@@ -16,7 +16,6 @@ import torch
 from cnnkit.atomic import remove_stale_temps
 from cnnkit.checkpoint import (
     as_dtypes_of,
-    check_like,
     load_checkpoint,
     restore_part,
     rng_state,
@@ -307,3 +306,28 @@ def save(run: Run, *, best: bool, metrics: bool = True) -> None:
     if metrics:
         write_metrics(out, state.history)
 
+
+def check_like(saved: Any, fresh: Any, where: str = "") -> str | None:
+    """Where `saved` differs in structure from `fresh` (the same object's state_dict now):
+    its keys, value types and tensor shapes, list items pairwise; None where they agree."""
+    if isinstance(fresh, dict):
+        if not isinstance(saved, dict) or set(saved) != set(fresh):
+            return where or "its keys"
+        return next((d for k in fresh if (d := check_like(saved[k], fresh[k], f"{where}.{k}"
+                                                          .lstrip(".")))), None)
+    if isinstance(fresh, (list, tuple)):  # lengths may differ: unfreezing adds a group
+        if not isinstance(saved, (list, tuple)):
+            return where
+        return next((d for i, (s, f) in enumerate(zip(saved, fresh))
+                     if (d := check_like(s, f, f"{where}[{i}]"))), None)
+    if isinstance(fresh, torch.Tensor):
+        return None if isinstance(saved, torch.Tensor) and saved.shape == fresh.shape else where
+    if _is_number(fresh):
+        return None if _is_number(saved) else where
+    if isinstance(fresh, (str, bool)):
+        return None if type(saved) is type(fresh) else where
+    return None  # None (set later, e.g. a scheduler's last value) or anything else: not judged
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
