@@ -132,11 +132,11 @@ def _check_records(path: Path, window: Window) -> None:
         return  # not a zip: torch's legacy format, or not a checkpoint (torch.load says)
     window.seek(0)
     total = sum(r.file_size for r in records)
-    for r in records:
+    for r in sorted(records, key=lambda r: r.compress_type == zipfile.ZIP_STORED):
         if r.compress_type != zipfile.ZIP_STORED or r.file_size != r.compress_size \
                 or r.header_offset + r.file_size > window.size or total > window.size:
             raise CheckpointError(f"{path}: refused: its record {r.filename} declares "
-                                  f"{r.file_size:,} bytes (of {total:,} in all) where the file "
+                                  f"{r.file_size:,} bytes ({total:,} in all) where the file "
                                   f"holds {window.size:,}; torch writes records as they are")
 
 
