@@ -7,17 +7,36 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 from cnnkit.errors import CnnkitError
 
+# our temporary files: `.NAME.PID@HOST.cnnkit.tmp`, so that cleanup knows its own (a user's
+# `.draft.99999.tmp` is not ours) and judges a PID only on the host that wrote it
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)@(?P<host>[\w.-]+)\.cnnkit\.tmp$")
+
+
+def _host() -> str:
+    return re.sub(r"[^\w.-]", "-", socket.gethostname())[:64] or "host"
+
+
+def temp_name(path: Path) -> Path:
+    """The temporary file this process writes `path` through."""
+    return path.with_name(f".{path.name}.{os.getpid()}@{_host()}.cnnkit.tmp")
+
+
+def is_our_temp(path: Path) -> bool:
+    return _TEMP.match(path.name) is not None
+
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     """Call `write(f)` on a temporary file, then atomically replace `path` with it."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_name(path)
     try:
         with open(tmp, "wb") as f:
             write(f)
@@ -62,12 +81,13 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def remove_stale_temps(directory: str | Path) -> list[Path]:
-    """Delete the temporary files that a killed writer left in `directory`: those named
-    `.NAME.PID.tmp` whose PID is no longer running. The completed files are never touched."""
+    """Delete the temporary files that a killed cnnkit writer left in `directory`: ours by
+    name (`temp_name`), written on this host by a PID no longer running. The completed files,
+    and anything not named as ours, are never touched."""
     removed = []
-    for tmp in Path(directory).glob(".*.*.tmp"):
-        pid = tmp.name[:-len(".tmp")].rsplit(".", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+    for tmp in Path(directory).glob(".*.cnnkit.tmp"):
+        found = _TEMP.match(tmp.name)
+        if found and found["host"] == _host() and not _alive(int(found["pid"])):
             _discard(tmp)
             removed.append(tmp)
     return removed

@@ -5,6 +5,7 @@ mean) with a band of ± one standard deviation."""
 from __future__ import annotations
 
 import statistics
+import sys
 from pathlib import Path
 
 from cnnkit.errors import CnnkitError, display
@@ -25,6 +26,13 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path, *, metric: str = "
                        if Path(d).is_dir() and not is_run_dir(Path(d)) else [Path(d)])]
     if not paths:
         raise CnnkitError(f"no runs found under {', '.join(map(str, run_dirs))}")
+    if len(paths) > 1:  # a damaged run is left out with its line; the others are drawn
+        for record in [r for r in map(read_run, paths) if r.status == "damaged"]:
+            print(f"cnnkit: warning: {display(record.reason or str(record.path))}; left out",
+                  file=sys.stderr)
+            paths.remove(record.path)
+        if not paths:
+            raise CnnkitError(f"no readable runs under {', '.join(map(str, run_dirs))}")
     histories = [read_metrics(p) for p in paths]
     missing = [str(p) for p, rows in zip(paths, histories) if metric not in rows[0]]
     if missing:

@@ -36,7 +36,7 @@ from cnnkit.config import load_config
 from cnnkit.errors import CnnkitError, ConfigError, TrainingStopped
 from cnnkit.experiments.groups import SEED
 from cnnkit.experiments.names import key_columns, run_name, short_hash
-from cnnkit.rundir import LAST
+from cnnkit.rundir import LAST, MANIFEST, METRICS
 from cnnkit.rundir import SWEEP as SWEEP_FILE
 from cnnkit.rundir.records import RunRecord, read_run, read_sweep
 
@@ -181,6 +181,7 @@ def run_sweep(plan: Plan, out: str | Path, *, jobs: int = 1, threads: int | None
     out = Path(out)
     if jobs < 1 or (threads is not None and threads < 1):
         raise ConfigError(f"--jobs {jobs} --threads {threads}: expected positive integers")
+    _check_ours(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -201,6 +202,22 @@ def run_sweep(plan: Plan, out: str | Path, *, jobs: int = 1, threads: int | None
         runner = _in_process if jobs == 1 else _children
         runner(book, todo, jobs=jobs, share=share, log=log)
         return [book.record(member) for member in plan.members]
+
+
+def _check_ours(out: Path) -> None:
+    """A sweep goes into a new or empty folder, or one its sweep.json (format 1) says is a
+    sweep; never into a run directory (one being trained included) or a user's folder."""
+    if not out.is_dir():
+        return
+    if any((out / name).exists() for name in (MANIFEST, LAST, METRICS)):
+        raise CnnkitError(f"{out}: is a run directory, not a sweep folder; give the sweep "
+                          f"another --out")
+    sweep = read_sweep(out)
+    if sweep is None and any(p.name not in (".sweep.lock", CHILD_LOGS) for p in out.iterdir()):
+        raise CnnkitError(f"{out}: holds files but is not a cnnkit sweep folder (no "
+                          f"{SWEEP_FILE}); give the sweep a new or empty --out")
+    if sweep is not None and sweep.get("format") != 1:
+        raise CnnkitError(f"{out / SWEEP_FILE}: not a cnnkit sweep file (no \"format\": 1)")
 
 
 class _Book:
