@@ -98,3 +98,26 @@ def test_a_sweep_goes_only_into_a_sweep_folder(write_config, tmp_path, cli, trai
     assert code == 2 and err.count("\n") == 1, err
     assert ("is a run directory" if where == "run" else "not a cnnkit sweep folder") in err
     assert sorted(p.name for p in folder.iterdir()) == before
+
+
+@pytest.mark.parametrize("command", ["export", "onnx", "plot", "visualize"])
+def test_no_command_writes_over_a_file_training_needs(trained_run, tmp_path, cli, command):
+    run = trained_run[1].out_dir
+    before = {name: (run / name).read_bytes() for name in ("last.pt", "metrics.csv")}
+    args = {"export": ["export", run / "best.pt", "--out", run / "last.pt"],
+            "onnx": ["export", run / "best.pt", "--out", tmp_path / "slim.pt", "--onnx",
+                     run / "metrics.csv"],
+            "plot": ["plot", run, "--out", run / "metrics.csv"],
+            "visualize": ["visualize", run / "best.pt", "filters", "--out", run / "last.pt"]}
+    code, _, err = cli(*args[command])
+    assert code == 2 and err.count("\n") == 1 and "training needs its" in err, err
+    assert before == {name: (run / name).read_bytes() for name in before}
+
+
+def test_the_manifest_allows_pruned():
+    from cnnkit.rundir.lock import manifest_problem
+
+    manifest = {"format": 1, "status": "pruned", "command": ["cnnkit"], "epoch": 1,
+                "epochs": 3, "pid": 1, "host": "h", "created": "2026", "config": "config.yaml"}
+    assert manifest_problem(manifest) is None
+    assert "status 'done'" in manifest_problem({**manifest, "status": "done"})

@@ -11,7 +11,7 @@ from pathlib import Path
 from cnnkit.errors import CnnkitError, display
 from cnnkit.experiments.groups import SEED, differing_keys, seed_groups
 from cnnkit.experiments.names import distinct_tails, key_columns, run_name
-from cnnkit.rundir import METRICS
+from cnnkit.rundir import METRICS, refuse_run_file
 from cnnkit.rundir.metrics import read_metrics
 from cnnkit.rundir.records import find_runs, is_run_dir, read_run
 from cnnkit.training.curves import new_figure, save_figure
@@ -20,6 +20,7 @@ from cnnkit.training.curves import new_figure, save_figure
 def compare_runs(run_dirs: list[str | Path], out: str | Path, *, metric: str = "val_acc",
                  bands: bool = True) -> None:
     """Draw `metric` of the runs at or under `run_dirs` into `out`; bands: seeds as one line."""
+    refuse_run_file(out, flag="--out")
     # a folder of runs (a sweep, say) stands for every run under it that has an epoch
     paths = [p for d in run_dirs
              for p in ([r for r in find_runs(d) if (r / METRICS).exists()]
