@@ -146,3 +146,24 @@ def test_a_large_checkpoint_is_not_held_twice(trained_run, tmp_path):
     assert torch.equal(read_file(tmp_path / "copy.pt")["extra"]["big"], torch.zeros(2_000_000))
     assert read_weights(str(path)).state_dict.keys() == \
         load_checkpoint(path)["model"].keys()
+
+
+@pytest.mark.parametrize(("form", "message"), [
+    ("step-past", "'step' 999 is past the 10 steps of an epoch of this run"),
+    ("totals-length", "'totals' holds 5 sums where this run's task keeps 33"),
+])
+def test_resume_refuses_a_step_or_totals_that_do_not_fit(cli, trained_run, tmp_path, form,
+                                                         message):
+    """step 999 once "trained" an epoch on 0 batches, wrote loss 0.0 and exit 0; totals of
+    the wrong length skewed the metrics."""
+    config, result = trained_run
+    run = tmp_path / "run"
+    shutil.copytree(result.out_dir, run)
+    state = load_checkpoint(run / "last.pt", for_resume=True)
+    state.update(epoch=1, history=state["history"][:1], best_epoch=1,
+                 step=999 if form == "step-past" else 3, totals=torch.zeros(5, dtype=torch.float64))
+    save_checkpoint(run / "last.pt", state)
+    saved = (run / "last.pt").read_bytes()
+    code, _, err = cli("train", config, "--out", run, "--resume", "--quiet")
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert (run / "last.pt").read_bytes() == saved

@@ -119,3 +119,21 @@ def test_the_largest_seed_trains(write_config, tmp_path):
     assert len(epoch_permutation(10, seed=SEEDS - 1, epoch=10_000)) == 10
     assert 0 <= batch_seed(SEEDS - 1, 10_000, 10**6) < 2**63
     assert load_config(write_config(), [f"train.seed={SEEDS - 1}"]).train.seed == SEEDS - 1
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("model.layers.0=[Conv2d, 1, 8, 50]", "model.layers.0"),
+    ("model.layers.7=[Linear, 999, 10]", "model.layers.7"),
+    ("model.layers.0=[NoSuchLayer]", "NoSuchLayer"),
+    ("train.freeze=[nosuch]", "train.freeze"),
+    ("train.lr_groups=[{modules: [nosuch], lr: 0.1}]", "train.lr_groups.0.modules"),
+    ("model.weights=/no/such/file.pt", "model.weights"),
+])
+def test_layer_and_key_errors_leave_no_run_directory(cli, write_config, tmp_path, override,
+                                                     message):
+    """These were one line, but after the run directory was made: a "failed" run left."""
+    path = write_config()
+    out = tmp_path / "run"
+    code, _, err = cli("train", path, "--out", out, "--set", override)
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not out.exists()
