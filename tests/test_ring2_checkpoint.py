@@ -167,3 +167,29 @@ def test_resume_refuses_a_step_or_totals_that_do_not_fit(cli, trained_run, tmp_p
     code, _, err = cli("train", config, "--out", run, "--resume", "--quiet")
     assert code == 2 and err.count("\n") == 1 and message in err, err
     assert (run / "last.pt").read_bytes() == saved
+
+
+def test_predict_on_a_device_this_machine_lacks_is_one_line(cli, trained_run, tmp_path):
+    from PIL import Image
+
+    from cnnkit.data.mnist_sample import read_sample
+
+    image = tmp_path / "digit.png"
+    Image.fromarray(read_sample()[0][0, 0].numpy(), mode="L").save(image)
+    if not (torch.backends.mps.is_available()):
+        code, _, err = cli("predict", trained_run[1].out_dir / "best.pt", image,
+                           "--device", "mps")
+        assert code == 2 and err.count("\n") == 1 and "no MPS device" in err, err
+    code, _, err = cli("predict", trained_run[1].out_dir / "best.pt", image, "--device", "cuda:7")
+    assert code == 2 and err.count("\n") == 1 and "cuda:7 asked for" in err, err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a CUDA machine it evaluates on cuda")
+def test_a_checkpoint_trained_on_cuda_evaluates_here_with_a_note(cli, state, tmp_path):
+    state = {**state, "config": {**state["config"], "train": {**state["config"]["train"],
+                                                               "device": "cuda"}}}
+    path = tmp_path / "from_a_gpu.pt"
+    save_checkpoint(path, state)
+    code, out, err = cli("eval", path)
+    assert code == 0, err
+    assert "train.device cuda, which this machine lacks; using cpu" in err
