@@ -35,3 +35,30 @@ def test_a_closed_stdout_does_not_abort_training(tmp_path, command):
     for run in runs:
         manifest = json.loads((run / "run.json").read_text())
         assert manifest["status"] == "finished" and manifest["epoch"] == 2, manifest
+
+
+def test_a_ctrl_c_just_after_run_json_leaves_a_run_that_resumes(cli, write_config, tmp_path,
+                                                                 monkeypatch):
+    """A real SIGINT to this process the moment run.json is written: once a folder with a
+    manifest and no config.yaml, which `cnnkit resume` refused."""
+    import signal
+
+    import cnnkit.training.run as run_module
+
+    start = run_module.RunDirectory.start.__func__
+
+    def start_then_ctrl_c(cls, *args, **kwargs):
+        rundir = start(cls, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return rundir
+
+    monkeypatch.setattr(run_module.RunDirectory, "start", classmethod(start_then_ctrl_c))
+    path, run = write_config(), tmp_path / "run"
+    code, _, err = cli("train", path, "--out", run, "--quiet", "--set", "train.epochs=1")
+    assert code == 130, err
+    assert (run / "config.yaml").is_file()
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+    monkeypatch.undo()
+    code, _, err = cli("resume", run, "--quiet")
+    assert code == 0, err
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"

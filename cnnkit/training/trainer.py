@@ -61,7 +61,7 @@ from cnnkit.training.run import (
     restore,
     set_lr,
 )
-from cnnkit.training.signals import GracefulStop
+from cnnkit.training.signals import GracefulStop, signals_held
 from cnnkit.training.tensorboard import TensorBoardLogger
 
 
@@ -120,12 +120,22 @@ def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, re
     opened: list[RunDirectory] = []
 
     def open_dir() -> dict | None:  # rank 0 only: the others never touch the directory
-        rundir, checkpoint = open_run_dir(out, cfg, resume=resume, command=command, say=log)
-        opened.append(rundir)
+        # run.json, then config.yaml at once: a Ctrl-C between them is held until both are
+        # written, so that every run directory can be resumed
+        with signals_held():
+            rundir, checkpoint = open_run_dir(out, cfg, resume=resume, command=command,
+                                              say=log)
+            opened.append(rundir)
+            atomic_write_text(out / CONFIG, dump_config(cfg))
         log.open(out / LOG)
         return checkpoint
 
-    checkpoint = on_main(open_dir, cluster)
+    try:
+        checkpoint = on_main(open_dir, cluster)
+    except BaseException as exc:  # a signal held over the manifest's writing comes here
+        if opened:
+            close_after(opened[0], exc, log)
+        raise
     rundir = opened[0] if opened else None
     try:
         result = _run(cfg, out, device, cluster, checkpoint, (model, data, task, report),
@@ -147,8 +157,6 @@ def _run(cfg: Config, out: Path, device: torch.device, cluster: Cluster,
          callbacks: Sequence[Callback], rundir: RunDirectory | None) -> RunResult:
     model, data, task, report = assembled
     quiet = log.quiet
-    if cluster.is_main:  # first, so that a run killed before any checkpoint can be resumed
-        atomic_write_text(out / CONFIG, dump_config(cfg))
     loggers = [TensorBoardLogger(out, first_epoch=checkpoint["epoch"] if checkpoint else 0,
                                  source=cfg.source)] \
         if cfg.train.tensorboard and cluster.is_main else []  # first: a missing package fails
