@@ -62,3 +62,23 @@ def test_a_ctrl_c_just_after_run_json_leaves_a_run_that_resumes(cli, write_confi
     code, _, err = cli("resume", run, "--quiet")
     assert code == 0, err
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
+
+
+SHUTDOWN = """
+import atexit, os, signal, sys, time
+sys.argv = ["cnnkit", "configs"]
+from cnnkit.cli import main
+def late():  # a Ctrl-C while the interpreter shuts down, after the command is done
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.2)
+atexit.register(late)
+raise SystemExit(main())
+"""
+
+
+def test_a_ctrl_c_during_shutdown_keeps_the_commands_exit_status():
+    done = subprocess.run([sys.executable, "-c", SHUTDOWN], env=ENV, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "mnist_conv" in done.stdout
+    assert "KeyboardInterrupt" not in done.stderr and "Traceback" not in done.stderr, \
+        done.stderr
