@@ -37,3 +37,18 @@ def test_a_single_class_is_refused_before_training(cli, write_config, tmp_path, 
     code, _, err = cli("train", write_config(), "--out", tmp_path / "run", *sets)
     assert code == 2 and err.count("\n") == 1 and "1 class; a classifier needs two" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_16_bit_png_is_scaled_not_clipped(tmp_path):
+    """0..65535 onto 0..255; once every value past 255 read as 255 (white)."""
+    import numpy as np
+    from PIL import Image
+
+    from cnnkit.data.image_files import open_image
+
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.array([[0, 257 * 100, 32768, 65535]], dtype=np.uint16)).save(path)
+    assert Image.open(path).mode.startswith("I")
+    for mode in ("L", "RGB"):
+        values = np.asarray(open_image(path, mode)).reshape(4, -1)[:, 0].tolist()
+        assert values == [0, 100, 127, 255], (mode, values)
