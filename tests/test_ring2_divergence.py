@@ -87,7 +87,9 @@ SMALL = {  # the non-zoo shipped configs at their own rates, briefly
     "localization_mnist": ("data.train_size=200", "data.val_size=50", "train.batch_size=50",
                            "train.epochs=1", "train.device=cpu"),
 }
-IMAGES = [*ZOO, "finetune_resnet18"]
+# the class-folder configs beyond the zoo, and the zoo model whose small-run lines they take
+RECIPES = {"finetune_resnet18": "resnet18", "imagenet_resnet50": "resnet50"}
+IMAGES = [*ZOO, *RECIPES]
 
 
 def test_the_lists_cover_every_shipped_config():
@@ -109,8 +111,8 @@ def test_shipped_configs_do_not_trip_the_watch(tmp_path, name):
 @pytest.mark.parametrize("name", IMAGES)
 def test_shipped_image_configs_do_not_trip_the_watch(tmp_path_factory, name):
     root = write_class_folders(tmp_path_factory.mktemp("images") / "data")
-    zoo_name = "resnet18" if name == "finetune_resnet18" else name
-    sets = [s for s in small_run_sets(zoo_name, root) if not s.startswith("train.lr=")]
+    sets = [s for s in small_run_sets(RECIPES.get(name, name), root)
+            if not s.startswith("train.lr=")]
     if name == "finetune_resnet18":
         sets += ["model.weights=null"]
     train(name, out_dir=tmp_path_factory.mktemp("run") / "run", quiet=True,
