@@ -10,7 +10,15 @@ is one CheckpointError naming it, never a traceback from deep in torch.
 Files without a trailer are either weight files from elsewhere (torchvision `.pth`), which
 load as they are, or cnnkit checkpoints written before the trailer (no `format` key), which
 load with a one-line warning. A file whose content says it has a trailer (`format` >= 2) but
-whose trailer is missing or not the marker is damaged: the check fails closed.
+whose trailer is missing or not the marker is damaged: the check fails closed. A file with
+both its trailer and its `format` key removed cannot be told from a genuine format-1 file:
+it loads with that warning, and its structure is still checked.
+
+Resources are bounded before they are used: only a regular file is opened (O_NONBLOCK, then
+fstat: a FIFO cannot block, /dev/zero is refused), the digest is computed on the file in
+chunks (no size cap: a VGG `last.pt` with Adam state is over 1.5 GB), torch reads the
+tensors from the file itself, and every record of the zip must be stored as it is, within the
+file's bytes (a deflated record of 4 KB could declare gigabytes).
 """
 
 from __future__ import annotations
@@ -18,10 +26,12 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
 import pickle
 import random
 import re
 import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,8 +39,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnnkit.atomic import atomic_write
+from cnnkit.atomic import Window, atomic_write, sha256_of
+from cnnkit.config import open_regular
 from cnnkit.errors import CheckpointError
+from cnnkit.validate import MAX_INPUT_VALUES
 from cnnkit.version import version
 
 FORMAT = 2  # 1: no trailer, mean/std beside the weights; 2: trailer, `preprocessing`
@@ -75,17 +87,27 @@ def read_file(path: str | Path) -> Any:
     it (shared with cnnkit.models.weights, which reads torchvision-format files)."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with open_regular(path) as f:
+            return _read_open(path, f)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint not found") from None
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read it ({exc.strerror})") from None
-    body, trailer = data[:-TRAILER], data[-TRAILER:]
-    signed = trailer.startswith(MAGIC)
-    if signed and hashlib.sha256(body).digest() != trailer[len(MAGIC):]:
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: not a regular file; a checkpoint is a file") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise CheckpointError(f"{path}: cannot read it ({getattr(exc, 'strerror', '') or exc})"
+                              ) from None
+
+
+def _read_open(path: Path, f: io.BufferedReader) -> Any:
+    size = os.fstat(f.fileno()).st_size
+    f.seek(max(0, size - TRAILER))
+    trailer = f.read(TRAILER)
+    signed = size >= TRAILER and trailer.startswith(MAGIC)
+    body = size - TRAILER if signed else size
+    if signed and sha256_of(f, body) != trailer[len(MAGIC):]:
         raise CheckpointError(f"{path}: damaged: its bytes do not match the digest written "
                               f"with it (copy it again, or use another checkpoint)")
-    state = _torch_load(path, body if signed else data)
+    state = _torch_load(path, Window(f, body))
     if not signed:
         if isinstance(state, dict) and "format" in state and "model" in state:
             raise CheckpointError(f"{path}: damaged: its digest trailer is missing or broken "
@@ -101,15 +123,33 @@ def read_file(path: str | Path) -> Any:
     return state
 
 
+def _check_records(path: Path, window: Window) -> None:
+    """Each record of torch's zip stored as it is and within the file: what torch allocates
+    for a tensor is then at most what the file holds."""
+    try:
+        records = zipfile.ZipFile(window).infolist()
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+        return  # not a zip: torch's legacy format, or not a checkpoint (torch.load says)
+    window.seek(0)
+    total = sum(r.file_size for r in records)
+    for r in sorted(records, key=lambda r: r.compress_type == zipfile.ZIP_STORED):
+        if r.compress_type != zipfile.ZIP_STORED or r.file_size != r.compress_size \
+                or r.header_offset + r.file_size > window.size or total > window.size:
+            raise CheckpointError(f"{path}: refused: its record {r.filename} declares "
+                                  f"{r.file_size:,} bytes ({total:,} in all) where the file "
+                                  f"holds {window.size:,}; torch writes records as they are")
+
+
 def _is_cnnkit_checkpoint(state: Any) -> bool:
     return isinstance(state, dict) and "model" in state and "config" in state
 
 
-def _torch_load(path: Path, data: bytes) -> Any:
+def _torch_load(path: Path, window: Window) -> Any:
     """`torch.load(weights_only=True)` on CPU; any failure is one CheckpointError."""
-    buffer = io.BytesIO(data)
+    _check_records(path, window)
+    body = io.BufferedReader(window)
     try:
-        return torch.load(buffer, map_location="cpu", weights_only=True)
+        return torch.load(body, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         if found:
@@ -194,9 +234,12 @@ def _ema(v: Any) -> bool:
 
 def _preprocessing(v: Any) -> bool:
     return (isinstance(v, dict) and _int(1)(v.get("channels")) and _int(1)(v.get("height"))
-            and _int(1)(v.get("width")) and _numbers(v.get("mean")) and _numbers(v.get("std"))
+            and _int(1)(v.get("width"))
+            and v["channels"] * v["height"] * v["width"] <= MAX_INPUT_VALUES
+            and (v.get("resize") is None or _int(1)(v["resize"])
+                 and v["channels"] * v["resize"] ** 2 <= MAX_INPUT_VALUES)
+            and _numbers(v.get("mean")) and _numbers(v.get("std"))
             and len(v["mean"]) == len(v["std"]) == v["channels"] and min(v["std"]) > 0
-            and (v.get("resize") is None or _int(1)(v["resize"]))
             and (v.get("crop") is None or _int(1)(v["crop"]))
             and v.get("interpolation") in ("nearest", "bilinear", "bicubic"))
 
@@ -215,15 +258,16 @@ STRUCTURE: dict[str, tuple[Callable[[Any], bool], str]] = {
     "classes": (lambda v: isinstance(v, list) and all(_text(c) for c in v), "a list of names"),
     "mean": (_numbers, "a list of numbers"),
     "std": (_numbers, "a list of numbers"),
-    "preprocessing": (_preprocessing, "a preprocessing record (channels, height, width, mean, "
-                                      "std, resize, interpolation)"),
+    "preprocessing": (_preprocessing, f"a preprocessing record (channels, height, width, mean, "
+                                      f"std, resize, interpolation; at most "
+                                      f"{MAX_INPUT_VALUES:,} values an image)"),
     "task": (_text, "a task name"),
     "epoch": (_int(), "an integer >= 0"),
     "step": (_int(), "an integer >= 0"),
     "totals": (_optional(lambda v: isinstance(v, torch.Tensor) and v.dim() == 1
                          and v.is_floating_point()), "a 1-D float tensor or null"),
     "history": (_history, "a list of metric rows with the same keys, each with its epoch"),
-    "best": (_optional(_number), "a number or null"),
+    "best": (_optional(_finite), "a finite number or null"),
     "best_epoch": (_optional(_int(1)), "an epoch number or null"),
     "rng": (_rng, "the RNG states (python, numpy, torch)"),
     "optimizer": (_optimizer, "an optimizer state_dict"),
@@ -243,6 +287,13 @@ def check_structure(state: dict[str, Any], path: str | Path) -> None:
         if key in state and not check(state[key]):
             raise CheckpointError(f"{path}: malformed checkpoint: '{key}' should be {expected}, "
                                   f"found {_describe(state[key])}")
+    check_tensors(state["model"], f"{path}: malformed checkpoint: 'model'")
+    if "ema" in state:
+        check_tensors(state["ema"]["model"], f"{path}: malformed checkpoint: 'ema'")
+    if state.get("best_epoch") is not None and state.get("epoch") is not None \
+            and state["best_epoch"] > state["epoch"]:
+        raise CheckpointError(f"{path}: malformed checkpoint: 'best_epoch' "
+                              f"{state['best_epoch']} is past 'epoch' {state['epoch']}")
     if state.get("format", FORMAT) > FORMAT:
         raise CheckpointError(f"{path}: written by a newer cnnkit (checkpoint format "
                               f"{state['format']}; this one reads up to {FORMAT})")
@@ -256,6 +307,25 @@ def check_structure(state: dict[str, Any], path: str | Path) -> None:
             or [r["epoch"] for r in state["history"]] != list(range(1, state["epoch"] + 1))):
         raise CheckpointError(f"{path}: malformed checkpoint: 'epoch' is {state['epoch']} but "
                               f"'history' holds epochs {[r['epoch'] for r in state['history']]}")
+
+
+def check_tensors(weights: dict[str, torch.Tensor], where: str) -> None:
+    """Weights as training writes them: dense tensors in memory (not sparse, not on the
+    meta device), numbers (not complex), floats all finite (the divergence watch never
+    saves a NaN). CheckpointError `where: KEY is ...` naming the first that is not."""
+    for key, tensor in weights.items():
+        problem = None
+        if tensor.layout != torch.strided or tensor.is_quantized:
+            problem = f"a {str(tensor.layout).removeprefix('torch.')} tensor"
+        elif tensor.device.type != "cpu":
+            problem = f"on the {tensor.device.type} device, with no values"
+        elif tensor.is_complex():
+            problem = f"{tensor.dtype}"
+        elif tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            problem = "not finite (NaN or inf)"
+        if problem:
+            raise CheckpointError(f"{where}: {key} is {problem}; expected dense, finite "
+                                  f"weights")
 
 
 def _describe(value: Any) -> str:
@@ -290,28 +360,6 @@ def as_dtypes_of(weights: dict[str, torch.Tensor], reference: dict[str, torch.Te
                                   f"{tensor.dtype}, the model's is {dtype})")
         out[key] = tensor.to(dtype)
     return out
-
-
-def check_like(saved: Any, fresh: Any, where: str = "") -> str | None:
-    """Where `saved` differs in structure from `fresh` (the same object's state_dict now):
-    its keys, value types and tensor shapes, list items pairwise; None where they agree."""
-    if isinstance(fresh, dict):
-        if not isinstance(saved, dict) or set(saved) != set(fresh):
-            return where or "its keys"
-        return next((d for k in fresh if (d := check_like(saved[k], fresh[k], f"{where}.{k}"
-                                                          .lstrip(".")))), None)
-    if isinstance(fresh, (list, tuple)):  # lengths may differ: unfreezing adds a group
-        if not isinstance(saved, (list, tuple)):
-            return where
-        return next((d for i, (s, f) in enumerate(zip(saved, fresh))
-                     if (d := check_like(s, f, f"{where}[{i}]"))), None)
-    if isinstance(fresh, torch.Tensor):
-        return None if isinstance(saved, torch.Tensor) and saved.shape == fresh.shape else where
-    if _number(fresh):
-        return None if _number(saved) else where
-    if isinstance(fresh, (str, bool)):
-        return None if type(saved) is type(fresh) else where
-    return None  # None (set later, e.g. a scheduler's last value) or anything else: not judged
 
 
 def rng_state() -> dict[str, Any]:

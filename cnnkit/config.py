@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import reprlib
 import stat
 import types
 import typing
@@ -70,6 +71,7 @@ def config_from_dict(raw: Any, *, source: str = "<config>") -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping with sections {list(SECTIONS)}, "
                           f"found {_describe(raw)}")
+    check_size(raw, where=source)  # e.g. a checkpoint's config, shared parts from its pickle
     cfg = _build_dataclass(Config, raw, "", source, skip={"source"})
     cfg.source = source
     return validate(cfg)
@@ -91,8 +93,8 @@ def apply_override(raw: dict, item: str, *, source: str = "<config>") -> None:
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. train.lr=0.001")
-    value = safe_yaml(text, where=f"--set {item!r}: value is not valid YAML") \
-        if text.strip() else None
+    value = safe_yaml(text, where=f"--set {item!r}: value is not valid YAML",
+                      source=f"--set {item!r}") if text.strip() else None
     parts = key.strip().split(".")
     node = raw
     for depth, part in enumerate(parts[:-1]):
@@ -119,16 +121,30 @@ def _list_index(items: list, part: str, item: str, where: list[str]) -> int:
     return int(part)
 
 
-# a config is a few KB; these bound what a wrong file (a dataset, /dev/zero, a YAML bomb) costs
+# a config is a few KB; these bound what a wrong file (a dataset, /dev/zero, a YAML bomb) costs.
+# Aliases stay (a block anchored and reused is a fair config), counted written out: MAX_NODES
+# values (the largest shipped config has under 1,000), MAX_DEPTH deep, none inside its anchor.
 MAX_BYTES = 1_000_000
 MAX_DEPTH = 100
+MAX_NODES = 100_000
+
+
+def open_regular(path: str | Path) -> typing.BinaryIO:
+    """`path` opened for reading, refused unless it is a regular file. The open does not block
+    (O_NONBLOCK: a FIFO with no writer would wait forever in a plain open); fstat then decides
+    on the file actually opened. OSError as open's; IsADirectoryError for anything else."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IsADirectoryError(0, "not a regular file", str(path))
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def _read_yaml(path: Path) -> Any:
     try:
-        with open(path, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise ConfigError(f"{path}: not a regular file; a config is a YAML file")
+        with open_regular(path) as f:
             data = f.read(MAX_BYTES + 1)
     except FileNotFoundError:
         names = list(shipped_configs())
@@ -136,8 +152,11 @@ def _read_yaml(path: Path) -> Any:
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ConfigError(f"{path}: config file not found, nor a config shipped with cnnkit"
                           f"{hint} (`cnnkit configs` lists them)") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: not a regular file; a config is a YAML file") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise ConfigError(f"{path}: cannot read config ({getattr(exc, 'strerror', '') or exc})"
+                          ) from None
     if len(data) > MAX_BYTES:
         raise ConfigError(f"{path}: {os.path.getsize(path):,} bytes; a config is at most "
                           f"{MAX_BYTES:,} bytes (is this a config?)")
@@ -145,7 +164,7 @@ def _read_yaml(path: Path) -> Any:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc})") from None
-    raw = safe_yaml(text, where=f"{path}: not valid YAML")
+    raw = safe_yaml(text, where=f"{path}: not valid YAML", source=str(path))
     return {} if raw is None else raw
 
 
@@ -169,10 +188,12 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def safe_yaml(text: str, *, where: str) -> Any:
+def safe_yaml(text: str, *, where: str, source: str | None = None) -> Any:
     """One YAML document read safely: no Python tags, no duplicate keys, nesting at most
-    MAX_DEPTH deep (counted on the parser's events, which do not recurse; PyYAML's composer
-    does, and a list nested 5,000 deep ends in a RecursionError). ConfigError `where: ...`."""
+    MAX_DEPTH deep (counted on the parser's events first, which do not recurse; PyYAML's
+    composer does, and a list nested 5,000 deep ends in a RecursionError), then on the value
+    with aliases expanded (`check_size`). ConfigError `where: ...` (`source: ...` for a
+    document that parses but is too large written out)."""
     try:
         loader = _Loader(text)
         try:
@@ -191,11 +212,46 @@ def safe_yaml(text: str, *, where: str) -> Any:
             loader.dispose()
         loader = _Loader(text)
         try:
-            return loader.get_single_data()
+            data = loader.get_single_data()  # aliases are shared objects: cheap to build
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: {_yaml_problem(exc)}") from None
+    check_size(data, where=source or where)
+    return data
+
+
+def check_size(data: Any, *, where: str) -> None:
+    """Refuse a value that is larger written out than any config: one that holds itself (a
+    recursive alias), nests past MAX_DEPTH, or has more than MAX_NODES values once shared
+    parts (YAML aliases, a pickle's memo) are counted each time they appear. Each distinct
+    list or dict is visited once (sizes memoized by id), so a billion laughs costs its bytes."""
+    sizes: dict[int, tuple[int, int]] = {}  # id -> (values written out, depth)
+    stack: list[tuple[Any, bool]] = [(data, False)]
+    open_ids: set[int] = set()
+    while stack:  # iterative post-order: nesting must not recurse here either
+        node, done = stack.pop()
+        children = [*node.values(), *node] if isinstance(node, dict) else node
+        if done:
+            open_ids.discard(id(node))
+            parts = [sizes[id(c)] for c in children if isinstance(c, (dict, list, tuple))]
+            count = 1 + len(children) - len(parts) + sum(n for n, _ in parts)
+            depth = 1 + max((d for _, d in parts), default=0)
+            if depth > MAX_DEPTH:
+                raise ConfigError(f"{where}: nested more than {MAX_DEPTH} levels deep "
+                                  f"(aliases expanded)")
+            if count > MAX_NODES:
+                raise ConfigError(f"{where}: more than {MAX_NODES:,} values with its aliases "
+                                  f"expanded; a config is far smaller (an alias bomb?)")
+            sizes[id(node)] = (count, depth)
+            continue
+        if not isinstance(node, (dict, list, tuple)) or id(node) in sizes:
+            continue
+        if id(node) in open_ids:
+            raise ConfigError(f"{where}: a value contains itself (a recursive alias)")
+        open_ids.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if isinstance(c, (dict, list, tuple)))
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -329,8 +385,13 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
+# a repr cut while it is built: a wrong value may be large (or, shared, huge written out)
+_REPR = reprlib.Repr()  # keyword arguments only from Python 3.12
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxstring, _REPR.maxother = 3, 4, 6, 50, 50
+
+
 def _describe(value: Any) -> str:
-    text = repr(value)
+    text = _REPR.repr(value)
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{text} ({type(value).__name__})"

@@ -48,6 +48,12 @@ class Range:
         return f"{kind} {op} {bound}"
 
 
+# seeds are mixed with epoch and batch numbers into 63-bit generator seeds (data/augment.py,
+# data/tensors.py: seed * 1_000_003 + epoch); numpy's range keeps every mix inside int64
+SEEDS = 2**32
+SEED_TEXT = "a seed from 0 to 4294967295 (2**32 - 1)"
+
+
 def ranged(default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | None = None,
            ge: float | None = None, gt: float | None = None, le: float | None = None,
            lt: float | None = None, text: str | None = None) -> Any:
@@ -96,7 +102,8 @@ class LocalizationDataConfig:
     empty: float = ranged(0.2, ge=0, lt=1, text="a share in [0, 1)")
     # std of Gaussian background noise, on the [0, 1] pixel scale
     noise: float = ranged(0.0, ge=0, text="a std >= 0")
-    seed: int = 0  # canvases are a function of this seed (not train.seed): the dataset is fixed
+    # canvases are a function of this seed (not train.seed): the dataset is fixed
+    seed: int = ranged(0, ge=0, lt=SEEDS, text=SEED_TEXT)
     channels: Literal[1, 3] = 3  # localization-csv: 1 (grayscale) or 3 (RGB)
 
 
@@ -241,7 +248,7 @@ class TrainConfig:
     bias_weight_decay: float | None = ranged(None, ge=0, text="a weight decay >= 0 or null")
     momentum: float = ranged(0.9, ge=0)  # sgd only
     nesterov: bool = False  # sgd only; needs momentum > 0
-    seed: int = 0
+    seed: int = ranged(0, ge=0, lt=SEEDS, text=SEED_TEXT)
     device: str = "auto"  # auto: cuda, then mps, then cpu
     # decides best.pt (and early stopping); without a validation split val_* reads train_*
     monitor: Literal["val_acc", "val_loss", "val_balanced_acc", "val_macro_f1", "train_acc",
@@ -250,8 +257,8 @@ class TrainConfig:
     log_every: int = ranged(20, ge=1, text="a positive integer")
     # seconds between progress lines where stderr is not a terminal (a file, a scheduler)
     log_every_seconds: float = ranged(30.0, gt=0, text="a positive number of seconds")
-    # the run stops when its loss, averaged over log_every steps, grows past this factor of
-    # its first log_every steps' average; null: only a NaN/inf stops it
+    # the run stops when its running loss (the mean of up to log_every steps) grows past
+    # this factor of its first step's loss (training/guards.py); null: only a NaN/inf stops it
     diverge_factor: float | None = ranged(1e4, gt=1, text="a factor > 1 or null")
     # also save last.pt every N steps mid-epoch
     checkpoint_every_steps: int | None = ranged(None, ge=1,

@@ -122,6 +122,9 @@ def _input_is_an_example_shape(cfg: Config) -> Problem:
     if max(shape) > MAX_SIZE:
         return "model.input", (f"expected sizes (C, H, W) of at most {MAX_SIZE}, found "
                                f"{list(shape)}")
+    if math.prod(shape) > MAX_INPUT_VALUES:
+        return "model.input", (f"expected at most {MAX_INPUT_VALUES:,} values an example "
+                               f"(C × H × W), found {list(shape)}")
     return None
 
 
@@ -129,6 +132,9 @@ def _input_is_an_example_shape(cfg: Config) -> Problem:
 # not models: the builder would allocate without end (the largest in configs/: 224 and 36), an
 # optimizer overflow (train.lr: 1e39 inside Adam)
 MAX_SIZE = 65536
+# values in one example: 2**26 float32s are 256 MB, past a 3×4096×4096 photo (50 M); what
+# predict allocates per image before the model runs (a 60000² input: 14 GB)
+MAX_INPUT_VALUES = 2**26
 MAX_REPEAT = 10_000
 MAX_LR = 1e3
 
@@ -154,6 +160,15 @@ def _repeats_are_sane(cfg: Config) -> Problem:
             return f"{path}.1", (f"expected a repeat count from 1 to {MAX_REPEAT:,}, "
                                  f"found {node[1]}")
         stack.extend((f"{path}.{key}", child) for key, child in items)
+    return None
+
+
+def _paths_have_no_nul(cfg: Config) -> Problem:
+    """A NUL byte cannot be in a file name: open() and mkdir() raise ValueError on it."""
+    for path, value in (("out", cfg.out), ("data.root", cfg.data.root),
+                        ("model.weights", cfg.model.weights)):
+        if isinstance(value, str) and "\x00" in value:
+            return path, f"expected a path, found {value[:60]!r} (a NUL byte is in no file name)"
     return None
 
 
@@ -342,5 +357,5 @@ RULES: list[Callable[[Config], Problem]] = [
     _unfreeze_needs_freeze,
     _lr_groups_are_disjoint, _schedule_fits, _cutout_fits_the_image, _augment_fits_the_dataset,
     _val_resize_is_for_folders,
-    _no_val_split, _folds_make_the_splits, _root_where_read_from_disk,
+    _no_val_split, _folds_make_the_splits, _paths_have_no_nul, _root_where_read_from_disk,
     _imagefolder_splits_as_they_are, _digits_fit_the_canvas, _balanced_metrics_are_classifications]

@@ -132,9 +132,9 @@ RESUME_ONLY = {"optimizer-wrong-shape", "scheduler-keys", "rng-torch-length"}
 # what only inference reads: a resumed run writes both anew from its config and data
 INFERENCE_ONLY = {"classes-count", "preprocessing-shape"}
 # what model.weights does not read: a weight file's other keys are checked for structure only
-# (transfer copies tensors into the model's own, casting an integer weight)
+# (an integer weight is refused, as eval refuses it: tests/test_ring2_checkpoint.py)
 WEIGHTS_FINE = RESUME_ONLY | {"classes-count", "preprocessing-shape", "config-bad-value",
-                              "weights-missing-key", "weights-extra-key", "weights-dtype"}
+                              "weights-missing-key", "weights-extra-key"}
 
 
 def _write(path, state, *, form: str) -> None:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import cnnkit.training.trainer
-from cnnkit.atomic import remove_stale_temps
+from cnnkit.atomic import _host, remove_stale_temps, temp_name
 from cnnkit.checkpoint import load_checkpoint, save_checkpoint
 from cnnkit.config import load_config
 from cnnkit.data import DATASETS, DIGITS, Data
@@ -337,13 +337,17 @@ def test_no_unsafe_loader_anywhere_in_the_package():
 
 
 def test_stale_temporary_files_of_dead_writers_are_removed(tmp_path):
-    dead = tmp_path / ".last.pt.999999999.tmp"  # no such pid
-    alive = tmp_path / f".last.pt.{os.getpid()}.tmp"
+    """Only ours: our naming, a dead PID, this host. A user's `.draft.99999.tmp` (once
+    deleted) and another host's temporary stay."""
+    dead = tmp_path / f".last.pt.999999999@{_host()}.cnnkit.tmp"  # no such pid
+    alive = temp_name(tmp_path / "last.pt")
     keep = tmp_path / "last.pt"
-    for path in (dead, alive, keep):
+    users = tmp_path / ".draft.99999.tmp"
+    elsewhere = tmp_path / ".last.pt.999999999@another-host.cnnkit.tmp"
+    for path in (dead, alive, keep, users, elsewhere):
         path.write_bytes(b"x")
     assert remove_stale_temps(tmp_path) == [dead]
-    assert not dead.exists() and alive.exists() and keep.exists()
+    assert not dead.exists() and all(p.exists() for p in (alive, keep, users, elsewhere))
 
 
 LAYERS = "model: {input: [1, 28, 28], layers: [[Flatten], [Linear, 10]]}\n"

@@ -5,6 +5,7 @@ flock and across fork. (Real racing processes and SIGKILL: tests/test_crash.py.)
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import pytest
 import yaml
 
 import cnnkit.rundir.lock as rundir
+from cnnkit.atomic import _host
 from cnnkit.errors import CnnkitError
 from cnnkit.rundir.lock import is_locked, lock_directory, read_manifest
 from tests.conftest import SMALL_CONV
@@ -82,8 +84,11 @@ def test_resume_needs_a_run(cli, tmp_path):
 def test_stale_temporaries_go_on_a_fresh_start(cli, write_config, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "run.json").write_text('{"format": 1, "status": "running", "pid": 999999999}')
-    stale = run / ".last.pt.999999999.tmp"  # no such process
+    (run / "run.json").write_text(json.dumps({  # as a run killed before its first save
+        "format": 1, "status": "running", "pid": 999999999, "host": _host(), "epoch": 0,
+        "epochs": 1, "command": ["cnnkit"], "created": "2026-01-01T00:00:00Z",
+        "config": "config.yaml"}))
+    stale = run / f".last.pt.999999999@{_host()}.cnnkit.tmp"  # no such process
     stale.write_bytes(b"half a checkpoint")
     assert cli("train", write_config(QUICK), "--out", run, "--quiet")[0] == 0
     assert not stale.exists() and (run / "last.pt").is_file()

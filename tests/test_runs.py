@@ -36,7 +36,10 @@ def make_run(path: Path, *, lr: float = 0.1, seed: int = 0, epochs: int = 3,
     if rows:
         write_metrics(path, rows)
     if manifest is not None:
-        (path / "run.json").write_text(json.dumps({"format": 1, "epochs": epochs, **manifest}))
+        (path / "run.json").write_text(json.dumps({  # every key RunDirectory.start writes
+            "format": 1, "epochs": epochs, "epoch": 0, "pid": 1, "host": "h",
+            "command": ["cnnkit", "train"], "created": "2026-01-01T00:00:00Z",
+            "config": "config.yaml", "status": "finished", **manifest}))
     return path
 
 

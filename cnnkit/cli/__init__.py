@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+        if argv is None and threading.current_thread() is threading.main_thread():
+            # the command is done: a Ctrl-C while the interpreter shuts down (torch's
+            # teardown can take a second) must not turn its exit status into 130
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _exit_on_interrupt_inside_imports():

@@ -14,14 +14,15 @@ def run(args: argparse.Namespace) -> int:
     from cnnkit.cli import search
     from cnnkit.errors import TrainingStopped
     from cnnkit.experiments.sweep import plan_sweep, run_sweep
+    from cnnkit.training.log import RunLog
 
     if search.wanted(args):
         return search.run(args)
     plan = plan_sweep(args.config, grids=args.grid, seeds=args.seeds, sets=args.set,
                       yes=args.yes)
+    log = RunLog()  # `cnnkit sweep ... | head -1`: a closed stdout ends the lines, not the runs
     try:
-        records = run_sweep(plan, args.out, jobs=args.jobs, threads=args.threads,
-                            log=lambda line: print(line, flush=True))
+        records = run_sweep(plan, args.out, jobs=args.jobs, threads=args.threads, log=log)
     except TrainingStopped as stopped:
         print(f"cnnkit: {stopped}\nresume it with: {_command(args)}", file=sys.stderr,
               flush=True)
@@ -33,10 +34,10 @@ def run(args: argparse.Namespace) -> int:
     counts: dict[str, int] = {}
     for record in records:
         counts[record.status] = counts.get(record.status, 0) + 1
-    print(f"{len(records)} runs: {', '.join(f'{n} {s}' for s, n in counts.items())}; "
-          f"the table: cnnkit runs {shlex.quote(args.out)}", flush=True)
+    log(f"{len(records)} runs: {', '.join(f'{n} {s}' for s, n in counts.items())}; "
+        f"the table: cnnkit runs {shlex.quote(args.out)}")
     if counts.get("interrupted"):
-        print(f"resume the interrupted runs with: {_command(args)}", flush=True)
+        log(f"resume the interrupted runs with: {_command(args)}")
     return 1 if counts.get("failed") or counts.get("interrupted") else 0
 
 

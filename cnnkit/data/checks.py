@@ -41,6 +41,9 @@ def check_splits(splits: dict, *, num_classes: int, where: str, class_targets: b
     its emptiness is checked when the folders are indexed (data/imagefolder.py)."""
     if "train" in required and "train" not in splits:
         raise DataError(f"{where}: has no 'train' split (has {', '.join(splits) or 'none'})")
+    if class_targets and "train" in required and num_classes < 2:
+        raise DataError(f"{where}: {num_classes} class; a classifier needs two or more (over "
+                        f"one class the loss is 0 from the first step and nothing is learned)")
     for name in required:
         if name not in splits:  # e.g. `eval --split test` on a dataset without one
             raise DataError(f"{where}: split '{name}': this dataset has "

@@ -93,7 +93,15 @@ def list_images(class_dir: Path) -> list[str]:
     """Image file names in one class folder (not recursive), sorted."""
     return sorted(e.name for e in os.scandir(class_dir)
                   if e.name.lower().endswith(EXTENSIONS) and not e.name.startswith(".")
-                  and e.is_file())
+                  and _is_file(e, class_dir))
+
+
+def _is_file(entry: os.DirEntry, class_dir: Path) -> bool:
+    try:
+        return entry.is_file()
+    except OSError as exc:  # a symlink loop (ELOOP), a file we may not stat
+        raise DataError(f"{class_dir / entry.name}: cannot be read "
+                        f"({exc.strerror or exc})") from None
 
 
 def _read_cache(path: Path, root: Path) -> dict | None:

@@ -18,8 +18,11 @@ def open_image(path: str | Path, mode: str = "RGB", *, where: str | None = None)
     said = f"{where}: image {path}" if where else f"{path}: image"
     try:
         with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            if image.mode.startswith("I;16") or image.mode == "I":  # a 16-bit PNG: 0..65535
+                image = image.convert("I").point(lambda v: v * (1 / 257)).convert("L")
             # convert decodes every pixel, so truncation shows here
-            return ImageOps.exif_transpose(image).convert(mode)
+            return image.convert(mode)
     except FileNotFoundError:
         raise DataError(f"{said} not found") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:

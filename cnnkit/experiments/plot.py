@@ -5,12 +5,13 @@ mean) with a band of ± one standard deviation."""
 from __future__ import annotations
 
 import statistics
+import sys
 from pathlib import Path
 
 from cnnkit.errors import CnnkitError, display
 from cnnkit.experiments.groups import SEED, differing_keys, seed_groups
 from cnnkit.experiments.names import distinct_tails, key_columns, run_name
-from cnnkit.rundir import METRICS
+from cnnkit.rundir import METRICS, refuse_run_file
 from cnnkit.rundir.metrics import read_metrics
 from cnnkit.rundir.records import find_runs, is_run_dir, read_run
 from cnnkit.training.curves import new_figure, save_figure
@@ -19,12 +20,20 @@ from cnnkit.training.curves import new_figure, save_figure
 def compare_runs(run_dirs: list[str | Path], out: str | Path, *, metric: str = "val_acc",
                  bands: bool = True) -> None:
     """Draw `metric` of the runs at or under `run_dirs` into `out`; bands: seeds as one line."""
+    refuse_run_file(out, flag="--out")
     # a folder of runs (a sweep, say) stands for every run under it that has an epoch
     paths = [p for d in run_dirs
              for p in ([r for r in find_runs(d) if (r / METRICS).exists()]
                        if Path(d).is_dir() and not is_run_dir(Path(d)) else [Path(d)])]
     if not paths:
         raise CnnkitError(f"no runs found under {', '.join(map(str, run_dirs))}")
+    if len(paths) > 1:  # a damaged run is left out with its line; the others are drawn
+        for record in [r for r in map(read_run, paths) if r.status == "damaged"]:
+            print(f"cnnkit: warning: {display(record.reason or str(record.path))}; left out",
+                  file=sys.stderr)
+            paths.remove(record.path)
+        if not paths:
+            raise CnnkitError(f"no readable runs under {', '.join(map(str, run_dirs))}")
     histories = [read_metrics(p) for p in paths]
     missing = [str(p) for p, rows in zip(paths, histories) if metric not in rows[0]]
     if missing:

@@ -36,7 +36,7 @@ from cnnkit.config import load_config
 from cnnkit.errors import CnnkitError, ConfigError, TrainingStopped
 from cnnkit.experiments.groups import SEED
 from cnnkit.experiments.names import key_columns, run_name, short_hash
-from cnnkit.rundir import LAST, LOG
+from cnnkit.rundir import LAST, MANIFEST, METRICS
 from cnnkit.rundir import SWEEP as SWEEP_FILE
 from cnnkit.rundir.records import RunRecord, read_run, read_sweep
 
@@ -181,6 +181,7 @@ def run_sweep(plan: Plan, out: str | Path, *, jobs: int = 1, threads: int | None
     out = Path(out)
     if jobs < 1 or (threads is not None and threads < 1):
         raise ConfigError(f"--jobs {jobs} --threads {threads}: expected positive integers")
+    _check_ours(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -201,6 +202,22 @@ def run_sweep(plan: Plan, out: str | Path, *, jobs: int = 1, threads: int | None
         runner = _in_process if jobs == 1 else _children
         runner(book, todo, jobs=jobs, share=share, log=log)
         return [book.record(member) for member in plan.members]
+
+
+def _check_ours(out: Path) -> None:
+    """A sweep goes into a new or empty folder, or one its sweep.json (format 1) says is a
+    sweep; never into a run directory (one being trained included) or a user's folder."""
+    if not out.is_dir():
+        return
+    if any((out / name).exists() for name in (MANIFEST, LAST, METRICS)):
+        raise CnnkitError(f"{out}: is a run directory, not a sweep folder; give the sweep "
+                          f"another --out")
+    sweep = read_sweep(out)
+    if sweep is None and any(p.name not in (".sweep.lock", CHILD_LOGS) for p in out.iterdir()):
+        raise CnnkitError(f"{out}: holds files but is not a cnnkit sweep folder (no "
+                          f"{SWEEP_FILE}); give the sweep a new or empty --out")
+    if sweep is not None and sweep.get("format") != 1:
+        raise CnnkitError(f"{out / SWEEP_FILE}: not a cnnkit sweep file (no \"format\": 1)")
 
 
 class _Book:
@@ -311,7 +328,7 @@ def _children(book: _Book, todo: list, *, jobs: int, share: int, log) -> None:
             for child in [c for c in running if c.poll() is not None]:
                 i, member = running.pop(child)
                 child.log.close()
-                failure = _child_failure(child, book.out / member.name)
+                failure = _child_failure(child, _child_log(book, member))
                 book.ended(member, failure, log=log, at=f"[{i}/{len(book.plan.members)}]")
     except KeyboardInterrupt:
         for child in running:
@@ -322,9 +339,18 @@ def _children(book: _Book, todo: list, *, jobs: int, share: int, log) -> None:
         raise
 
 
+# a child's console (its error line, a traceback) goes here, in the sweep's folder: the run
+# directory is the child's to create, and a folder the parent had put a file in would be
+# refused by the child as "not a cnnkit run directory"
+CHILD_LOGS = ".children"
+
+
+def _child_log(book: _Book, member: Member) -> Path:
+    return book.out / CHILD_LOGS / f"{member.name}.log"
+
+
 def _spawn(book: _Book, member: Member, resume: bool, threads: int) -> subprocess.Popen:
     run_dir = book.out / member.name
-    run_dir.mkdir(exist_ok=True)
     sets = [arg for item in member.overrides for arg in ("--set", item)]
     argv = [sys.executable, "-m", "cnnkit", "train", str(book.plan.config), "--out",
             str(run_dir), "--quiet", *sets, *(["--resume"] if resume else [])]
@@ -332,7 +358,8 @@ def _spawn(book: _Book, member: Member, resume: bool, threads: int) -> subproces
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "PYTHONPATH": os.pathsep.join(p for p in (package_root,
                                                       os.environ.get("PYTHONPATH")) if p)}
-    log = open(run_dir / LOG, "a")
+    _child_log(book, member).parent.mkdir(exist_ok=True)
+    log = open(_child_log(book, member), "a")
     # its own session: a Ctrl-C reaches the child once, from here; it dies with this process
     child = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
                              start_new_session=True, preexec_fn=_die_with_parent)
@@ -348,13 +375,12 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _child_failure(child: subprocess.Popen, run_dir: Path) -> str | None:
-    """The failure's line from a child's log; None where it finished or was stopped (an
-    interrupted member is resumed by the next run of the sweep)."""
+def _child_failure(child: subprocess.Popen, log: Path) -> str | None:
+    """The failure's line from a child's console log; None where it finished or was stopped
+    (an interrupted member is resumed by the next run of the sweep)."""
     if child.returncode == 0 or child.returncode in (130, 143) or child.returncode < 0:
         return None
-    lines = [line for line in (run_dir / LOG).read_text(errors="replace").splitlines()
-             if line.strip()]
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("cnnkit: error: ")]
     if errors:
         return errors[-1].removeprefix("cnnkit: error: ")

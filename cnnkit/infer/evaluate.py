@@ -49,7 +49,7 @@ def score(predictor: Predictor, split: str, *, confusion: bool = False,
     """(Evaluation, Data): the predictor's model on `split` of its config's data, on the
     config's device, precision and memory format, as the training loop validates."""
     cfg = predictor.cfg
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device, fallback=str(predictor.path))
     # only the files of that split are read
     model, data, task = assemble(cfg, device, model=predictor.model, splits=(split,))
     speed = resolve_speed(device, precision=cfg.train.precision,

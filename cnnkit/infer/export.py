@@ -19,6 +19,7 @@ from cnnkit.config import config_to_dict
 from cnnkit.errors import CnnkitError
 from cnnkit.infer.model import load_predictor
 from cnnkit.infer.predict import Predictor
+from cnnkit.rundir import refuse_run_file
 
 ONNX_TOLERANCE = 1e-4  # largest |ONNX - PyTorch| output difference accepted on the sample
 
@@ -39,6 +40,9 @@ def slim_state(predictor: Predictor) -> dict[str, Any]:
 def export(path: str | Path, out: str | Path, *, onnx: str | Path | None = None
            ) -> dict[str, Any]:
     """Write the slim checkpoint to `out` (and an ONNX file to `onnx`); what was written."""
+    refuse_run_file(out, flag="--out")
+    if onnx is not None:
+        refuse_run_file(onnx, flag="--onnx")
     predictor = load_predictor(path)
     save_checkpoint(out, slim_state(predictor))
     written = {"checkpoint": str(out), "bytes": Path(out).stat().st_size,

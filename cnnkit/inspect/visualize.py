@@ -21,6 +21,7 @@ from torch import nn
 from cnnkit.errors import CnnkitError
 from cnnkit.infer.model import load_predictor
 from cnnkit.infer.predict import Predictor
+from cnnkit.rundir import refuse_run_file
 from cnnkit.tasks import Task, main_logits
 from cnnkit.training.curves import save_figure
 
@@ -238,6 +239,7 @@ def visualize(checkpoint: str | Path, kind: str, *, out: str | Path | None = Non
     predictor = load_network(checkpoint)
     model = predictor.model
     out = Path(DEFAULT_OUT[kind] if out is None else out)
+    refuse_run_file(out, flag="--out")
     if kind == "filters":
         return [plot_filters(model, out, layer=layer, source=str(predictor.path))]
     if image is None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from cnnkit.checkpoint import read_file
+from cnnkit.checkpoint import as_dtypes_of, check_tensors, read_file
 from cnnkit.errors import CheckpointError, ConfigError
 from cnnkit.models.blocks import AuxHead
 from cnnkit.models.builder import is_layer
@@ -127,9 +127,15 @@ def read_weights(spec: str, *, source: str = "<config>") -> Pretrained:
                               f"or .safetensors file, a cnnkit checkpoint, or "
                               f"torchvision:<WeightsEnum>)")
     if path.suffix == ".safetensors":
-        return Pretrained(strip_prefixes(_read_safetensors(path)), str(path))
+        state = _read_safetensors(path)
+        check_tensors(state, f"{path}: malformed weights")
+        return Pretrained(strip_prefixes(state), str(path))
     raw = read_file(path)
     classes = raw.get("classes") if isinstance(raw, dict) and "model" in raw else None
+    if classes is not None and not (isinstance(classes, list)
+                                    and all(isinstance(c, str) for c in classes)):
+        raise CheckpointError(f"{path}: malformed weights file: 'classes' should be a list of "
+                              f"names, found {type(classes).__name__}")
     return Pretrained(_as_state_dict(raw, str(path)), str(path), classes=classes)
 
 
@@ -144,6 +150,7 @@ def _as_state_dict(raw: Any, origin: str) -> dict[str, torch.Tensor]:
             not all(isinstance(v, torch.Tensor) for v in raw.values()):
         raise CheckpointError(f"{origin}: not a state_dict (expected a mapping of parameter "
                               f"names to tensors, or a checkpoint holding one under 'model')")
+    check_tensors(raw, f"{origin}: malformed weights")  # as a checkpoint's are checked
     return strip_prefixes(raw)
 
 
@@ -309,6 +316,8 @@ def load_matched(model: nn.Module, pretrained: Pretrained, report: LoadReport, *
         raise CheckpointError(f"{source}: model.weights {report.origin}: does not fit the model: "
                               f"{_problems(report)} (model.partial_load: true skips them)")
     state = {key: pretrained.state_dict[key] for key in report.loaded}
+    # an integer, bool or complex tensor where the model has floats is refused, as eval does
+    state = as_dtypes_of(state, model.state_dict(), f"{source}: model.weights {report.origin}")
     model.load_state_dict(state, strict=False)
 
 

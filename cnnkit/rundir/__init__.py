@@ -26,3 +26,22 @@ LOG = "train.log"
 LOAD_REPORT = "load_report.txt"
 LOCK_RECORD = ".cnnkit.lock"  # the lock record, only where flock is missing
 SWEEP = "sweep.json"  # a folder of runs that a sweep made (cnnkit.experiments.sweep)
+
+# what training reads back or keeps (resume, the lock, the manifest): no other command writes
+# over these in a run directory (`cnnkit export RUN --out RUN/last.pt` once made it
+# unresumable). curves.png and load_report.txt are redrawn, best.pt is inference's.
+TRAINING_NEEDS = (CONFIG, MANIFEST, CLASSES, LAST, BEST, METRICS, LOG, LOCK_RECORD)
+
+
+def refuse_run_file(path, *, flag: str) -> None:
+    """CnnkitError where `path` (an output a command was given) is a file training needs in
+    a run directory (a folder with run.json or last.pt)."""
+    from pathlib import Path
+
+    from cnnkit.errors import CnnkitError
+
+    path = Path(path)
+    folder = path.parent
+    if path.name in TRAINING_NEEDS and ((folder / MANIFEST).exists() or (folder / LAST).exists()):
+        raise CnnkitError(f"{flag} {path}: {folder} is a run directory and training needs its "
+                          f"{path.name}; write elsewhere")

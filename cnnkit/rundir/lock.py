@@ -44,6 +44,8 @@ except ImportError:  # Windows: the lock record only
 
 RECORD = LOCK_RECORD
 FORMAT = 1
+# a run's statuses; "pruned": a search stopped it early on purpose (cnnkit.experiments)
+STATUSES = ("running", "finished", "interrupted", "failed", "pruned")
 _HELD_FDS: set[int] = set()  # directory descriptors this process holds flock on
 
 
@@ -197,11 +199,30 @@ def is_locked(path: str | Path) -> bool:
     return False
 
 
+def manifest_problem(data: Any) -> str | None:
+    """What makes `data` not a manifest cnnkit wrote (its format and every key's type), or
+    None: a folder is a run directory by this record, never by a file's name alone."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        return f"not a cnnkit run manifest (no \"format\": {FORMAT})"
+    types = {"status": str, "command": list, "epoch": int, "epochs": int, "pid": int,
+             "host": str, "created": str, "config": str}
+    for key, kind in types.items():
+        if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
+            return f"not a cnnkit run manifest ('{key}' should be {kind.__name__})"
+    if data["status"] not in STATUSES:
+        return f"not a cnnkit run manifest (status {data['status']!r})"
+    return None
+
+
 def read_manifest(run_dir: str | Path) -> dict | None:
     """RUN/run.json as a dict, None where there is none; a "running" run whose lock nobody
-    holds (its process was killed) reads as "interrupted"."""
+    holds (its process was killed) reads as "interrupted". CnnkitError for a run.json that
+    cnnkit did not write (`manifest_problem`)."""
     run_dir = Path(run_dir)
     manifest = _read_json(run_dir / MANIFEST, strict=True)
+    problem = None if manifest is None else manifest_problem(manifest)
+    if problem:
+        raise CnnkitError(f"{run_dir / MANIFEST}: {problem}")
     if manifest is not None and manifest.get("status") == "running" and not is_locked(run_dir):
         manifest["status"] = "interrupted"
         manifest["reason"] = manifest.get("reason") or (

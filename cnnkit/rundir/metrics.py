@@ -34,14 +34,19 @@ def read_metrics(run_dir: str | Path, *, missing_ok: bool = False) -> list[dict[
     file is missing or holds no epochs yet; else both are errors that name the file."""
     path = Path(run_dir) / METRICS
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
     except FileNotFoundError:
         if missing_ok:
             return []
         raise CnnkitError(f"{path}: not found; is {run_dir} a cnnkit run directory?") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:  # a folder, bytes not UTF-8
+        raise CnnkitError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc})"
+                          ) from None
     if not rows and not missing_ok:
         raise CnnkitError(f"{path}: holds no epochs yet")
+    if rows and "epoch" not in rows[0]:
+        raise CnnkitError(f"{path}: not a cnnkit metrics file (no epoch column)")
     try:
         return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items()} for r in rows]
     except (TypeError, ValueError):

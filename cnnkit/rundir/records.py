@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from cnnkit.config import MAX_BYTES, open_regular, safe_yaml
 from cnnkit.errors import CnnkitError
 from cnnkit.rundir import CONFIG, MANIFEST, METRICS, SWEEP
 from cnnkit.rundir.early_stopping import should_stop
@@ -30,7 +31,8 @@ class RunRecord:
     path: Path
     config: dict[str, Any] = field(default_factory=dict)  # config.yaml; {} where missing
     history: list[dict[str, float]] = field(default_factory=list)  # metrics.csv's rows
-    status: str = "not started"  # finished, interrupted, failed, pruned, running, not started
+    status: str = "not started"  # finished, interrupted, failed, pruned, running, not
+    # started, or damaged: a file of it cannot be read (`reason` names it)
     epochs: int = 0  # planned (train.epochs)
     reason: str | None = None  # a failure's one line
     planned: dict[str, Any] = field(default_factory=dict)  # a sweep's overrides, key -> value
@@ -48,8 +50,8 @@ class RunRecord:
     def status_text(self) -> str:
         if self.status == "interrupted":
             return f"interrupted at epoch {self.epoch}"
-        if self.status == "failed":
-            return f"failed: {self.reason}" if self.reason else "failed"
+        if self.status in ("failed", "damaged"):
+            return f"{self.status}: {self.reason}" if self.reason else self.status
         return self.status
 
     @property
@@ -70,7 +72,10 @@ def find_runs(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if is_run_dir(folder):
         return [folder]
-    sweep = read_sweep(folder)
+    try:
+        sweep = read_sweep(folder)
+    except CnnkitError:  # a damaged sweep.json: its folders are looked at as they are
+        sweep = None
     if sweep is not None:
         return [folder / name for name in sweep["runs"]]
     found = []
@@ -92,29 +97,68 @@ def read_sweep(folder: Path) -> dict | None:
         raise CnnkitError(f"{path}: not a readable sweep file ({exc})") from None
     if not isinstance(sweep, dict) or not isinstance(sweep.get("runs"), dict):
         raise CnnkitError(f"{path}: not a cnnkit sweep file (no 'runs' mapping)")
+    for name, entry in sweep["runs"].items():
+        if name in ("", ".", "..") or name.startswith(".") or any(c in name for c in "/\\\0"):
+            raise CnnkitError(f"{path}: run {name[:60]!r} is not a folder name in {folder}")
+        if not isinstance(entry, dict) or not isinstance(entry.get("overrides", []), list) \
+                or not isinstance(entry.get("failed", ""), str):
+            raise CnnkitError(f"{path}: run {name[:60]!r}: not a sweep entry (overrides, "
+                              f"failed)")
     return sweep
 
 
 def read_run(path: Path, *, failure: str | None = None) -> RunRecord:
-    """A run directory's record; `failure`: the reason a sweep recorded for it, if any."""
+    """A run directory's record; `failure`: the reason a sweep recorded for it, if any. Total:
+    whatever its files hold, a record comes back, "damaged" with the file's one line."""
     record = RunRecord(Path(path))
+    try:
+        _read_into(record, failure)
+    except CnnkitError as exc:
+        record.status, record.reason = "damaged", _one_line(str(exc))
+    except Exception as exc:  # noqa: BLE001 -- a reader of user files is total
+        record.status, record.reason = "damaged", _one_line(
+            f"{record.path}: {type(exc).__name__}: {exc}")
+    if record.status == "damaged":
+        record.config, record.history = {}, []
+    return record
+
+
+def _read_into(record: RunRecord, failure: str | None) -> None:
     config_path = record.path / CONFIG
     if config_path.exists():
-        try:
-            record.config = yaml.safe_load(config_path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise CnnkitError(f"{config_path}: cannot be read ({exc})") from None
+        record.config = _read_config(config_path)
     record.history = read_metrics(record.path, missing_ok=True)
-    record.epochs = int(record.config.get("train", {}).get("epochs", 0))
+    epochs = record.config.get("train", {}).get("epochs", 0)
+    if not isinstance(epochs, int) or isinstance(epochs, bool):
+        raise CnnkitError(f"{config_path}: train.epochs is {epochs!r:.40}, not an integer")
+    record.epochs = epochs
     manifest = read_manifest(record.path)  # "running" with no lock held reads "interrupted"
-    if manifest is not None and "status" in manifest:
+    if manifest is not None:
         record.status, record.reason = manifest["status"], manifest.get("reason")
-        record.epochs = int(manifest.get("epochs", record.epochs))
+        record.epochs = manifest["epochs"]
         if failure is not None and record.status != "finished":  # the sweep saw it fail
             record.status, record.reason = "failed", failure
     else:
         record.status, record.reason = _judged(record, failure)
-    return record
+
+
+def _read_config(path: Path) -> dict:
+    """RUN/config.yaml through the config loader's limits (size, aliases, depth)."""
+    try:
+        with open_regular(path) as f:
+            text = f.read(MAX_BYTES + 1).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CnnkitError(f"{path}: cannot be read ({exc})") from None
+    config = safe_yaml(text, where=f"{path}: not valid YAML", source=str(path))
+    if len(text) > MAX_BYTES or not isinstance(config, dict) or not all(
+            isinstance(config.get(k, {}), dict) for k in ("train", "model", "data", "task")):
+        raise CnnkitError(f"{path}: not a cnnkit config (a mapping of sections)")
+    return config
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0][:300] if lines else "no message"
 
 
 def _judged(record: RunRecord, failure: str | None) -> tuple[str, str | None]:
@@ -139,9 +183,16 @@ def read_runs(folders: list[str | Path]) -> list[RunRecord]:
     for folder in folders:
         if not Path(folder).exists():
             raise CnnkitError(f"{folder}: no such folder")
+        try:
+            read_sweep(Path(folder))
+        except CnnkitError as exc:  # listed as damaged; its folders are listed as they are
+            records.append(RunRecord(Path(folder), status="damaged", reason=str(exc)))
         for path in find_runs(folder):
             if path.parent not in sweeps:
-                sweeps[path.parent] = read_sweep(path.parent) or {"runs": {}}
+                try:
+                    sweeps[path.parent] = read_sweep(path.parent) or {"runs": {}}
+                except CnnkitError:
+                    sweeps[path.parent] = {"runs": {}}
             entry = sweeps[path.parent]["runs"].get(path.name, {})
             record = read_run(path, failure=entry.get("failed"))
             record.planned = dict(_parsed(item) for item in entry.get("overrides", []))

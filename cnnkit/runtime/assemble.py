@@ -4,6 +4,7 @@ any step: what `train()` starts from and what `cnnkit eval` scores a checkpoint 
 from __future__ import annotations
 
 import random
+import sys
 
 import numpy as np
 import torch
@@ -16,9 +17,20 @@ from cnnkit.schema import Config
 from cnnkit.tasks import Task, build_task
 
 
-def resolve_device(name: str, *, key: str = "train.device") -> torch.device:
+def resolve_device(name: str, *, key: str = "train.device", fallback: str | None = None
+                   ) -> torch.device:
     """`auto` picks cuda, then mps, then cpu; a named device must exist. `key` is what the
-    user wrote it as, for the error (`--device` on the command line)."""
+    user wrote it as, for the error (`--device` on the command line). `fallback`: where a
+    named device is missing, use the best there is and print a note naming `fallback` (a
+    checkpoint trained on cuda is evaluated on this machine's device)."""
+    if fallback is not None:
+        try:
+            return resolve_device(name, key=key)
+        except ConfigError:
+            device = resolve_device("auto")
+            print(f"cnnkit: note: {fallback} says {key} {name}, which this machine lacks; "
+                  f"using {device.type}", file=sys.stderr)
+            return device
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -32,6 +44,15 @@ def resolve_device(name: str, *, key: str = "train.device") -> torch.device:
                           f"found {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"{key}: {name} asked for, but torch sees no CUDA device")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"{key}: {name} asked for, but torch sees "
+                          f"{torch.cuda.device_count()} CUDA device(s)")
+    mps = getattr(torch.backends, "mps", None)
+    if device.type == "mps" and not (mps and mps.is_available()):
+        raise ConfigError(f"{key}: {name} asked for, but torch sees no MPS device (Apple "
+                          f"silicon with a torch built for it)")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"{key}: expected auto, cpu, cuda, cuda:N or mps, found {name!r}")
     return device
 
 

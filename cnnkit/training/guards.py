@@ -14,12 +14,21 @@ import torch
 
 from cnnkit.errors import DivergenceError
 
+# the baseline's floor: a first loss below it (a model that starts nearly trained) is compared
+# as this, so that ordinary noise around a loss of 1e-5 is not "orders of magnitude"
+BASELINE_FLOOR = 1e-2
+
 
 class FiniteWatch:
     """Remembers, on the device, the first step whose loss was not finite, or whose running
-    loss (the mean over a window of `window` steps) grew past `factor` times the first
-    window's mean (`baseline`, carried from epoch to epoch): a run that diverges without
-    reaching inf (SGD at a huge rate) stops as a NaN does."""
+    loss grew past `factor` times the loss of the run's first step (`baseline`, carried from
+    epoch to epoch): a run that diverges without reaching inf (SGD or Adam at a huge rate)
+    stops as a NaN does, however soon it blows up.
+
+    The first step's loss is the model's before any update: whatever the task, label
+    smoothing or class weights, it is the scale the loss starts from, and a run stuck at
+    chance stays near it. The running loss is the mean of the steps so far in the current
+    window of `window` steps, so it is compared from the first step on."""
 
     def __init__(self, device: torch.device, *, epoch: int, check_every: int, window: int = 20,
                  factor: float | None = None, baseline: torch.Tensor | None = None):
@@ -34,15 +43,17 @@ class FiniteWatch:
     def observe(self, loss: torch.Tensor, step: int) -> None:
         """Record `loss` of batch `step` (0-based within the epoch); checks when due."""
         loss = loss.detach().double()
-        self._flag(~torch.isfinite(loss), loss, step, grew=False)
+        finite = torch.isfinite(loss)
+        self._flag(~finite, loss, step, grew=False)
         if self.factor is not None:
+            # the first finite loss seen sets the baseline (a NaN was flagged above)
+            first = (self.baseline < 0) & finite
+            self.baseline = torch.where(first, loss.clamp(min=BASELINE_FLOOR), self.baseline)
             self._sum, self._count = self._sum + loss, self._count + 1
-            if self._count == self.window:  # host arithmetic decides when; the device compares
-                mean = self._sum / self.window
-                measured = self.baseline > 0
-                self._flag(measured & (mean > self.factor * self.baseline), mean, step,
-                           grew=True)
-                self.baseline = torch.where(self.baseline < 0, mean, self.baseline)
+            mean = self._sum / self._count  # host arithmetic decides when; the device compares
+            measured = self.baseline > 0
+            self._flag(measured & (mean > self.factor * self.baseline), mean, step, grew=True)
+            if self._count == self.window:
                 self._sum, self._count = torch.zeros_like(self._sum), 0
         if (step + 1) % self.check_every == 0:
             self.check()
@@ -60,10 +71,9 @@ class FiniteWatch:
         where = f"at epoch {self.epoch + 1}, step {step + 1}"
         if bool(self.grew.item()):
             raise DivergenceError(
-                f"train loss diverged {where}: its mean over {self.window} steps reached "
-                f"{value:.4g}, past train.diverge_factor {self.factor:g} times its first "
-                f"{self.window} steps' mean ({self.baseline.item():.4g}); stopped without "
-                f"saving")
+                f"train loss diverged {where}: its running mean (up to {self.window} steps) "
+                f"reached {value:.4g}, past train.diverge_factor {self.factor:g} times its "
+                f"first step's loss ({self.baseline.item():.4g}); stopped without saving")
         raise DivergenceError(
             f"train loss became {value} {where}: stopped without saving")
 

@@ -12,6 +12,7 @@ watch's cadence on a GPU), so logging adds no host sync:
 from __future__ import annotations
 
 import datetime
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,7 +41,10 @@ class RunLog:
     def __call__(self, text: str, *, err: bool = False, echo: bool = True) -> None:
         text = display(text)
         if echo and not self.quiet:
-            print(text, file=sys.stderr if err else sys.stdout, flush=True)
+            try:
+                print(text, file=sys.stderr if err else sys.stdout, flush=True)
+            except (BrokenPipeError, ValueError):  # `cnnkit train ... | head -1`: the reader
+                self._console_gone()  # has gone; the run goes on, train.log keeps every line
         if self._file is not None:
             stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
             try:
@@ -48,6 +52,17 @@ class RunLog:
                     self._file.write(f"{stamp}  {line}\n")
             except OSError:  # a full disk must not hide the run's own error
                 self.close()
+
+    def _console_gone(self) -> None:
+        """No more echo, and stdout onto /dev/null so that no later print or the
+        interpreter's last flush meets the closed pipe."""
+        self.quiet = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (AttributeError, OSError, ValueError):  # not a real file
+            pass
 
     def close(self) -> None:
         if self._file is not None:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CheckpointError, CnnkitError
 from cnnkit.runtime.speed import Speed
 from cnnkit.tasks import Task, main_logits
 from cnnkit.training.distributed import Cluster, all_sum, loss_weight
@@ -94,6 +94,10 @@ def train_one_epoch(stepper: Stepper, loader, *, epoch: int, start: int = 0,
         # mixed batches: accuracy and the rest against each image's dominant label
         batch = task.stats(main_logits(output).detach(),
                            y if stepper.mix is None else dominant(y), loss)
+        if totals is not None and totals.shape != batch.shape:  # host metadata: no sync
+            raise CheckpointError(f"last.pt: malformed checkpoint: 'totals' holds "
+                                  f"{totals.numel()} sums where this run's task keeps "
+                                  f"{batch.numel()}")
         totals = batch if totals is None else totals + batch
         bar.update(1)
         if not bar.disable and (step + 1) % log_every == 0:

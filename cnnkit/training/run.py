@@ -13,10 +13,9 @@ from typing import Any
 
 import torch
 
-from cnnkit.atomic import remove_stale_temps
+from cnnkit.atomic import is_our_temp, remove_stale_temps
 from cnnkit.checkpoint import (
     as_dtypes_of,
-    check_like,
     load_checkpoint,
     restore_part,
     rng_state,
@@ -30,7 +29,7 @@ from cnnkit.errors import CheckpointError, CnnkitError, ConfigError, RunPruned, 
 from cnnkit.models.builder import Network
 from cnnkit.rundir import BEST, LAST, MANIFEST, METRICS
 from cnnkit.rundir.early_stopping import best_index
-from cnnkit.rundir.lock import RunDirectory, lock_directory
+from cnnkit.rundir.lock import RunDirectory, lock_directory, read_manifest
 from cnnkit.rundir.metrics import write_metrics
 from cnnkit.runtime.speed import Speed
 from cnnkit.schema import Config
@@ -118,6 +117,12 @@ def close_after(rundir: RunDirectory, exc: BaseException, log: Callable[..., Non
 def _admit(out: Path, cfg: Config, *, resume: bool, say: Callable[[str], None]) -> dict | None:
     """The checkpoint to resume from, or None; CnnkitError for a folder that is not ours."""
     is_run = (out / MANIFEST).exists()
+    if is_run:
+        try:
+            read_manifest(out)  # ours: our format field and schema, not a file's name
+        except CnnkitError as exc:
+            raise CnnkitError(f"{exc}; {out} is not a cnnkit run directory, train into a new "
+                              f"or empty folder (--out DIR)") from None
     has_run = (out / LAST).exists() or (out / METRICS).exists()  # older runs too
     if not is_run and not has_run and any(not _stale_temp(p) for p in out.iterdir()):
         raise CnnkitError(f"{out}: holds files but is not a cnnkit run directory (no "
@@ -143,7 +148,7 @@ def _admit(out: Path, cfg: Config, *, resume: bool, say: Callable[[str], None]) 
 
 
 def _stale_temp(path: Path) -> bool:
-    return path.name.startswith(".") and path.name.endswith(".tmp")
+    return is_our_temp(path)
 
 
 # keys that do not change what is learned, so a resumed run may set them anew (train.epochs
@@ -307,3 +312,28 @@ def save(run: Run, *, best: bool, metrics: bool = True) -> None:
     if metrics:
         write_metrics(out, state.history)
 
+
+def check_like(saved: Any, fresh: Any, where: str = "") -> str | None:
+    """Where `saved` differs in structure from `fresh` (the same object's state_dict now):
+    its keys, value types and tensor shapes, list items pairwise; None where they agree."""
+    if isinstance(fresh, dict):
+        if not isinstance(saved, dict) or set(saved) != set(fresh):
+            return where or "its keys"
+        return next((d for k in fresh if (d := check_like(saved[k], fresh[k], f"{where}.{k}"
+                                                          .lstrip(".")))), None)
+    if isinstance(fresh, (list, tuple)):  # lengths may differ: unfreezing adds a group
+        if not isinstance(saved, (list, tuple)):
+            return where
+        return next((d for i, (s, f) in enumerate(zip(saved, fresh))
+                     if (d := check_like(s, f, f"{where}[{i}]"))), None)
+    if isinstance(fresh, torch.Tensor):
+        return None if isinstance(saved, torch.Tensor) and saved.shape == fresh.shape else where
+    if _is_number(fresh):
+        return None if _is_number(saved) else where
+    if isinstance(fresh, (str, bool)):
+        return None if type(saved) is type(fresh) else where
+    return None  # None (set later, e.g. a scheduler's last value) or anything else: not judged
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -21,8 +21,8 @@ from cnnkit.data import Data, build_data
 from cnnkit.data.augment import build_augment
 from cnnkit.data.preprocess import resolve_normalization
 from cnnkit.data.shards import batches_per_epoch
-from cnnkit.errors import CnnkitError, DivergenceError
-from cnnkit.models.freeze import freeze_for_training, unfreeze
+from cnnkit.errors import CheckpointError, CnnkitError, DivergenceError
+from cnnkit.models.freeze import freeze_for_training, param_groups, unfreeze
 from cnnkit.models.weights import load_pretrained, with_pretrained_defaults
 from cnnkit.rundir import BEST, CLASSES, CONFIG, CURVES, LAST, LOAD_REPORT, LOG, MANIFEST, METRICS
 from cnnkit.rundir.early_stopping import improves, should_stop
@@ -61,7 +61,7 @@ from cnnkit.training.run import (
     restore,
     set_lr,
 )
-from cnnkit.training.signals import GracefulStop
+from cnnkit.training.signals import GracefulStop, signals_held
 from cnnkit.training.tensorboard import TensorBoardLogger
 
 
@@ -109,19 +109,37 @@ def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, re
     data = build_data(cfg.data, source=cfg.source)
     # the class count and input the data decides (model.num_classes: auto), and fit warnings
     cfg = fit_to_data(cfg, data, world_size=cluster.world_size, show=cluster.is_main)
+    # a layer, shape, module path or weights error is one line before the run directory is
+    # made; the initial weights are drawn from the seed as they always were
+    seed_everything(cfg.train.seed)
+    model, data, task = assemble(cfg, device, data=data)
+    report = load_pretrained(model, cfg, classes=list(data.classes)) \
+        if cfg.model.weights and not resume else None
+    freeze_for_training(model, cfg.train, source=cfg.source)
+    param_groups(model, cfg.train, source=cfg.source)  # train.lr_groups' module paths
     opened: list[RunDirectory] = []
 
     def open_dir() -> dict | None:  # rank 0 only: the others never touch the directory
-        rundir, checkpoint = open_run_dir(out, cfg, resume=resume, command=command, say=log)
-        opened.append(rundir)
+        # run.json, then config.yaml at once: a Ctrl-C between them is held until both are
+        # written, so that every run directory can be resumed
+        with signals_held():
+            rundir, checkpoint = open_run_dir(out, cfg, resume=resume, command=command,
+                                              say=log)
+            opened.append(rundir)
+            atomic_write_text(out / CONFIG, dump_config(cfg))
         log.open(out / LOG)
         return checkpoint
 
-    checkpoint = on_main(open_dir, cluster)
+    try:
+        checkpoint = on_main(open_dir, cluster)
+    except BaseException as exc:  # a signal held over the manifest's writing comes here
+        if opened:
+            close_after(opened[0], exc, log)
+        raise
     rundir = opened[0] if opened else None
     try:
-        result = _run(cfg, out, device, cluster, checkpoint, data, log=log,
-                      callbacks=callbacks, rundir=rundir)
+        result = _run(cfg, out, device, cluster, checkpoint, (model, data, task, report),
+                      log=log, callbacks=callbacks, rundir=rundir)
     except BaseException as caught:
         exc = cluster.explain(caught)  # a lost peer: one line naming the cause
         if rundir is not None:
@@ -135,19 +153,15 @@ def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, re
 
 
 def _run(cfg: Config, out: Path, device: torch.device, cluster: Cluster,
-         checkpoint: dict | None, data: Data, *, log: RunLog, callbacks: Sequence[Callback],
-         rundir: RunDirectory | None) -> RunResult:
+         checkpoint: dict | None, assembled: tuple, *, log: RunLog,
+         callbacks: Sequence[Callback], rundir: RunDirectory | None) -> RunResult:
+    model, data, task, report = assembled
     quiet = log.quiet
-    if cluster.is_main:  # first, so that a run killed before any checkpoint can be resumed
-        atomic_write_text(out / CONFIG, dump_config(cfg))
     loggers = [TensorBoardLogger(out, first_epoch=checkpoint["epoch"] if checkpoint else 0,
                                  source=cfg.source)] \
         if cfg.train.tensorboard and cluster.is_main else []  # first: a missing package fails
-    seed_everything(cfg.train.seed)
-    model, data, task = assemble(cfg, device, data=data)
     if checkpoint is None and cfg.model.weights:
-        _load_weights(out, cfg, model, data, log=log, write=cluster.is_main)
-    freeze_for_training(model, cfg.train, source=cfg.source)
+        _load_weights(out, cfg, model, data, log=log, write=cluster.is_main, report=report)
     speed = resolve_speed(device, precision=cfg.train.precision,
                           channels_last=cfg.train.channels_last, model=model)
     prepare_model(model, speed)  # before the optimizer and the EMA copy see the parameters
@@ -166,6 +180,9 @@ def _run(cfg: Config, out: Path, device: torch.device, cluster: Cluster,
         state = restore(checkpoint, model, optimizer, scheduler, ema=ema, scaler=speed.scaler,
                         path=out / LAST)
         set_lr(optimizer, scheduler, old=checkpoint["config"]["train"]["lr"], new=cfg.train.lr)
+        if state.step >= steps_per_epoch:  # an epoch of 0 batches would "train" and save
+            raise CheckpointError(f"{out / LAST}: malformed checkpoint: 'step' {state.step} is "
+                                  f"past the {steps_per_epoch} steps of an epoch of this run")
     run = Run(cfg, out, model, data, task, optimizer, scheduler, ema, state, speed, cluster,
               quiet=quiet, log=log, rundir=rundir)
     run.saved = (state.epoch, state.step) if checkpoint is not None else None
@@ -310,9 +327,11 @@ def _step_model(cfg: Config, model: nn.Module, loader, task: Task, speed: Speed,
 
 
 def _load_weights(out: Path, cfg: Config, model: nn.Module, data: Data, *, log: RunLog,
-                  write: bool = True) -> None:
-    """Pretrained weights in; the load report printed and kept as load_report.txt."""
-    report = load_pretrained(model, cfg, classes=list(data.classes))
+                  write: bool = True, report=None) -> None:
+    """Pretrained weights in (unless loaded already: `report`); the load report printed and
+    kept as load_report.txt."""
+    if report is None:  # a resumed run that had saved no checkpoint yet
+        report = load_pretrained(model, cfg, classes=list(data.classes))
     if write:
         atomic_write_text(out / LOAD_REPORT, report.format(full=True) + "\n")
     log(report.format())
