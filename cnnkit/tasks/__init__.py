@@ -23,6 +23,7 @@ class Task(Protocol):
     class_targets: bool  # targets are one class index per example (checked before training)
     extra_outputs: int  # model outputs per example besides the K class scores
     shown_classes: int  # classes a prediction lists unless asked for more or fewer
+    scores: str  # how the model's raw output is read (an exported ONNX file's metadata)
 
     def check(self, output_shape: tuple[int, ...], num_classes: int, *, source: str) -> None: ...
 
