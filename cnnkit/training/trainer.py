@@ -63,6 +63,7 @@ from cnnkit.training.run import (
 )
 from cnnkit.training.signals import GracefulStop
 from cnnkit.training.tensorboard import TensorBoardLogger
+from cnnkit.validate import check_packages
 
 
 @dataclass
@@ -81,6 +82,7 @@ def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
     `command` is what started it, for the manifest (the CLI passes its argv)."""
     # mean and std resolved to numbers: config.yaml and the checkpoints record what was used
     cfg = resolve_normalization(with_pretrained_defaults(resolve_config(config, overrides)))
+    check_packages(cfg)  # before any data is read or folder made
     out = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
     device = resolve_device(cfg.train.device)
     cluster = Cluster.from_env(device, timeout=cfg.train.dist_timeout)  # torchrun's, or one
