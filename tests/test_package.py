@@ -46,19 +46,37 @@ def test_a_bare_name_finds_a_shipped_config_and_a_file_on_disk_wins(tmp_path, mo
         load_config("resnet81")
 
 
-def test_configs_lists_name_task_parameters_input_description(cli, monkeypatch):
+def test_configs_lists_name_task_parameters_input_description(cli, monkeypatch, tmp_path):
+    """From the table generated ahead of time, and afresh for a config whose bytes differ
+    from it (an edited install): the same rows, descriptions whole sentences."""
     from cnnkit.inspect import catalogue
 
     two = {name: SHIPPED / f"{name}.yaml" for name in ("localization_mnist", "mnist_conv")}
-    monkeypatch.setattr(catalogue, "shipped_configs", lambda: two)  # all: the wheel test
-    code, out, _ = cli("configs")
-    lines = out.splitlines()
-    assert code == 0 and lines[0].split() == ["name", "task", "parameters", "input",
-                                              "description"]
-    assert lines[2].split()[:4] == ["mnist_conv", "classification", "5,386", "1×28×28"]
-    assert lines[2].endswith("The course's model2: a small conv net on the MNIST sample. "
-                             "5,386 parameters.")
-    assert lines[1].split()[:4] == ["localization_mnist", "localization", "587,183", "1×64×64"]
+    monkeypatch.setattr(catalogue, "shipped_configs", lambda: two)
+    for table in (catalogue.TABLE, tmp_path / "none.json"):
+        monkeypatch.setattr(catalogue, "TABLE", table)
+        code, out, _ = cli("configs")
+        lines = out.splitlines()
+        assert code == 0 and lines[0].split() == ["name", "task", "parameters", "input",
+                                                  "description"]
+        assert lines[2].split()[:4] == ["mnist_conv", "classification", "5,386", "1×28×28"]
+        assert lines[2].endswith("The course's model2: a small conv net on the MNIST sample.")
+        assert lines[1].split()[:4] == ["localization_mnist", "localization", "587,183",
+                                        "1×64×64"]
+
+
+def test_the_configs_table_is_current_and_configs_loads_no_torch():
+    """configs/catalogue.json describes every shipped config as it is now (regenerate: python
+    -m cnnkit.inspect.catalogue), and `cnnkit configs` reads it without importing torch."""
+    from cnnkit.inspect import catalogue
+
+    assert catalogue.TABLE.read_text(encoding="utf-8") == catalogue.generate()
+    code = ("import sys; from cnnkit.cli import main; main(['configs']); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.count("\n") == 1 + len(shipped_configs()), \
+        done.stderr
 
 
 def test_config_prints_a_shipped_config_to_copy(cli):
