@@ -47,7 +47,8 @@ def slim_state(predictor: Predictor) -> dict[str, Any]:
     config["model"]["weights"] = None  # the weights are in the file
     config["out"] = None
     return {"model": predictor.model.state_dict(), "config": config,
-            "task": predictor.task.name, "classes": list(predictor.classes), "preprocessing": dict(predictor.preprocessing)}
+            "task": predictor.task.name, "classes": list(predictor.classes),
+            "preprocessing": dict(predictor.preprocessing)}
 
 
 def export(path: str | Path, out: str | Path, *, onnx: str | Path | None = None

@@ -8,6 +8,7 @@ other datasets are resized straight to the model's input size.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,24 +18,29 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
+from cnnkit.data.folder_index import EXTENSIONS, left_out_line, suffix_counts
 from cnnkit.data.image_files import open_image
 from cnnkit.errors import DataError
 
 ORIENTATION = 0x0112  # the EXIF tag
-EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
 def expand(images: Iterable[Any]) -> list[Any]:
-    """Each folder replaced by the images under it (recursively, sorted by path); files, PIL
-    images and tensors kept as they are."""
+    """Each folder replaced by the images under it (recursively, sorted by path; the other
+    files counted in one warning line per folder); files, PIL images and tensors kept as
+    they are."""
     out = []
     for item in images:
         if isinstance(item, (str, Path)) and Path(item).is_dir():
-            found = sorted(p for p in Path(item).rglob("*")
-                           if p.suffix.lower() in EXTENSIONS and p.is_file())
+            files = [p for p in Path(item).rglob("*") if p.is_file()
+                     and not any(part.startswith(".") for part in p.relative_to(item).parts)]
+            found = sorted(p for p in files if p.suffix.lower() in EXTENSIONS)
             if not found:
-                raise DataError(f"{item}: a folder without images "
-                                f"({', '.join(sorted(EXTENSIONS))})")
+                raise DataError(f"{item}: a folder without images ({', '.join(EXTENSIONS)})")
+            others = suffix_counts([p.name for p in files if p.suffix.lower() not in EXTENSIONS])
+            if others:
+                print(f"cnnkit: warning: {left_out_line(item, others)}", file=sys.stderr,
+                      flush=True)
             out.extend(found)
         else:
             out.append(item)
