@@ -82,8 +82,42 @@ def config_to_dict(cfg: Config) -> dict:
     return data
 
 
-def dump_config(cfg: Config) -> str:
-    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
+def dump_config(cfg: Config, *, applicable: bool = False) -> str:
+    """The config as YAML; `applicable`: without the keys this config's task, dataset,
+    optimizer and schedule do not read (--print-config), which load back as their defaults."""
+    raw = config_to_dict(cfg)
+    if applicable:
+        for key, applies in APPLIES.items():
+            section, _, name = key.rpartition(".")
+            node = raw
+            for part in section.split("."):
+                node = node[part]
+            if not applies(cfg):
+                node.pop(name, None)
+    return yaml.safe_dump(raw, sort_keys=False, default_flow_style=None)
+
+
+_LOCALIZATION = ("mnist-localization", "localization-csv")
+_SPLIT = ("mnist-sample", "mnist")  # datasets carved into train and val (sizes, folds)
+# key -> whether a config reads it; a key not listed always applies
+APPLIES: dict[str, typing.Callable[[Config], bool]] = {
+    **{f"task.{k}": (lambda c: c.task.name == "localization") for k in (
+        "loss", "box_loss", "obj_weight", "box_weight", "cls_weight", "threshold")},
+    "task.class_weights": lambda c: c.task.name == "classification",
+    "data.localization": lambda c: c.data.name in _LOCALIZATION,
+    **{f"data.{k}": (lambda c: c.data.name == "imagefolder") for k in (
+        "image_size", "workers", "skip_bad")},
+    **{f"data.{k}": (lambda c: c.data.name in _SPLIT) for k in ("folds", "fold")},
+    "data.download": lambda c: c.data.name == "mnist",
+    **{f"train.{k}": (lambda c: c.train.optimizer == "sgd") for k in ("momentum", "nesterov")},
+    "train.schedule.warmup_epochs": lambda c: c.train.schedule.name != "onecycle",
+    "train.schedule.step_size": lambda c: c.train.schedule.name == "step",
+    "train.schedule.milestones": lambda c: c.train.schedule.name == "multistep",
+    "train.schedule.gamma": lambda c: c.train.schedule.name in ("step", "multistep"),
+    "train.schedule.min_lr": lambda c: c.train.schedule.name == "cosine",
+    **{f"train.schedule.{k}": (lambda c: c.train.schedule.name == "onecycle") for k in (
+        "pct_start", "div_factor", "final_div_factor")},
+}
 
 
 def apply_override(raw: dict, item: str, *, source: str = "<config>") -> None:

@@ -71,3 +71,26 @@ def test_training_names_every_bad_file_of_the_batch_and_how_to_skip(bad_folder, 
     assert "set data.skip_bad: true (--set data.skip_bad=true) to train without these 2 " \
            "files" in error
     assert f"{root}: left out 1 file that is not an image (.txt 1)" in err  # one line
+
+
+@pytest.mark.parametrize("name", ["mnist_conv", "finetune_resnet18", "localization_mnist"])
+def test_print_config_shows_what_applies_and_the_run_directory(name, cli, tmp_path):
+    """Digits, class folders, localization: only the keys the config reads, `out` as the
+    run would use it, and the printed YAML loads back to the same config."""
+    from cnnkit.config import config_to_dict, load_config
+
+    code, out, err = cli("train", name, "--print-config", "--out", tmp_path / "run")
+    assert code == 0, err
+    printed = yaml.safe_load(out)
+    assert printed["out"] == str(tmp_path / "run")
+    localization = name == "localization_mnist"
+    assert ("threshold" in printed["task"]) == localization
+    assert ("localization" in printed["data"]) == localization
+    assert ("class_weights" in printed["task"]) != localization
+    assert ("image_size" in printed["data"]) == (name == "finetune_resnet18")
+    assert ("momentum" in printed["train"]) == (printed["train"]["optimizer"] == "sgd")
+    (tmp_path / "printed.yaml").write_text(out)
+    again = config_to_dict(load_config(tmp_path / "printed.yaml"))
+    assert again == {**config_to_dict(load_config(name)), "out": str(tmp_path / "run")}
+    code, out, _ = cli("train", name, "--print-config")
+    assert yaml.safe_load(out)["out"] == f"runs/{name}"  # where it would train
