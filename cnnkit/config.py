@@ -82,6 +82,19 @@ def config_to_dict(cfg: Config) -> dict:
     return data
 
 
+def resolve_paths(cfg: Config) -> Config:
+    """data.root, and model.weights where it names a file or folder, made absolute (against
+    the working directory): a run's config.yaml and checkpoints then work from any folder.
+    `cnnkit export` strips them again."""
+    data, model = cfg.data, cfg.model
+    if data.root:
+        data = dataclasses.replace(data, root=os.path.abspath(data.root))
+    if model.weights and not model.weights.startswith("torchvision:") \
+            and Path(model.weights).exists():
+        model = dataclasses.replace(model, weights=os.path.abspath(model.weights))
+    return dataclasses.replace(cfg, data=data, model=model)
+
+
 def dump_config(cfg: Config, *, applicable: bool = False) -> str:
     """The config as YAML; `applicable`: without the keys this config's task, dataset,
     optimizer and schedule do not read (--print-config), which load back as their defaults."""

@@ -94,3 +94,104 @@ def test_print_config_shows_what_applies_and_the_run_directory(name, cli, tmp_pa
     assert again == {**config_to_dict(load_config(name)), "out": str(tmp_path / "run")}
     code, out, _ = cli("train", name, "--print-config")
     assert yaml.safe_load(out)["out"] == f"runs/{name}"  # where it would train
+
+
+def _digits_tree(root):
+    """An MNIST-layout tree (data.name mnist) of 120 real digits from the embedded sample."""
+    from cnnkit.data.idx import write_idx
+    from cnnkit.data.mnist_sample import read_sample
+
+    images, labels = read_sample()
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, part in (("train", slice(0, 5000, 50)), ("t10k", slice(25, 5000, 250))):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images[part, 0].numpy())
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels[part].numpy().astype("uint8"))
+    return root
+
+
+def _relative_run(kind, tmp_path, monkeypatch, write_config):
+    """A run trained from tmp_path/start with data.root relative ('data'): class folders or
+    MNIST-layout digits."""
+    from tests.conftest import FOLDER_TINY, SMALL_CONV
+    from tests.imagefiles import write_class_folders
+
+    start = tmp_path / "start"
+    start.mkdir()
+    if kind == "folders":
+        write_class_folders(start / "data")
+        config = {**FOLDER_TINY, "data": {**FOLDER_TINY["data"], "root": "data"}}
+    else:
+        _digits_tree(start / "data")
+        config = {**SMALL_CONV, "data": {"name": "mnist", "root": "data", "val_size": 20},
+                  "train": {**SMALL_CONV["train"], "batch_size": 40, "epochs": 1}}
+    path = write_config(config)
+    monkeypatch.chdir(start)
+    from cnnkit.training.trainer import train
+
+    train(path, out_dir=tmp_path / "run", quiet=True)
+    return start, tmp_path / "run"
+
+
+@pytest.mark.parametrize("kind", ["folders", "digits"])
+def test_a_run_started_in_one_folder_evaluates_from_any_other(kind, tmp_path, monkeypatch,
+                                                              write_config, cli):
+    from cnnkit.checkpoint import load_checkpoint
+
+    start, run = _relative_run(kind, tmp_path, monkeypatch, write_config)
+    saved = yaml.safe_load((run / "config.yaml").read_text())["data"]["root"]
+    assert saved == str(start / "data")  # absolute in config.yaml
+    assert load_checkpoint(run / "best.pt")["config"]["data"]["root"] == saved
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, out, err = cli("eval", run, "--json")
+    assert code == 0 and json.loads(out)["n"] > 0, err
+    code, _, err = cli("export", run, "--out", "slim.pt")
+    assert code == 0, err
+    assert load_checkpoint(elsewhere / "slim.pt")["config"]["data"]["root"] == "data"  # stripped
+
+
+@pytest.mark.parametrize("kind", ["folders", "digits"])
+def test_resume_follows_old_relative_runs_and_data_that_moved(kind, tmp_path, monkeypatch,
+                                                              write_config, cli):
+    """A run saved before roots were stored absolute (config.yaml and last.pt relative)
+    resumes from its folder; data moved elsewhere resumes with --set data.root when it has
+    the same classes and counts, and is refused when it differs."""
+    import shutil
+
+    from cnnkit.checkpoint import load_checkpoint, save_checkpoint
+
+    start, run = _relative_run(kind, tmp_path, monkeypatch, write_config)
+    state = load_checkpoint(run / "last.pt", for_resume=True)
+    state["config"]["data"]["root"] = "data"  # as runs were saved before
+    del state["data_sizes"]
+    save_checkpoint(run / "last.pt", state)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["data"]["root"] = "data"
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    code, _, err = cli("resume", run, "--set", "train.epochs=2", "--quiet")
+    assert code == 0, err
+    moved = tmp_path / "moved"
+    shutil.move(start / "data", moved)
+    code, _, err = cli("resume", run, "--set", "train.epochs=3", "--set",
+                       f"data.root={moved}", "--quiet")
+    assert code == 0, err
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["root"] == str(moved)
+    # fewer examples now: refused, naming both
+    victim = next(p for p in sorted((moved / "train").rglob("*.*"))) if kind == "folders" \
+        else None
+    if victim is not None:
+        victim.unlink()
+    else:
+        _digits_tree(tmp_path / "other")
+        from cnnkit.data.idx import read_idx, write_idx
+
+        raw = tmp_path / "other" / "MNIST" / "raw"
+        for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+            write_idx(raw / name, read_idx(raw / name)[:90])
+        moved = tmp_path / "other"
+    code, _, err = cli("resume", run, "--set", "train.epochs=4", "--set",
+                       f"data.root={moved}", "--quiet")
+    assert code == 2 and "resume continues the same run: point data.root at the same data" \
+        in err and err.count("\n") == 1, err

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from cnnkit.atomic import atomic_write_text
-from cnnkit.config import dump_config, resolve_config
+from cnnkit.config import dump_config, resolve_config, resolve_paths
 from cnnkit.data import Data, build_data
 from cnnkit.data.augment import build_augment
 from cnnkit.data.preprocess import resolve_normalization
@@ -56,6 +56,7 @@ from cnnkit.training.optim import build_optimizer, build_scheduler
 from cnnkit.training.run import (
     Run,
     RunState,
+    check_same_data,
     close_after,
     open_run_dir,
     restore,
@@ -83,6 +84,7 @@ def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
     # mean and std resolved to numbers: config.yaml and the checkpoints record what was used
     cfg = resolve_normalization(with_pretrained_defaults(resolve_config(config, overrides)))
     check_packages(cfg)  # before any data is read or folder made
+    cfg = resolve_paths(cfg)  # config.yaml and the checkpoints: usable from any folder
     out = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
     device = resolve_device(cfg.train.device)
     cluster = Cluster.from_env(device, timeout=cfg.train.dist_timeout)  # torchrun's, or one
@@ -122,6 +124,8 @@ def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, re
     checkpoint = on_main(open_dir, cluster)
     rundir = opened[0] if opened else None
     try:
+        if checkpoint is not None:  # data.root may have moved: the same data, checked
+            check_same_data(checkpoint, data, out / "last.pt")
         result = _run(cfg, out, device, cluster, checkpoint, data, log=log,
                       callbacks=callbacks, rundir=rundir)
     except BaseException as caught:
