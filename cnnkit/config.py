@@ -95,28 +95,29 @@ def resolve_paths(cfg: Config) -> Config:
     return dataclasses.replace(cfg, data=data, model=model)
 
 
-def dump_config(cfg: Config, *, applicable: bool = False) -> str:
-    """The config as YAML; `applicable`: without the keys this config's task, dataset,
-    optimizer and schedule do not read (--print-config), which load back as their defaults."""
+def dump_config(cfg: Config, *, drop: typing.Iterable[str] = ()) -> str:
+    """The config as YAML; without the dotted keys in `drop` (--print-config leaves out the
+    keys the config does not read, which load back as their defaults)."""
     raw = config_to_dict(cfg)
-    if applicable:
-        for key, applies in APPLIES.items():
-            section, _, name = key.rpartition(".")
-            node = raw
-            for part in section.split("."):
-                node = node[part]
-            if not applies(cfg):
-                node.pop(name, None)
+    for key in drop:
+        section, _, name = key.rpartition(".")
+        node = raw
+        for part in section.split("."):
+            node = node[part]
+        node.pop(name, None)
     return yaml.safe_dump(raw, sort_keys=False, default_flow_style=None)
+
+
+def unread_keys(cfg: Config) -> list[str]:
+    """The keys of the data and train sections this config's dataset, optimizer and schedule
+    do not read (the task section's: tasks.unread_task_keys)."""
+    return [key for key, applies in APPLIES.items() if not applies(cfg)]
 
 
 _LOCALIZATION = ("mnist-localization", "localization-csv")
 _SPLIT = ("mnist-sample", "mnist")  # datasets carved into train and val (sizes, folds)
 # key -> whether a config reads it; a key not listed always applies
 APPLIES: dict[str, typing.Callable[[Config], bool]] = {
-    **{f"task.{k}": (lambda c: c.task.name == "localization") for k in (
-        "loss", "box_loss", "obj_weight", "box_weight", "cls_weight", "threshold")},
-    "task.class_weights": lambda c: c.task.name == "classification",
     "data.localization": lambda c: c.data.name in _LOCALIZATION,
     **{f"data.{k}": (lambda c: c.data.name == "imagefolder") for k in (
         "image_size", "workers", "skip_bad")},

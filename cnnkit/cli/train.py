@@ -21,12 +21,13 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:  # the keys that apply, and the run directory it would train into
         import dataclasses
 
-        from cnnkit.config import dump_config, load_config
+        from cnnkit.config import dump_config, load_config, unread_keys
+        from cnnkit.tasks import unread_task_keys
         from cnnkit.training.trainer import default_out_dir
 
         cfg = load_config(args.config, tuple(args.set))
         cfg = dataclasses.replace(cfg, out=str(args.out or default_out_dir(cfg)))
-        print(dump_config(cfg, applicable=True), end="")
+        print(dump_config(cfg, drop=[*unread_keys(cfg), *unread_task_keys(cfg)]), end="")
         return 0
     sets = [arg for item in args.set for arg in ("--set", item)]
     command = ["cnnkit", "train", args.config, *(["--out", args.out] if args.out else []),

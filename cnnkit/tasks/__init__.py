@@ -68,6 +68,16 @@ def _localization(cfg: Config) -> Task:
 
 
 TASKS = dict(classification=_classification, localization=_localization)
+# the task section's keys each task reads (name, always)
+TASK_KEYS = {"classification": ("class_weights",),
+             "localization": ("loss", "box_loss", "obj_weight", "box_weight", "cls_weight",
+                              "threshold")}
+
+
+def unread_task_keys(cfg: Config) -> list[str]:
+    """task.* keys the config's task does not read (--print-config leaves them out)."""
+    read = TASK_KEYS.get(cfg.task.name, ())
+    return [f"task.{key}" for keys in TASK_KEYS.values() for key in keys if key not in read]
 
 
 def build_task(cfg: Config) -> Task:

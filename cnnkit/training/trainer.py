@@ -125,7 +125,7 @@ def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, re
     rundir = opened[0] if opened else None
     try:
         if checkpoint is not None:  # data.root may have moved: the same data, checked
-            check_same_data(checkpoint, data, out / "last.pt")
+            check_same_data(checkpoint, data, out / LAST)
         result = _run(cfg, out, device, cluster, checkpoint, data, log=log,
                       callbacks=callbacks, rundir=rundir)
     except BaseException as caught:
