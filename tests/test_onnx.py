@@ -34,7 +34,7 @@ def _onnx_matches_cnnkit(onnx_file, checkpoint, images):
     predictor = load_predictor(checkpoint)
     session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
-    assert meta["task"] == predictor.task
+    assert meta["task"] == predictor.task.name
     assert json.loads(meta["classes"]) == predictor.classes
     assert json.loads(meta["preprocessing"]) == predictor.preprocessing
     x = predictor.inputs(images)
