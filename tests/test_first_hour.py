@@ -195,3 +195,45 @@ def test_resume_follows_old_relative_runs_and_data_that_moved(kind, tmp_path, mo
                        f"data.root={moved}", "--quiet")
     assert code == 2 and "resume continues the same run: point data.root at the same data" \
         in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("fixture", [*RUNS, "trained_localization_run"])
+def test_predict_skip_bad_writes_every_good_row_and_lists_the_bad(fixture, request, cli,
+                                                                  bad_folder, tmp_path):
+    """The issue's folder (a truncated JPEG, a text file named .jpg, a 1×1 PNG, a .txt) on
+    digits, class folders and localization: without --skip-bad one line naming both bad files
+    and the flag; with it a CSV row for every good image (the 1×1 one among them, warned of),
+    a label column from the class folders, and the 2 bad files listed at the end."""
+    import csv
+
+    run = request.getfixturevalue(fixture)[1].out_dir
+    root, cat = bad_folder
+    code, _, err = cli("predict", run, root / "train", "--csv", tmp_path / "p.csv")
+    assert code == 2 and "cut.jpg: cannot decode image" in err and "text.jpg" in err
+    assert "pass --skip-bad" in err and not (tmp_path / "p.csv").exists()
+    code, out, err = cli("predict", run, root / "train", "--csv", tmp_path / "p.csv",
+                         "--skip-bad")
+    assert code == 0, err
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    good = sorted(str(p) for p in (root / "train").rglob("*") if p.is_file()
+                  and p.suffix != ".txt" and p.name not in ("cut.jpg", "text.jpg"))
+    assert sorted(r["image"] for r in rows) == good and out.startswith(f"wrote {len(good)} ")
+    assert "skipped 2 of" in err and f"  {cat / 'cut.jpg'}: cannot decode image" in err
+    assert f"  {cat / 'text.jpg'}: cannot decode image" in err
+    assert f"1 image smaller than 8 pixels on a side (first: {cat / 'dot.png'})" in err
+    assert "left out 1 file that is not an image (.txt 1)" in err
+    folder_run = fixture == "trained_folder_run"  # its classes are cat and dog: labels known
+    assert ("label" in rows[0]) == folder_run
+    if folder_run:
+        assert all(r["label"] == r["image"].split("/")[-2] for r in rows)
+
+
+def test_predict_arguments_the_wrong_way_round_are_named(trained_run, cli, tmp_path):
+    from PIL import Image
+
+    Image.new("L", (28, 28)).save(tmp_path / "digit.jpg")
+    run = trained_run[1].out_dir
+    code, _, err = cli("predict", tmp_path / "digit.jpg", run)
+    assert code == 2 and err.count("\n") == 1 and "weights_only" not in err
+    assert f"an image where the checkpoint goes; the checkpoint or run directory comes first: " \
+           f"cnnkit predict {run} {tmp_path / 'digit.jpg'}" in err
