@@ -237,3 +237,19 @@ def test_predict_arguments_the_wrong_way_round_are_named(trained_run, cli, tmp_p
     assert code == 2 and err.count("\n") == 1 and "weights_only" not in err
     assert f"an image where the checkpoint goes; the checkpoint or run directory comes first: " \
            f"cnnkit predict {run} {tmp_path / 'digit.jpg'}" in err
+
+
+def test_training_with_skip_bad_counts_the_same_way(bad_folder, cli, write_config, tmp_path):
+    """The header counts the files found (the 2 undecodable among them); after the first
+    epoch one line and run.json count the 2 skipped; the 1×1 image trains."""
+    from tests.conftest import FOLDER_TINY
+
+    root, _ = bad_folder
+    config = {**FOLDER_TINY, "data": {**FOLDER_TINY["data"], "root": str(root),
+                                      "skip_bad": True}}
+    code, out, err = cli("train", write_config(config), "--out", tmp_path / "run")
+    assert code == 0, err
+    assert "data imagefolder: 11 train, 4 val;" in out  # 8 written + cut, text and dot
+    assert err.count("skipped 2 of 11 images that cannot be decoded (data.skip_bad)") == 1
+    manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert manifest["skipped"] == {"train": 2} and manifest["status"] == "finished"

@@ -268,8 +268,19 @@ def _epochs(run: Run, callbacks: list[Callback]) -> None:
                **_validate(run, val_loader), "lr": run.optimizer.param_groups[0]["lr"],
                "seconds": round(seconds, 4), "data_wait": round(stepper.data_wait, 4)}
         _record(state, row, cfg.train.monitor)
+        _note_skipped(run, {"train": train_loader, "val": val_loader})
         for callback in callbacks:
             callback.on_epoch_end(run, row)
+
+
+def _note_skipped(run: Run, loaders: dict) -> None:
+    """Files data.skip_bad left out so far, per split, into run.json (the loader has printed
+    its line); counted as they are met, since counting them up front would cost a decode
+    pass. The start header counts the files found."""
+    skipped = {split: len(loader.bad) for split, loader in loaders.items()
+               if getattr(loader, "bad", None)}
+    if skipped and run.rundir is not None and run.rundir.manifest.get("skipped") != skipped:
+        run.rundir.update(skipped=skipped)
 
 
 def _validate(run: Run, loader) -> dict[str, float]:
