@@ -253,3 +253,26 @@ def test_training_with_skip_bad_counts_the_same_way(bad_folder, cli, write_confi
     assert err.count("skipped 2 of 11 images that cannot be decoded (data.skip_bad)") == 1
     manifest = json.loads((tmp_path / "run" / "run.json").read_text())
     assert manifest["skipped"] == {"train": 2} and manifest["status"] == "finished"
+
+
+@pytest.mark.parametrize("fixture", RUNS)
+def test_validation_shows_a_progress_bar_in_a_terminal(fixture, request, monkeypatch):
+    import io
+    import sys
+
+    from cnnkit.data import build_data
+    from cnnkit.infer.model import load_predictor
+    from cnnkit.runtime.evaluate import evaluate
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    predictor = load_predictor(request.getfixturevalue(fixture)[1].out_dir)
+    data = build_data(predictor.cfg.data)
+    loader = data.loader("val", batch_size=2, shuffle=False, seed=0,
+                         device=predictor.device)
+    for bar in (True, False):
+        monkeypatch.setattr(sys, "stderr", Terminal())
+        evaluate(predictor.model, loader, predictor.task, bar=bar)
+        assert ("val:   0%" in sys.stderr.getvalue()) == bar, sys.stderr.getvalue()

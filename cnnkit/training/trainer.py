@@ -288,7 +288,8 @@ def _validate(run: Run, loader) -> dict[str, float]:
     stopping and eval follow it) and raw_val_* the trained weights themselves."""
     if loader is None:
         return {}
-    scoring = {"speed": run.speed, "reduce": lambda totals: all_sum(totals, run.cluster)}
+    scoring = {"speed": run.speed, "reduce": lambda totals: all_sum(totals, run.cluster),
+               "bar": not run.quiet and run.cluster.is_main}
     metrics = _prefixed("val", evaluate(run.ema.module if run.ema else run.model, loader,
                                         run.task, **scoring).metrics)
     if run.ema:
