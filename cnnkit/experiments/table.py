@@ -117,10 +117,11 @@ def to_text(table: Table) -> str:
     if table.groups:
         columns = [c for c in table.keys if table.keys[c] != SEED]
         head = [*columns, "seeds", f"best {m}", f"final {m}", "time"]
+        # one seed has no spread: its value alone, not "± 0.0000"
         rows = [[*(value_text(g[c]) for c in columns), str(g["runs"]),
-                 _spread(g["best"], g["best_sd"], _number),
-                 _spread(g["final"], g["final_sd"], _number),
-                 _spread(g["seconds"], g["seconds_sd"], _seconds)] for g in table.groups]
+                 *(_spread(g[k], g[f"{k}_sd"] if g["runs"] > 1 else None, show)
+                   for k, show in (("best", _number), ("final", _number),
+                                   ("seconds", _seconds)))] for g in table.groups]
         text += "\n\nover seeds (mean ± sd):\n" + _aligned([head] + rows)
     return text
 
