@@ -58,10 +58,11 @@ def _refuse_swapped(checkpoint: str, images: list[str]) -> None:
     """An image where the checkpoint goes (`cnnkit predict IMAGE RUN`): one line saying which
     comes first, instead of a checkpoint reader's complaint about a JPEG."""
     from cnnkit.data.folder_index import EXTENSIONS
+    from cnnkit.rundir import BEST, LAST
 
     if Path(checkpoint).suffix.lower() in EXTENSIONS and Path(checkpoint).is_file():
-        run = next((i for i in images if i.endswith(".pt") or (Path(i) / "best.pt").exists()
-                    or (Path(i) / "last.pt").exists()), "RUN")
+        run = next((i for i in images if i.endswith(".pt") or (Path(i) / BEST).exists()
+                    or (Path(i) / LAST).exists()), "RUN")
         raise CnnkitError(f"{checkpoint}: an image where the checkpoint goes; the checkpoint "
                           f"or run directory comes first: cnnkit predict {run} {checkpoint}")
 
