@@ -11,7 +11,8 @@ JSON where structured): "task", "classes", "preprocessing" (the checkpoint's rec
 "scores" (how to read the output). Its check runs onnxruntime on real images prepared as the
 run prepares them and compares relative to the outputs' scale: float32 rounding grows with the
 logits, and a briefly trained ResNet-18 whose logits reach 2.8e5 differs from PyTorch by 0.125
-absolute, 4.5e-7 relative, while both sit as close to a float64 forward pass (0.077 and 0.106).
+absolute, 4.5e-7 relative, while both sit as close to a float64 forward pass (0.077 and 0.106;
+docs/checkpoints.md, "Why the ONNX check is relative", has the commands).
 """
 
 from __future__ import annotations
