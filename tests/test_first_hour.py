@@ -276,3 +276,27 @@ def test_validation_shows_a_progress_bar_in_a_terminal(fixture, request, monkeyp
         monkeypatch.setattr(sys, "stderr", Terminal())
         evaluate(predictor.model, loader, predictor.task, bar=bar)
         assert ("val:   0%" in sys.stderr.getvalue()) == bar, sys.stderr.getvalue()
+
+
+def test_runs_never_overwrite_the_run_name_with_a_key_named_name(tmp_path, cli):
+    """train.schedule.name differs between runs: its column is the full dotted key, and the
+    name column keeps the runs' names, in the table and in --csv."""
+    import csv
+    import io
+
+    from tests.test_runs import make_run
+
+    for name, schedule in (("a", "constant"), ("b", "cosine"), ("c", "constant")):
+        run = make_run(tmp_path / name, acc=(0.5, 0.6))
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        config["train"]["schedule"] = {"name": schedule}
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+    code, out, err = cli("runs", tmp_path / "a", tmp_path / "b", tmp_path / "c", "--csv")
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["name"] for r in rows] == ["a", "b", "c"]
+    assert [r["train.schedule.name"] for r in rows] == ["constant", "cosine", "constant"]
+    code, out, _ = cli("runs", tmp_path / "a", tmp_path / "b", tmp_path / "c")
+    assert out.splitlines()[0].split()[:2] == ["name", "train.schedule.name"]
+    assert [line.split()[:2] for line in out.splitlines()[1:4]] == [
+        ["a", "constant"], ["b", "cosine"], ["c", "constant"]]

@@ -18,6 +18,10 @@ from cnnkit.experiments.groups import SEED, differing_keys, seed_groups
 from cnnkit.experiments.names import distinct_tails, key_columns, value_text
 from cnnkit.rundir.records import RunRecord, read_runs
 
+OWN_COLUMNS = frozenset({"name", "status", "epochs", "planned", "best", "best_epoch", "final",
+                         "seconds", "path", "runs", "seeds", "best_sd", "final_sd",
+                         "seconds_sd"})
+
 
 @dataclass
 class Table:
@@ -34,7 +38,11 @@ def runs_table(folders: list[str | Path], *, sort: str | None = None) -> Table:
     metric = sort or Counter(r.monitor for r in records).most_common(1)[0][0]
     _check_metric(metric, records)
     keys = differing_keys(records)
-    table = Table(metric, dict(zip(key_columns(keys), keys)))
+    # a key whose short name is one of the table's own columns (train.schedule.name and the
+    # run's name) keeps its full dotted path: it never overwrites the run's column
+    columns = [key if column in OWN_COLUMNS else column
+               for column, key in zip(key_columns(keys), keys)]
+    table = Table(metric, dict(zip(columns, keys)))
     names = distinct_tails([r.path.resolve().parts for r in records])
     table.runs = [_row(name, record, table) for name, record in zip(names, records)]
     if sort:
