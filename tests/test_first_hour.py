@@ -300,3 +300,21 @@ def test_runs_never_overwrite_the_run_name_with_a_key_named_name(tmp_path, cli):
     assert out.splitlines()[0].split()[:2] == ["name", "train.schedule.name"]
     assert [line.split()[:2] for line in out.splitlines()[1:4]] == [
         ["a", "constant"], ["b", "cosine"], ["c", "constant"]]
+
+
+def test_runs_show_structured_values_as_a_hash_with_a_legend(tmp_path, cli):
+    from tests.test_runs import make_run
+
+    for name, width in (("small", 10), ("wide", 64)):
+        run = make_run(tmp_path / name, acc=(0.5,))
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        config["model"]["layers"] = [["Flatten"], ["Linear", width], ["ReLU"], ["Linear", 10]]
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+    code, out, err = cli("runs", tmp_path / "small", tmp_path / "wide")
+    assert code == 0, err
+    table, legend = out.split("\n\n")[:2]
+    assert all(len(line) <= 100 for line in out.splitlines())
+    marks = [line.split()[1] for line in table.splitlines()[1:]]
+    assert len(set(marks)) == 2 and all(m.startswith("#") for m in marks)
+    assert [line.split()[0] for line in legend.splitlines()] == marks
+    assert "model.layers = [[Flatten],[Linear,64]" in legend

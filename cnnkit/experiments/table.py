@@ -15,7 +15,7 @@ from typing import Any
 
 from cnnkit.errors import CnnkitError
 from cnnkit.experiments.groups import SEED, differing_keys, seed_groups
-from cnnkit.experiments.names import distinct_tails, key_columns, value_text
+from cnnkit.experiments.names import distinct_tails, key_columns, short_hash, value_text
 from cnnkit.rundir.records import RunRecord, read_runs
 
 OWN_COLUMNS = frozenset({"name", "status", "epochs", "planned", "best", "best_epoch", "final",
@@ -116,12 +116,16 @@ def to_text(table: Table) -> str:
     m = table.metric
     header = ["name", *table.keys, "status", "epochs", f"best {m}", "at epoch", f"final {m}",
               "time"]
-    lines = [header] + [[row["name"], *(value_text(row[c]) for c in table.keys), row["status"],
+    legend: dict[str, str] = {}
+    lines = [header] + [[row["name"], *(_cell(row[c], table.keys[c], legend)
+                                        for c in table.keys), row["status"],
                          f"{row['epochs']}/{value_text(row['planned']).replace('null', '-')}",
                          _number(row["best"]),
                          str(row["best_epoch"] or "-"), _number(row["final"]),
                          _seconds(row["seconds"])] for row in table.runs]
     text = _aligned(lines)
+    if legend:  # a structured value (model.layers) as a short hash in its cell
+        text += "\n\n" + "\n".join(f"{h}  {what}" for h, what in legend.items())
     if table.groups:
         columns = [c for c in table.keys if table.keys[c] != SEED]
         head = [*columns, "seeds", f"best {m}", f"final {m}", "time"]
@@ -132,6 +136,22 @@ def to_text(table: Table) -> str:
                                    ("seconds", _seconds)))] for g in table.groups]
         text += "\n\nover seeds (mean ± sd):\n" + _aligned([head] + rows)
     return text
+
+
+LEGEND_WIDTH = 100  # characters of a structured value the legend shows
+
+
+def _cell(value: Any, key: str, legend: dict[str, str]) -> str:
+    """A key's value as its cell: a list or mapping (model.layers) by a short hash, written
+    once in `legend` with its key and its value (cut at LEGEND_WIDTH characters)."""
+    text = value_text(value)
+    if not isinstance(value, (list, dict)):
+        return text
+    mark = f"#{short_hash(text)[:6]}"
+    shown = f"{key} = {text}"
+    legend.setdefault(mark, shown if len(shown) <= LEGEND_WIDTH
+                      else shown[:LEGEND_WIDTH - 3] + "...")
+    return mark
 
 
 def _number(value: float | None) -> str:
