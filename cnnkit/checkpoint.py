@@ -256,6 +256,9 @@ STRUCTURE: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model": (_state_dict, "a state_dict (parameter names to tensors)"),
     "config": (lambda v: isinstance(v, dict), "a config mapping"),
     "classes": (lambda v: isinstance(v, list) and all(_text(c) for c in v), "a list of names"),
+    "data_sizes": (lambda v: isinstance(v, dict) and all(_text(k) and _int()(n)
+                                                         for k, n in v.items()),
+                   "split names to example counts"),
     "mean": (_numbers, "a list of numbers"),
     "std": (_numbers, "a list of numbers"),
     "preprocessing": (_preprocessing, f"a preprocessing record (channels, height, width, mean, "

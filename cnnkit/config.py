@@ -84,8 +84,56 @@ def config_to_dict(cfg: Config) -> dict:
     return data
 
 
-def dump_config(cfg: Config) -> str:
-    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
+def resolve_paths(cfg: Config) -> Config:
+    """data.root, and model.weights where it names a file or folder, made absolute (against
+    the working directory): a run's config.yaml and checkpoints then work from any folder.
+    `cnnkit export` strips them again."""
+    data, model = cfg.data, cfg.model
+    if data.root:
+        data = dataclasses.replace(data, root=os.path.abspath(data.root))
+    if model.weights and not model.weights.startswith("torchvision:") \
+            and Path(model.weights).exists():
+        model = dataclasses.replace(model, weights=os.path.abspath(model.weights))
+    return dataclasses.replace(cfg, data=data, model=model)
+
+
+def dump_config(cfg: Config, *, drop: typing.Iterable[str] = ()) -> str:
+    """The config as YAML; without the dotted keys in `drop` (--print-config leaves out the
+    keys the config does not read, which load back as their defaults)."""
+    raw = config_to_dict(cfg)
+    for key in drop:
+        section, _, name = key.rpartition(".")
+        node = raw
+        for part in section.split("."):
+            node = node[part]
+        node.pop(name, None)
+    return yaml.safe_dump(raw, sort_keys=False, default_flow_style=None)
+
+
+def unread_keys(cfg: Config) -> list[str]:
+    """The keys of the data and train sections this config's dataset, optimizer and schedule
+    do not read (the task section's: tasks.unread_task_keys)."""
+    return [key for key, applies in APPLIES.items() if not applies(cfg)]
+
+
+_LOCALIZATION = ("mnist-localization", "localization-csv")
+_SPLIT = ("mnist-sample", "mnist")  # datasets carved into train and val (sizes, folds)
+# key -> whether a config reads it; a key not listed always applies
+APPLIES: dict[str, typing.Callable[[Config], bool]] = {
+    "data.localization": lambda c: c.data.name in _LOCALIZATION,
+    **{f"data.{k}": (lambda c: c.data.name == "imagefolder") for k in (
+        "image_size", "workers", "skip_bad")},
+    **{f"data.{k}": (lambda c: c.data.name in _SPLIT) for k in ("folds", "fold")},
+    "data.download": lambda c: c.data.name == "mnist",
+    **{f"train.{k}": (lambda c: c.train.optimizer == "sgd") for k in ("momentum", "nesterov")},
+    "train.schedule.warmup_epochs": lambda c: c.train.schedule.name != "onecycle",
+    "train.schedule.step_size": lambda c: c.train.schedule.name == "step",
+    "train.schedule.milestones": lambda c: c.train.schedule.name == "multistep",
+    "train.schedule.gamma": lambda c: c.train.schedule.name in ("step", "multistep"),
+    "train.schedule.min_lr": lambda c: c.train.schedule.name == "cosine",
+    **{f"train.schedule.{k}": (lambda c: c.train.schedule.name == "onecycle") for k in (
+        "pct_start", "div_factor", "final_div_factor")},
+}
 
 
 def apply_override(raw: dict, item: str, *, source: str = "<config>") -> None:

@@ -44,3 +44,8 @@ def display(text: str) -> str:
     """`text` safe to print anywhere: a path's undecodable bytes (surrogate escapes, as
     Python reads a non-UTF-8 file name) become U+FFFD instead of an UnicodeEncodeError."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """`1 epoch`, `3 epochs`, `1,000 images`: a count with its noun in the right number."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"

@@ -53,6 +53,37 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+# the optional packages a config can ask for: what asks (as the message shows it) -> (whether
+# the config asks, modules, how to get them). Checked when a run starts (check_packages), not
+# by validate: a checkpoint of a run that logged to TensorBoard still evaluates without it.
+OPTIONAL_PACKAGES: dict[str, tuple[Callable[[Config], bool], tuple[str, ...], str]] = {
+    "train.tensorboard: true": (lambda cfg: cfg.train.tensorboard, ("tensorboard",),
+                                "pip install tensorboard, or set train.tensorboard: false"),
+}
+
+
+def check_packages(cfg: Config) -> None:
+    """One ConfigError line for the first optional package the config asks for that is not
+    installed; training calls it right after validation, before any data is read or folder
+    made."""
+    for what, (asks, modules, install) in OPTIONAL_PACKAGES.items():
+        missing = [name for name in modules if not _installed(name)] if asks(cfg) else []
+        if missing:
+            plural = len(missing) > 1
+            raise ConfigError(f"{cfg.source}: {what} needs the {' and '.join(missing)} "
+                              f"package{'s' if plural else ''}, which {'are' if plural else 'is'}"
+                              f" not installed ({install})")
+
+
+def _installed(name: str) -> bool:
+    import importlib.util
+    import sys
+
+    if name in sys.modules:  # None there: an import of it fails
+        return sys.modules[name] is not None
+    return importlib.util.find_spec(name) is not None
+
+
 def _fail(cfg: Config, path: str, problem: str) -> typing.NoReturn:
     raise ConfigError(f"{cfg.source}: {path}: {problem}")
 

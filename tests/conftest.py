@@ -147,3 +147,25 @@ def untimed(history: list[dict]) -> list[dict]:
     two runs share: what an exact resume must repeat."""
     return [{k: v for k, v in row.items() if k not in ("seconds", "data_wait")}
             for row in history]
+
+
+FOLDER_TINY = {
+    "model": {"input": [3, 32, 32], "num_classes": "auto", "layers": [
+        ["Conv2d", 3, 8, 3, {"padding": 1}], ["BatchNorm2d"], ["ReLU"], ["MaxPool2d", 4],
+        ["Flatten"], ["Linear", "num_classes"]]},
+    "data": {"name": "imagefolder", "image_size": 32, "workers": 0},
+    "train": {"optimizer": "adam", "lr": 0.01, "batch_size": 4, "epochs": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def trained_folder_run(tmp_path_factory):
+    """(config path, RunResult) of FOLDER_TINY trained once per session for 1 epoch on class
+    folders (tests/imagefiles.py: cat, dog; 4 train, 2 val and 2 test images each, in five
+    formats) at the config's data.root. Shared as `trained_run` is."""
+    from tests.imagefiles import write_class_folders
+
+    photos = write_class_folders(tmp_path_factory.mktemp("folder") / "photos")
+    config = copy.deepcopy(FOLDER_TINY)
+    config["data"]["root"] = str(photos)
+    return _train_once(tmp_path_factory, "folder", config)

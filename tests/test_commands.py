@@ -166,7 +166,7 @@ def _check_sweep(fam, out, tmp):
     plan = json.loads((tmp / "sweep" / "sweep.json").read_text())
     assert plan, plan
     (metrics,) = sorted((tmp / "sweep").glob("*/metrics.csv"))
-    assert len(_rows(metrics)) == 1 and "1 runs: 1 finished" in out, out
+    assert len(_rows(metrics)) == 1 and "1 run: 1 finished" in out, out
 
 
 def _check_search(fam, out, tmp):
@@ -372,6 +372,8 @@ CASES = [
                           "cpu"), ("--top", "--json", "--device"), _check_predict_json),
     Case("predict-csv", ("predict", "{best}", "{images}", "--csv", "{tmp}/p.csv"), ("--csv",),
          _check_predict_csv),
+    Case("predict-skip-bad", ("predict", "{best}", "{images}", "--skip-bad", "--csv",
+                              "{tmp}/p.csv"), ("--skip-bad",), _check_predict_csv),
     Case("predict-invert", ("predict", "{best}", "{image}", "--invert"), ("--invert",),
          _check_predict_text),
     Case("predict-boxes", ("predict", "{best}", "{image}", "--out", "{tmp}/boxes"), ("--out",),

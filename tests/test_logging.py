@@ -41,18 +41,27 @@ def test_header_progress_lines_epoch_line_and_train_log(write_config, tmp_path, 
     assert header[1].startswith("device cpu, precision fp32, channels_last ")
     assert header[2] == "parameters 5,386 (5,386 trainable)"
     assert header[3] == ("data mnist-sample: 150 train, 50 val; batch 50, 3 steps per epoch, "
-                         "1 epochs")
+                         "1 epoch")
     assert header[4] == f"run directory {tmp_path / 'run'}"
     progress = [line for line in err.splitlines() if line.startswith("epoch 1  step ")]
     assert len(progress) >= 2, err  # 3 steps of >= 120 ms each, a line per 100 ms
     assert re.fullmatch(r"epoch 1  step \d/3  loss \d+\.\d{4}  [\d,]+ img/s  ETA \d:\d\d:\d\d",
                         progress[0])
     epoch = next(line for line in out.splitlines() if line.startswith("epoch   1/1"))
-    assert re.search(r"  \d+\.\d\ds  wait \d+%  lr 0\.005  [\d,]+ img/s  \* best$", epoch)
+    assert re.fullmatch(r"epoch   1/1  train loss \d\.\d{4}  val loss \d\.\d{4} acc \d\.\d{4}  "
+                        r"\d+\.\d\ds  wait \d+%  lr 0\.005(  [\d,]+ img/s)?  \* best", epoch)
+    assert len(epoch) <= 100  # the data-wait figure included
     assert out.splitlines()[-1].startswith("best.pt holds epoch 1: val_acc 0.")
     log = (tmp_path / "run" / "train.log").read_text()
     for line in [*out.splitlines(), *progress]:
-        assert f"  {line}\n" in log
+        if line != epoch:
+            assert f"  {line}\n" in log
+    # train.log's epoch line holds every metric (balanced on balanced digits: the console's
+    # leaves balanced_acc and macro_f1 out)
+    full = re.search(r"epoch   1/1  train loss .*", log).group(0)
+    for metric in ("train loss", " acc ", "balanced_acc", "macro_f1", "val loss"):
+        assert metric in full and (metric in epoch) == (metric in ("train loss", " acc ",
+                                                                   "val loss"))
 
 
 def test_divergence_stops_names_the_checkpoint_and_resumes_at_a_lower_rate(

@@ -46,19 +46,37 @@ def test_a_bare_name_finds_a_shipped_config_and_a_file_on_disk_wins(tmp_path, mo
         load_config("resnet81")
 
 
-def test_configs_lists_name_task_parameters_input_description(cli, monkeypatch):
+def test_configs_lists_name_task_parameters_input_description(cli, monkeypatch, tmp_path):
+    """From the table generated ahead of time, and afresh for a config whose bytes differ
+    from it (an edited install): the same rows, descriptions whole sentences."""
     from cnnkit.inspect import catalogue
 
     two = {name: SHIPPED / f"{name}.yaml" for name in ("localization_mnist", "mnist_conv")}
-    monkeypatch.setattr(catalogue, "shipped_configs", lambda: two)  # all: the wheel test
-    code, out, _ = cli("configs")
-    lines = out.splitlines()
-    assert code == 0 and lines[0].split() == ["name", "task", "parameters", "input",
-                                              "description"]
-    assert lines[2].split()[:4] == ["mnist_conv", "classification", "5,386", "1×28×28"]
-    assert lines[2].endswith("The course's model2: a small conv net on the MNIST sample. "
-                             "5,386 parameters.")
-    assert lines[1].split()[:4] == ["localization_mnist", "localization", "587,183", "1×64×64"]
+    monkeypatch.setattr(catalogue, "shipped_configs", lambda: two)
+    for table in (catalogue.TABLE, tmp_path / "none.json"):
+        monkeypatch.setattr(catalogue, "TABLE", table)
+        code, out, _ = cli("configs")
+        lines = out.splitlines()
+        assert code == 0 and lines[0].split() == ["name", "task", "parameters", "input",
+                                                  "description"]
+        assert lines[2].split()[:4] == ["mnist_conv", "classification", "5,386", "1×28×28"]
+        assert lines[2].endswith("The course's model2: a small conv net on the MNIST sample.")
+        assert lines[1].split()[:4] == ["localization_mnist", "localization", "587,183",
+                                        "1×64×64"]
+
+
+def test_the_configs_table_is_current_and_configs_loads_no_torch():
+    """configs/catalogue.json describes every shipped config as it is now (regenerate: python
+    -m cnnkit.inspect.catalogue), and `cnnkit configs` reads it without importing torch."""
+    from cnnkit.inspect import catalogue
+
+    assert catalogue.TABLE.read_text(encoding="utf-8") == catalogue.generate()
+    code = ("import sys; from cnnkit.cli import main; main(['configs']); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.count("\n") == 1 + len(shipped_configs()), \
+        done.stderr
 
 
 def test_config_prints_a_shipped_config_to_copy(cli):
@@ -138,12 +156,16 @@ def test_class_weights_auto_and_balanced_monitor_on_an_uneven_folder_set(cli, wr
            "task": {"class_weights": "auto"},
            "train": {"batch_size": 4, "epochs": 2, "monitor": "val_balanced_acc"}}
     with pytest.warns(FitWarning) as warned:
-        code, _, err = cli("train", write_config(raw), "--out", tmp_path / "run", "--quiet")
+        code, out, err = cli("train", write_config(raw), "--out", tmp_path / "run")
     assert code == 0, err
     lines = [str(w.message) for w in warned]
-    assert any("classes out of balance: 'cat' has 12 training examples, 'dog' 2" in line
+    assert not any("out of balance" in line for line in lines)  # class_weights: auto is set
+    assert any("8 optimizer steps in all (4 steps per epoch × 2 epochs; 14 training examples, "
+               "train.batch_size 4), fewer than 100: train.epochs 25 gives 100 or more" in line
                for line in lines)
-    assert any("4 optimizer steps per epoch (14 training examples" in line for line in lines)
+    # out of balance: the console's epoch line shows balanced accuracy and macro-F1, not acc
+    epoch = next(line for line in out.splitlines() if line.startswith("epoch   2/2"))
+    assert " bal_acc " in epoch and " f1 " in epoch and " acc " not in epoch
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["task"]["class_weights"] == pytest.approx([14 / 24, 14 / 4], abs=1e-6)
     assert (saved["model"]["num_classes"], saved["model"]["input"]) == (2, [3, 16, 16])
@@ -152,7 +174,7 @@ def test_class_weights_auto_and_balanced_monitor_on_an_uneven_folder_set(cli, wr
     assert {"val_balanced_acc", "val_macro_f1", "train_balanced_acc"} <= set(row)
 
 
-def test_fit_warnings_cap_workers_at_the_cpus(monkeypatch):
+def test_fit_warnings_suggest_a_value_and_cap_workers_quietly(monkeypatch):
     from cnnkit.data import build_data
     from cnnkit.training import fit
 
@@ -164,12 +186,51 @@ def test_fit_warnings_cap_workers_at_the_cpus(monkeypatch):
     lines = fit.fit_warnings(cfg, data, [30] * 10)
     assert lines == [
         "train.batch_size 500 is larger than the training split (300 examples): every step "
-        "sees the whole split",
-        "1 optimizer step per epoch (300 training examples, train.batch_size 500), fewer than "
-        "10: a smaller batch_size gives more updates per epoch (e.g. train.batch_size=16: 19 "
-        "steps; lower train.lr with it, about in proportion)",
-        "data.workers 3 is more than the 2 CPUs available; using 2"]
-    assert data.workers == 2
+        "sees the whole split; train.batch_size 30 gives 10 steps per epoch",
+        "30 optimizer steps in all (1 step per epoch × 30 epochs; 300 training examples, "
+        "train.batch_size 500), fewer than 100: train.batch_size 75 or train.epochs 100 gives "
+        "100 or more"]
+    assert data.workers == 2  # capped without a warning: the zoo's workers: 8 on 2 cores
+    unbalanced = fit.fit_warnings(load_config(CONFIGS / "mnist_conv.yaml",
+                                              ["train.batch_size=10"]), data, [60] + [6] * 9)
+    assert unbalanced == [
+        "classes out of balance: '0' has 60 training examples, '1' 6 (more than 5 times as "
+        "many); consider train.monitor: val_balanced_acc and task.class_weights: auto"]
+
+
+@pytest.mark.parametrize("name", ["mnist_conv", "finetune_resnet18"])
+def test_shipped_configs_used_as_designed_warn_of_nothing(name, monkeypatch):
+    """mnist_conv on its sample (4,000 digits), finetune_resnet18 on the 244 photos it is
+    sized for (2 classes), on a 2-core machine."""
+    from cnnkit.data import Data
+    from cnnkit.data.tensors import Split
+    from cnnkit.training import fit
+
+    monkeypatch.setattr(fit, "available_cpus", lambda: 2)
+    n = 4000 if name == "mnist_conv" else 244
+    split = Split(torch.zeros(n, 1, 1, 1, dtype=torch.uint8), torch.arange(n) % 2)
+    data = Data({"train": split}, ["a", "b"], (0.5,), (0.5,))
+    assert fit.fit_warnings(load_config(CONFIGS / f"{name}.yaml"), data, [n // 2] * 2) == []
+
+
+def test_warnings_from_the_python_api_print_no_source_line():
+    """A FitWarning as Python's own printer shows it (cnnkit.train() from a script): the
+    message alone, not the line of cnnkit's source that issued it."""
+    import warnings
+
+    from cnnkit.data import build_data
+    from cnnkit.training.fit import fit_to_data
+
+    cfg = load_config(CONFIGS / "mnist_conv.yaml", ["data.train_size=300", "data.val_size=100",
+                                                    "train.batch_size=100", "train.epochs=1"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit_to_data(cfg, build_data(cfg.data))
+    (warned,) = caught
+    text = warnings.formatwarning(warned.message, warned.category, warned.filename,
+                                  warned.lineno, warned.line)
+    assert text.startswith("cnnkit:0: FitWarning: 3 optimizer steps in all (3 steps per epoch")
+    assert text.count("\n") == 1 and "fit_to_data" not in text
 
 
 def test_warnings_are_one_line_each_from_the_console_script(tmp_path, monkeypatch):

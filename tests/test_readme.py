@@ -1,7 +1,8 @@
-"""The README runs as written: every command in it parses with the real argument parser, every
-config, script and repository file it names exists, no command trains into a run directory an
-earlier one filled, and the fast commands on the course's conv net run end to end (on a small
-trained run standing in for runs/mnist_conv)."""
+"""The README and the pages under docs/ run as written: every command in them parses with the
+real argument parser, every config, script and repository file they name exists, no page's
+commands train into a run directory an earlier one filled, the README stays short, and the
+fast commands on the course's conv net run end to end (on a small trained run standing in for
+runs/mnist_conv)."""
 
 from __future__ import annotations
 
@@ -16,16 +17,20 @@ from cnnkit.cli import build_parser
 from cnnkit.config import config_path
 from tests.conftest import ROOT
 
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+# the README, then the docs pages (a command on a page may use a file the README made)
+PAGES = {path.relative_to(ROOT).as_posix(): path.read_text(encoding="utf-8")
+         for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]}
+README = "\n".join(PAGES.values())  # every page's text, in order
+README_LINES = 320  # "at most about 300": what a newcomer reads to the end
 VENV = ".venv/bin/"
 REPO_DIRS = ("configs/", "scripts/", "docs/")  # paths there are the repository's own files
 RUNS_E2E = ("runs/mnist_conv", "runs/mnist_dense")  # stood in for by the trained_run fixture
 FAST = {"sample-images", "visualize", "predict", "eval", "plot", "summary", "config"}
 
 
-def _blocks(kind: str) -> list[str]:
+def _blocks(kind: str, text: str = README) -> list[str]:
     """The text of each fenced block whose info string is `kind` ('' for none)."""
-    return re.findall(rf"^```{kind}\n(.*?)^```", README, flags=re.S | re.M)
+    return re.findall(rf"^```{kind}\n(.*?)^```", text, flags=re.S | re.M)
 
 
 def _shell_lines(block: str) -> list[str]:
@@ -55,9 +60,15 @@ TRANSCRIPTS = [line[2:] for block in _blocks("") + _blocks("console")
                for line in block.splitlines() if line.startswith("$ ")]
 # inline commands in the prose, not synopses (`cnnkit eval CHECKPOINT [--json]`) or mentions of
 # a command and option (`cnnkit eval --json`): those with an argument to run on
+def _runs_on_something(words: list[str]) -> bool:
+    """An argument that is not an option or an option's value (`--trials 6`)."""
+    return any(not w.startswith("-") and not (k and words[k - 1].startswith("--"))
+               for k, w in enumerate(words))
+
+
 INLINE = [span for span in re.findall(r"`(cnnkit [^`]+)`", README)
           if "..." not in span and "[" not in span and "|" not in span
-          and any(not w.startswith("-") for w in shlex.split(span)[2:])]
+          and _runs_on_something(shlex.split(span)[2:])]
 
 
 def cnnkit_argv(line: str) -> list[str] | None:
@@ -76,6 +87,9 @@ def cnnkit_argv(line: str) -> list[str] | None:
 
 
 ALL = [*BASH, *TRANSCRIPTS, *INLINE]
+# files a page's own earlier command writes (`cnnkit runs R --best-config > best.yaml`)
+WRITTEN = {words[words.index(">") + 1] for line in ALL
+           if ">" in (words := shlex.split(line, comments=True))[:-1]}
 COMMANDS = [(line, argv) for line in ALL if (argv := cnnkit_argv(line)) is not None]
 
 
@@ -83,9 +97,11 @@ def test_the_readme_has_commands_to_check():
     assert len(COMMANDS) > 30 and len(BASH) > 30
 
 
-@pytest.mark.parametrize("line", BASH)
+@pytest.mark.parametrize("line", [line for block in _blocks("bash", PAGES["README.md"])
+                                  for line in _shell_lines(block)])
 def test_shell_blocks_run_without_an_activated_venv(line):
-    """Copied into a shell after the Quick start, each line finds its program."""
+    """Copied into a shell after the Quick start, each README line finds its program (the
+    docs pages are written for an installed cnnkit, `pip install` and all)."""
     assert line.startswith((VENV, "python3 -m venv ")), line
 
 
@@ -99,7 +115,7 @@ def test_each_cnnkit_command_parses_and_names_files_that_exist(line, argv, monke
         assert exit_.code == 0, f"{line}: does not parse"  # --help, --version
         return
     config = getattr(args, "config", None)
-    if config and not _placeholder(config):
+    if config and not _placeholder(config) and config not in WRITTEN:
         assert config_path(config).is_file(), f"{line}: no config {config}"
     named = [w for w in argv if w.startswith(REPO_DIRS) and w != getattr(args, "out", None)]
     for word in named:
@@ -116,11 +132,12 @@ def test_scripts_and_files_named_by_python_commands_exist():
                     assert (ROOT / word).exists(), f"{line}: {word} does not exist"
 
 
-def test_no_shell_block_trains_into_a_run_an_earlier_one_filled():
+@pytest.mark.parametrize("page", list(PAGES))
+def test_no_shell_block_trains_into_a_run_an_earlier_one_filled(page):
     """A second `train` into the same run directory without --resume refuses ("already
-    holds a run"): the README gives each its own."""
+    holds a run"): each page gives each its own."""
     parser, seen = build_parser(), {}
-    for line in BASH:
+    for line in [line for block in _blocks("bash", PAGES[page]) for line in _shell_lines(block)]:
         argv = cnnkit_argv(line)
         if not argv or argv[0] != "train":
             continue
@@ -129,6 +146,16 @@ def test_no_shell_block_trains_into_a_run_an_earlier_one_filled():
         if not args.resume:
             assert out not in seen, f"{line}: {out} already holds the run of: {seen[out]}"
             seen[out] = line
+
+
+def test_the_readme_is_short_and_links_pages_that_exist():
+    text = PAGES["README.md"]
+    assert text.count("\n") <= README_LINES
+    for target in re.findall(r"\]\((docs/[^)#]+)", text):
+        assert (ROOT / target).is_file(), target
+    for page, body in PAGES.items():
+        for target in re.findall(r"\]\(([\w./-]+\.md)", body):
+            assert (ROOT / page).parent.joinpath(target).resolve().is_file(), (page, target)
 
 
 def _default_out(config: str) -> str:

@@ -12,6 +12,7 @@ import pytest
 import cnnkit.training.tensorboard
 from cnnkit.errors import ConfigError
 from cnnkit.training.trainer import train
+from tests.conftest import FOLDER_TINY, SMALL_CONV
 
 TINY = ("data.train_size=200", "data.val_size=100")  # two batches of 100: seconds, not tens
 
@@ -21,7 +22,7 @@ def test_doctests_pass():
 
 
 def test_missing_package_is_one_line(monkeypatch, write_config, tmp_path, cli):
-    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now fails
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # import now fails
     config = write_config()
     with pytest.raises(ConfigError) as error:
         train(config, out_dir=tmp_path / "run", quiet=True, overrides=("train.tensorboard=true",))
@@ -32,7 +33,22 @@ def test_missing_package_is_one_line(monkeypatch, write_config, tmp_path, cli):
                          "train.tensorboard=true")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "needs the tensorboard package" in err
-    assert not (tmp_path / "run2" / "metrics.csv").exists()  # failed before any epoch
+    assert not (tmp_path / "run2").exists()  # failed before the run folder was made
+
+
+@pytest.mark.parametrize("data", [{"name": "mnist", "root": "no-such-mnist"},
+                                  {"name": "imagefolder", "root": "no-such-photos"}])
+def test_a_missing_package_is_found_before_any_data(data, monkeypatch, write_config, tmp_path,
+                                                    cli):
+    """Digits and class folders alike: the package is checked right after validation, so its
+    error comes before the data's (whose root does not exist here) and no folder is made."""
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    config = {**SMALL_CONV, "data": data} if data["name"] == "mnist" else \
+        {**FOLDER_TINY, "data": {**FOLDER_TINY["data"], **data}}
+    code, _, err = cli("train", write_config(config), "--out", tmp_path / "run", "--set",
+                       "train.tensorboard=true")
+    assert code == 2 and "needs the tensorboard package" in err and "not found" not in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_off_by_default_needs_nothing(monkeypatch, write_config, tmp_path):
@@ -65,6 +81,7 @@ def test_the_logger_is_a_callback_that_writes_each_epoch_and_closes(monkeypatch,
                                                                     tmp_path):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard",
                         types.SimpleNamespace(SummaryWriter=FakeWriter))
+    monkeypatch.setitem(sys.modules, "tensorboard", types.ModuleType("tensorboard"))
     monkeypatch.setattr(FakeWriter, "made", [])
     result = train(write_config(), out_dir=tmp_path / "run", quiet=True,
                    overrides=(*TINY, "train.epochs=2", "train.tensorboard=true"))

@@ -14,8 +14,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {written['checkpoint']} ({written['bytes'] / 1e6:.2f} MB; the source "
           f"checkpoint is {written['source_bytes'] / 1e6:.2f} MB)")
     if "onnx" in written:
-        print(f"wrote {written['onnx']} (outputs within {written['onnx_max_difference']:.1e} "
-              f"of PyTorch's on a sample)")
+        print(f"wrote {written['onnx']} (outputs within {written['onnx_relative_difference']:.1e} "
+              f"of PyTorch's, relative to their scale, on {written['onnx_checked_on']}; "
+              f"classes and preprocessing in its metadata)")
     return 0
 
 
@@ -35,6 +36,7 @@ def register(sub, common, overrides) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE",
                    help="the slim checkpoint: weights, preprocessing, classes, config, digest")
     p.add_argument("--onnx", metavar="FILE",
-                   help="also export ONNX (needs onnx, onnxscript and onnxruntime), its outputs "
-                        "checked against PyTorch's on a sample")
+                   help="also export ONNX (pip install 'cnnkit[onnx]'), with classes, "
+                        "preprocessing and task in its metadata; its outputs checked against "
+                        "PyTorch's on images of the run's data")
     return p

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 from cnnkit.cli import HelpFormatter
 from cnnkit.errors import CnnkitError
@@ -22,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from cnnkit.infer.predict import format_predictions, predict, write_csv
     from cnnkit.runtime.assemble import resolve_device
 
+    _refuse_swapped(args.checkpoint, args.images)
     predictor = load_predictor(args.checkpoint, device=resolve_device(args.device,
                                                                       key="--device"))
     boxes = predictor.task.extra_outputs > 0  # p_c and a box before the class scores
@@ -29,7 +32,9 @@ def run(args: argparse.Namespace) -> int:
         raise CnnkitError(f"--out: draws boxes of localization checkpoints; "
                           f"{predictor.path} is a {predictor.task.name} checkpoint")
     top = predictor.task.shown_classes if args.top is None else args.top
-    results = predict(predictor, args.images, top=top, invert=args.invert)
+    bad: list[dict[str, str]] = []
+    results = predict(predictor, args.images, top=top, invert=args.invert,
+                      skip_bad=args.skip_bad, bad=bad)
     if args.out is not None:
         draw_boxes(results, args.out)
     text = "\n".join(map(format_prediction, results)) if boxes else format_predictions(results)
@@ -41,7 +46,25 @@ def run(args: argparse.Namespace) -> int:
         print(text)
     else:
         print(f"wrote {len(results)} predictions to {args.csv}")
+    if bad:  # together at the end, each with its reason
+        print(f"cnnkit: warning: skipped {len(bad)} of {len(results) + len(bad)} images that "
+              f"cannot be decoded (--skip-bad):", file=sys.stderr)
+        for item in bad:
+            print(f"  {item['error']}", file=sys.stderr)
     return 0
+
+
+def _refuse_swapped(checkpoint: str, images: list[str]) -> None:
+    """An image where the checkpoint goes (`cnnkit predict IMAGE RUN`): one line saying which
+    comes first, instead of a checkpoint reader's complaint about a JPEG."""
+    from cnnkit.data.folder_index import EXTENSIONS
+    from cnnkit.rundir import BEST, LAST
+
+    if Path(checkpoint).suffix.lower() in EXTENSIONS and Path(checkpoint).is_file():
+        run = next((i for i in images if i.endswith(".pt") or (Path(i) / BEST).exists()
+                    or (Path(i) / LAST).exists()), "RUN")
+        raise CnnkitError(f"{checkpoint}: an image where the checkpoint goes; the checkpoint "
+                          f"or run directory comes first: cnnkit predict {run} {checkpoint}")
 
 
 def register(sub, common, overrides) -> argparse.ArgumentParser:
@@ -69,6 +92,10 @@ def register(sub, common, overrides) -> argparse.ArgumentParser:
                    help="one JSON list of results instead of a line per image")
     p.add_argument("--device", default="auto",
                    help="auto (cuda, then mps, then cpu; the default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="predict the images that decode and list the others at the end, each "
+                        "with its reason (as data.skip_bad does in training); without it, an "
+                        "undecodable image stops the command, named")
     p.add_argument("--invert", action="store_true",
                    help="invert each image's brightness first (dark digits on light paper, for "
                         "a model trained on light on dark, as MNIST is)")

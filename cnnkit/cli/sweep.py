@@ -12,7 +12,7 @@ from cnnkit.cli.search import add_arguments as add_search_arguments
 
 def run(args: argparse.Namespace) -> int:
     from cnnkit.cli import search
-    from cnnkit.errors import TrainingStopped
+    from cnnkit.errors import TrainingStopped, counted
     from cnnkit.experiments.sweep import plan_sweep, run_sweep
     from cnnkit.training.log import RunLog
 
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     counts: dict[str, int] = {}
     for record in records:
         counts[record.status] = counts.get(record.status, 0) + 1
-    log(f"{len(records)} runs: {', '.join(f'{n} {s}' for s, n in counts.items())}; "
+    log(f"{counted(len(records), 'run')}: {', '.join(f'{n} {s}' for s, n in counts.items())}; "
         f"the table: cnnkit runs {shlex.quote(args.out)}")
     if counts.get("interrupted"):
         log(f"resume the interrupted runs with: {_command(args)}")

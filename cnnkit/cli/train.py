@@ -18,10 +18,16 @@ EPILOG = """examples:
   cnnkit train finetune_resnet18 --set data.root=PHOTOS --print-config"""
 
 def run(args: argparse.Namespace) -> int:
-    if args.print_config:
-        from cnnkit.config import dump_config, load_config
+    if args.print_config:  # the keys that apply, and the run directory it would train into
+        import dataclasses
 
-        print(dump_config(load_config(args.config, tuple(args.set))), end="")
+        from cnnkit.config import dump_config, load_config, unread_keys
+        from cnnkit.tasks import unread_task_keys
+        from cnnkit.training.trainer import default_out_dir
+
+        cfg = load_config(args.config, tuple(args.set))
+        cfg = dataclasses.replace(cfg, out=str(args.out or default_out_dir(cfg)))
+        print(dump_config(cfg, drop=[*unread_keys(cfg), *unread_task_keys(cfg)]), end="")
         return 0
     sets = [arg for item in args.set for arg in ("--set", item)]
     command = ["cnnkit", "train", args.config, *(["--out", args.out] if args.out else []),

@@ -15,15 +15,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnnkit.atomic import atomic_write_text
-from cnnkit.errors import CnnkitError, DataError
+from cnnkit.errors import CnnkitError, DataError, counted
 
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # matched case-insensitively
+# the one list of image files cnnkit reads, for training, evaluation and prediction alike
+# (matched case-insensitively): what PIL decodes without plugins; a GIF or TIFF gives its
+# first frame
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm",
+              ".pgm")
 SPLITS = ("train", "val", "test")  # test is optional
-FORMAT = 1  # bump when the cache file's layout changes; older files are then rescanned
+FORMAT = 2  # bump when the cache file's layout changes; older files are then rescanned
 
 
 @dataclass
@@ -36,6 +40,27 @@ class SplitIndex:
 class FolderIndex:
     classes: list[str]  # sorted class folder names of train/
     splits: dict[str, SplitIndex]
+    left_out: dict[str, int] = field(default_factory=dict)  # suffix -> files not images
+
+
+def left_out_line(where: str | Path, left_out: dict[str, int]) -> str:
+    """`photos: left out 3 files that are not images (.txt 2, .heic 1)`, the one line that
+    counts them; cnnkit reads .jpg, .png, ... (EXTENSIONS)."""
+    n = sum(left_out.values())
+    kinds = ", ".join(f"{suffix or '(no suffix)'} {count}" for suffix, count in
+                      sorted(left_out.items(), key=lambda item: (-item[1], item[0])))
+    return (f"{where}: left out {counted(n, 'file')} that {'is' if n == 1 else 'are'} not "
+            f"{'an image' if n == 1 else 'images'} ({kinds}); images are "
+            f"{', '.join(EXTENSIONS)}")
+
+
+def suffix_counts(names: list[str]) -> dict[str, int]:
+    """Files by lower-case suffix."""
+    counts: dict[str, int] = {}
+    for name in names:
+        suffix = Path(name).suffix.lower()
+        counts[suffix] = counts.get(suffix, 0) + 1
+    return counts
 
 
 def cache_path(root: Path) -> Path:
@@ -84,16 +109,19 @@ def _list_split(split_dir: Path, old: dict[str, dict]) -> tuple[dict[str, dict],
         if name in old and old[name]["mtime"] == mtime:
             listing[name] = old[name]
             continue
-        listing[name] = {"mtime": mtime, "files": list_images(split_dir / name)}
+        files, others = list_images(split_dir / name)
+        listing[name] = {"mtime": mtime, "files": files, "others": suffix_counts(others)}
         changed = True
     return listing, changed
 
 
-def list_images(class_dir: Path) -> list[str]:
-    """Image file names in one class folder (not recursive), sorted."""
-    return sorted(e.name for e in os.scandir(class_dir)
-                  if e.name.lower().endswith(EXTENSIONS) and not e.name.startswith(".")
-                  and _is_file(e, class_dir))
+def list_images(class_dir: Path) -> tuple[list[str], list[str]]:
+    """Image file names in one class folder (not recursive), sorted; and the names of the
+    other files there (hidden files aside), which are left out."""
+    names = [e.name for e in os.scandir(class_dir)
+             if not e.name.startswith(".") and _is_file(e, class_dir)]
+    images = sorted(n for n in names if n.lower().endswith(EXTENSIONS))
+    return images, sorted(n for n in names if not n.lower().endswith(EXTENSIONS))
 
 
 def _is_file(entry: os.DirEntry, class_dir: Path) -> bool:
@@ -120,7 +148,8 @@ def _well_formed(splits: object) -> bool:
     return isinstance(splits, dict) and all(
         isinstance(by_class, dict) and all(
             isinstance(entry, dict) and isinstance(entry.get("mtime"), int)
-            and isinstance(entry.get("files"), list) for entry in by_class.values())
+            and isinstance(entry.get("files"), list) and isinstance(entry.get("others"), dict)
+            for entry in by_class.values())
         for by_class in splits.values())
 
 
@@ -143,9 +172,12 @@ def _check(root: Path, listing: dict[str, dict[str, dict]]) -> FolderIndex:
     if not classes:
         raise DataError(f"{root / 'train'}: no class folders, so no images at all "
                         f"(expected train/<class>/<image>, with {', '.join(EXTENSIONS)})")
-    splits = {}
+    splits, left_out = {}, {}
     for split, by_class in listing.items():
         _check_classes(root / split, list(by_class), classes)
+        for entry in by_class.values():
+            for suffix, count in entry["others"].items():
+                left_out[suffix] = left_out.get(suffix, 0) + count
         files, labels = [], []
         for label, name in enumerate(classes):
             if not by_class[name]["files"]:
@@ -154,7 +186,7 @@ def _check(root: Path, listing: dict[str, dict[str, dict]]) -> FolderIndex:
             files += [f"{name}/{f}" for f in by_class[name]["files"]]
             labels += [label] * len(by_class[name]["files"])
         splits[split] = SplitIndex(files, labels)
-    return FolderIndex(classes, splits)
+    return FolderIndex(classes, splits, left_out)
 
 
 def _check_classes(split_dir: Path, found: list[str], classes: list[str]) -> None:

@@ -26,13 +26,15 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
 from cnnkit.data.decode import decode_eval, decode_train
-from cnnkit.data.folder_index import SplitIndex, index_folder
+from cnnkit.data.folder_index import SplitIndex, index_folder, left_out_line
 from cnnkit.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.data.shards import batches_per_epoch, shard_bounds
 from cnnkit.data.tensors import epoch_permutation
 from cnnkit.data.transforms import eval_transform, train_transform
 from cnnkit.errors import DataError
 from cnnkit.schema import DataConfig
+
+NAMED = 3  # undecodable files a training error names, of those in the failing batch
 
 
 @dataclass
@@ -174,8 +176,13 @@ class FolderLoader:
                             f"decoded (first: {next(iter(self.bad))})")
 
     def _note_bad(self, bad: list[Bad]) -> None:
+        """Without skip_bad, the batch's undecodable files (up to NAMED) in one error line."""
         if bad and not self.skip_bad:
-            raise DataError(f"{bad[0].message}; set data.skip_bad: true to skip such files")
+            named = "; ".join(b.message for b in bad[:NAMED])
+            more = f"; and {len(bad) - NAMED} more in this batch" if len(bad) > NAMED else ""
+            files = "this file" if len(bad) == 1 else f"these {len(bad)} files"
+            raise DataError(f"{named}{more}; set data.skip_bad: true (--set data.skip_bad=true)"
+                            f" to train without {files} and such others")
         self.bad.update((b.path, b.message) for b in bad)
 
     def _warn(self) -> None:
@@ -223,6 +230,9 @@ def load(cfg: DataConfig) -> FolderData:
     image_size and workers: checked by the schema)."""
     root = Path(cfg.root)
     index = index_folder(root)
+    if index.left_out:
+        print(f"cnnkit: warning: {left_out_line(root, index.left_out)}", file=sys.stderr,
+              flush=True)
     splits = {name: FolderSplit(root / name, split) for name, split in index.splits.items()}
     return FolderData(splits, index.classes, IMAGENET_MEAN, IMAGENET_STD, cfg, workers=cfg.workers,
                       skip_bad=cfg.skip_bad)

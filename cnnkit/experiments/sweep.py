@@ -33,7 +33,7 @@ import yaml
 
 from cnnkit.atomic import atomic_write_text
 from cnnkit.config import load_config
-from cnnkit.errors import CnnkitError, ConfigError, TrainingStopped
+from cnnkit.errors import CnnkitError, ConfigError, TrainingStopped, counted
 from cnnkit.experiments.groups import SEED
 from cnnkit.experiments.names import key_columns, run_name, short_hash
 from cnnkit.rundir import LAST, MANIFEST, METRICS
@@ -197,7 +197,8 @@ def run_sweep(plan: Plan, out: str | Path, *, jobs: int = 1, threads: int | None
                     f"{book.record(member).status_text}")
             else:
                 todo.append((i, member, resume))
-        log(f"sweep: {len(plan.members)} runs in {out}/, {len(todo)} to run, {jobs} at a time, "
+        log(f"sweep: {counted(len(plan.members), 'run')} in {out}/, {len(todo)} to run, "
+            f"{jobs} at a time, "
             f"{share} thread{'s' if share > 1 else ''} each")
         runner = _in_process if jobs == 1 else _children
         runner(book, todo, jobs=jobs, share=share, log=log)

@@ -15,8 +15,12 @@ from typing import Any
 
 from cnnkit.errors import CnnkitError
 from cnnkit.experiments.groups import SEED, differing_keys, seed_groups
-from cnnkit.experiments.names import distinct_tails, key_columns, value_text
+from cnnkit.experiments.names import distinct_tails, key_columns, short_hash, value_text
 from cnnkit.rundir.records import RunRecord, read_runs
+
+OWN_COLUMNS = frozenset({"name", "status", "epochs", "planned", "best", "best_epoch", "final",
+                         "seconds", "path", "runs", "seeds", "best_sd", "final_sd",
+                         "seconds_sd"})
 
 
 @dataclass
@@ -34,7 +38,11 @@ def runs_table(folders: list[str | Path], *, sort: str | None = None) -> Table:
     metric = sort or Counter(r.monitor for r in records).most_common(1)[0][0]
     _check_metric(metric, records)
     keys = differing_keys(records)
-    table = Table(metric, dict(zip(key_columns(keys), keys)))
+    # a key whose short name is one of the table's own columns (train.schedule.name and the
+    # run's name) keeps its full dotted path: it never overwrites the run's column
+    columns = [key if column in OWN_COLUMNS else column
+               for column, key in zip(key_columns(keys), keys)]
+    table = Table(metric, dict(zip(columns, keys)))
     names = distinct_tails([r.path.resolve().parts for r in records])
     table.runs = [_row(name, record, table) for name, record in zip(names, records)]
     if sort:
@@ -108,21 +116,42 @@ def to_text(table: Table) -> str:
     m = table.metric
     header = ["name", *table.keys, "status", "epochs", f"best {m}", "at epoch", f"final {m}",
               "time"]
-    lines = [header] + [[row["name"], *(value_text(row[c]) for c in table.keys), row["status"],
+    legend: dict[str, str] = {}
+    lines = [header] + [[row["name"], *(_cell(row[c], table.keys[c], legend)
+                                        for c in table.keys), row["status"],
                          f"{row['epochs']}/{value_text(row['planned']).replace('null', '-')}",
                          _number(row["best"]),
                          str(row["best_epoch"] or "-"), _number(row["final"]),
                          _seconds(row["seconds"])] for row in table.runs]
     text = _aligned(lines)
+    if legend:  # a structured value (model.layers) as a short hash in its cell
+        text += "\n\n" + "\n".join(f"{h}  {what}" for h, what in legend.items())
     if table.groups:
         columns = [c for c in table.keys if table.keys[c] != SEED]
         head = [*columns, "seeds", f"best {m}", f"final {m}", "time"]
+        # one seed has no spread: its value alone, not "± 0.0000"
         rows = [[*(value_text(g[c]) for c in columns), str(g["runs"]),
-                 _spread(g["best"], g["best_sd"], _number),
-                 _spread(g["final"], g["final_sd"], _number),
-                 _spread(g["seconds"], g["seconds_sd"], _seconds)] for g in table.groups]
+                 *(_spread(g[k], g[f"{k}_sd"] if g["runs"] > 1 else None, show)
+                   for k, show in (("best", _number), ("final", _number),
+                                   ("seconds", _seconds)))] for g in table.groups]
         text += "\n\nover seeds (mean ± sd):\n" + _aligned([head] + rows)
     return text
+
+
+LEGEND_WIDTH = 100  # characters of a structured value the legend shows
+
+
+def _cell(value: Any, key: str, legend: dict[str, str]) -> str:
+    """A key's value as its cell: a list or mapping (model.layers) by a short hash, written
+    once in `legend` with its key and its value (cut at LEGEND_WIDTH characters)."""
+    text = value_text(value)
+    if not isinstance(value, (list, dict)):
+        return text
+    mark = f"#{short_hash(text)[:6]}"
+    shown = f"{key} = {text}"
+    legend.setdefault(mark, shown if len(shown) <= LEGEND_WIDTH
+                      else shown[:LEGEND_WIDTH - 3] + "...")
+    return mark
 
 
 def _number(value: float | None) -> str:

@@ -36,8 +36,9 @@ def evaluate_checkpoint(path: str | Path, *, split: str = "val", overrides: tupl
         classes, confusion = list(data.classes), scores.confusion
         if scores.top_k is not None:
             result["top5_accuracy"] = scores.top_k
-        rows = confusion.sum(dim=1).clamp(min=1)
-        result["per_class_accuracy"] = dict(zip(classes, (confusion.diag() / rows).tolist()))
+        counts = confusion.double()  # float64: 99 of 100 is 0.99, not float32's 0.9900000095
+        rows = counts.sum(dim=1).clamp(min=1)
+        result["per_class_accuracy"] = dict(zip(classes, (counts.diag() / rows).tolist()))
         result["classes"] = classes
         result["confusion_matrix"] = confusion.tolist()
     return result

@@ -8,6 +8,7 @@ other datasets are resized straight to the model's input size.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,24 +18,29 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
+from cnnkit.data.folder_index import EXTENSIONS, left_out_line, suffix_counts
 from cnnkit.data.image_files import open_image
-from cnnkit.errors import DataError
+from cnnkit.errors import DataError, counted
 
 ORIENTATION = 0x0112  # the EXIF tag
-EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
 def expand(images: Iterable[Any]) -> list[Any]:
-    """Each folder replaced by the images under it (recursively, sorted by path); files, PIL
-    images and tensors kept as they are."""
+    """Each folder replaced by the images under it (recursively, sorted by path; the other
+    files counted in one warning line per folder); files, PIL images and tensors kept as
+    they are."""
     out = []
     for item in images:
         if isinstance(item, (str, Path)) and Path(item).is_dir():
-            found = sorted(p for p in Path(item).rglob("*")
-                           if p.suffix.lower() in EXTENSIONS and p.is_file())
+            files = [p for p in Path(item).rglob("*") if p.is_file()
+                     and not any(part.startswith(".") for part in p.relative_to(item).parts)]
+            found = sorted(p for p in files if p.suffix.lower() in EXTENSIONS)
             if not found:
-                raise DataError(f"{item}: a folder without images "
-                                f"({', '.join(sorted(EXTENSIONS))})")
+                raise DataError(f"{item}: a folder without images ({', '.join(EXTENSIONS)})")
+            others = suffix_counts([p.name for p in files if p.suffix.lower() not in EXTENSIONS])
+            if others:
+                print(f"cnnkit: warning: {left_out_line(item, others)}", file=sys.stderr,
+                      flush=True)
             out.extend(found)
         else:
             out.append(item)
@@ -97,13 +103,53 @@ def prepare(images: Sequence[Any], record: dict[str, Any], *, invert: bool = Fal
             first: int = 0) -> torch.Tensor:
     """(B, C, H, W): the images decoded, resized and normalized as the record says; with a
     warning for each that looks inverted against the training data (infer/invert.py)."""
+    x = torch.stack([pixels(image, record) for image in images])  # (B, C, H, W) in [0, 1]
+    names = [name_of(image, first + k) for k, image in enumerate(images)]
+    return normalize(x, names, record, invert=invert)
+
+
+def normalize(x: torch.Tensor, names: Sequence[str], record: dict[str, Any], *,
+              invert: bool = False) -> torch.Tensor:
+    """(B, C, H, W) pixels in [0, 1] normalized as the record says, after the brightness check
+    (infer/invert.py)."""
     from cnnkit.infer.invert import match_brightness
 
     mean = torch.tensor(record["mean"], dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(record["std"], dtype=torch.float32).view(1, -1, 1, 1)
-    x = torch.stack([pixels(image, record) for image in images])  # (B, C, H, W) in [0, 1]
-    names = [name_of(image, first + k) for k, image in enumerate(images)]
     return (match_brightness(x, names, record, invert=invert) - mean) / std
+
+
+TINY = 8  # pixels: an image with a shorter side below this says little at any input size
+
+
+def oddity(image: Any) -> str | None:
+    """"tiny" or "alpha" for an image file that decodes but may mislead (read from its header:
+    smaller than TINY pixels on a side, or with transparency that converting to L or RGB
+    flattens onto black), else None."""
+    if not isinstance(image, (str, Path)):
+        return None
+    try:
+        with Image.open(image) as opened:
+            if min(opened.size) < TINY:
+                return "tiny"
+            if opened.mode in ("RGBA", "LA", "PA", "La", "RGBa") \
+                    or "transparency" in opened.info:
+                return "alpha"
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None  # an undecodable file is reported when it is decoded
+    return None
+
+
+def oddity_line(found: dict[str, list[str]]) -> str:
+    """One warning line counting the images `oddity` found, with an example of each kind."""
+    parts = []
+    if found.get("tiny"):
+        parts.append(f"{counted(len(found['tiny']), 'image')} smaller than {TINY} pixels on a "
+                     f"side (first: {found['tiny'][0]})")
+    if found.get("alpha"):
+        parts.append(f"{counted(len(found['alpha']), 'image')} with an alpha channel, "
+                     f"flattened onto black (first: {found['alpha'][0]})")
+    return "; ".join(parts) + ": predictions on them may mislead"
 
 
 def image_size(image: Any) -> tuple[int, int]:

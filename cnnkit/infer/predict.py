@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,8 +20,17 @@ from typing import Any
 import torch
 
 from cnnkit.atomic import atomic_write_text
-from cnnkit.errors import CnnkitError
-from cnnkit.infer.images import expand, image_size, name_of, prepare
+from cnnkit.errors import CnnkitError, DataError
+from cnnkit.infer.images import (
+    expand,
+    image_size,
+    name_of,
+    normalize,
+    oddity,
+    oddity_line,
+    pixels,
+    prepare,
+)
 from cnnkit.models.builder import Network
 from cnnkit.schema import Config
 from cnnkit.tasks import Task, main_logits
@@ -61,30 +71,64 @@ class Predictor:
         return predict(self, images, top=top)
 
 
-def predict(predictor: Predictor, images: Any, *, top: int = 5, invert: bool = False
+def predict(predictor: Predictor, images: Any, *, top: int = 5, invert: bool = False,
+            skip_bad: bool = False, bad: list[dict[str, str]] | None = None
             ) -> list[dict[str, Any]]:
-    """One result per image (folders expanded), in order: see Predictor.predict. `invert`:
-    each image's brightness flipped first (infer/invert.py)."""
+    """One result per image (folders expanded), in order: see Predictor.predict; "label"
+    where the image sits in a folder named after one of the checkpoint's classes. `invert`:
+    each image's brightness flipped first (infer/invert.py). An image that cannot be decoded
+    is an error naming the chunk's bad files, as training's is; with `skip_bad` it has no
+    result and is added to `bad` as {"image", "error"}. Tiny images and images with an alpha
+    channel are counted in one warning."""
     if top < 1:
         raise CnnkitError(f"--top: expected 1 or more classes, found {top}")
     if isinstance(images, (str, Path)) or not isinstance(images, Sequence):
         images = [images]  # one path, PIL image or tensor
     images = expand(images)
-    results = []
+    results, odd = [], {}
     for start in range(0, len(images), CHUNK):
-        chunk = images[start:start + CHUNK]
+        good, x, failed = _decoded(images[start:start + CHUNK], predictor, start)
+        if failed and not skip_bad:
+            more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
+            raise DataError("; ".join(f["error"] for f in failed[:3]) + more +
+                            "; pass --skip-bad to predict the others and list these at the end")
+        if bad is not None:
+            bad += failed
+        if not good:
+            continue
+        names = [name_of(image, k) for k, image in good]
         with torch.no_grad():
-            output = predictor.model(predictor.inputs(chunk, invert=invert,
-                                                      first=start))
+            output = predictor.model(normalize(x, names, predictor.preprocessing,
+                                               invert=invert).to(predictor.device))
         found = predictor.task.read(main_logits(output), predictor.classes, top=top)
-        for image, result in zip(chunk, found):
+        for (_, image), name, result in zip(good, names, found):
             if "box" in result:  # fractions -> pixels of the image as given (upright by EXIF)
                 width, height = image_size(image)
                 result["box_pixels"] = [round(f * s, 1) for f, s in
                                         zip(result["box"], (width, height, width, height))]
-        results += [{"image": name_of(image, start + k), **r}
-                    for k, (image, r) in enumerate(zip(chunk, found))]
+            label = Path(name).parent.name if isinstance(image, (str, Path)) else None
+            known = {"label": label} if label in predictor.classes else {}
+            results.append({"image": name, **known, **result})
+            kind = oddity(image)
+            if kind:
+                odd.setdefault(kind, []).append(name)
+    if odd:
+        print(f"cnnkit: warning: {oddity_line(odd)}", file=sys.stderr, flush=True)
     return results
+
+
+def _decoded(chunk: list[Any], predictor: Predictor, start: int
+             ) -> tuple[list[tuple[int, Any]], torch.Tensor | None, list[dict[str, str]]]:
+    """The chunk's images that decode, (index, image) each, their pixels (B, C, H, W) in
+    [0, 1], and the others as {"image", "error"}."""
+    good, pixels_, failed = [], [], []
+    for k, image in enumerate(chunk, start=start):
+        try:
+            pixels_.append(pixels(image, predictor.preprocessing))
+            good.append((k, image))
+        except DataError as exc:
+            failed.append({"image": name_of(image, k), "error": str(exc)})
+    return good, torch.stack(pixels_) if pixels_ else None, failed
 
 
 def format_predictions(results: list[dict[str, Any]]) -> str:
@@ -94,11 +138,13 @@ def format_predictions(results: list[dict[str, Any]]) -> str:
 
 
 def predictions_csv(results: list[dict[str, Any]]) -> str:
-    """image, class, probability (the top class), then class_2, probability_2, ... for the
-    rest of the top k; localization adds object, p_object and the box in pixels."""
+    """image, label (the true class, where its folder names one), class, probability (the top
+    class), then class_2, probability_2, ... for the rest of the top k; localization adds
+    object, p_object and the box in pixels."""
     rows = []
     for r in results:
-        row = {"image": r["image"], "class": r["class"], "probability": r["probability"]}
+        row = {"image": r["image"], **({"label": r["label"]} if "label" in r else {}),
+               "class": r["class"], "probability": r["probability"]}
         for k, c in enumerate(r["top"][1:], start=2):
             row[f"class_{k}"], row[f"probability_{k}"] = c["class"], c["probability"]
         if "box_pixels" in r:

@@ -256,12 +256,19 @@ def plot_confusion(matrix: list[list[int]], classes: list[str], path: str | Path
                    title: str = "") -> Path:
     """The confusion matrix as a heat map: rows the true class, columns the predicted one,
     each cell's count written in it (up to 30 classes; past that the colours alone)."""
+    return _save(confusion_figure(matrix, classes, title=title), path)
+
+
+def confusion_figure(matrix: list[list[int]], classes: list[str], *, title: str = ""
+                     ) -> Figure:
     counts = np.asarray(matrix)
     k = len(classes)
     side = min(4.0 + 0.45 * k, 30.0)  # inches: a readable cell up to ~60 classes
     fig = Figure(figsize=(side + 1.5, side), dpi=DPI, layout="constrained")
     ax = fig.subplots()
-    image = ax.imshow(counts, cmap="Blues", interpolation="nearest")
+    # the scale starts at 0: from the smallest cell, counts of 20 and 22 would look 0 and max
+    image = ax.imshow(counts, cmap="Blues", interpolation="nearest", vmin=0,
+                      vmax=max(1, int(counts.max()) if counts.size else 1))
     fig.colorbar(image, ax=ax, shrink=0.8, label="examples")
     ticks = range(k) if k <= 60 else []
     ax.set_xticks(list(ticks), [classes[i] for i in ticks], rotation=90)
@@ -274,7 +281,7 @@ def plot_confusion(matrix: list[list[int]], classes: list[str], path: str | Path
             ax.text(j, i, str(n), ha="center", va="center", fontsize=8,
                     color="white" if n > high / 2 else "black")
     ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return fig
 
 
 DEFAULT_OUT = {"filters": "filters.png", "activations": "activations", "saliency": "saliency.png"}

@@ -9,11 +9,13 @@ probabilities per example, in order, when asked (`probabilities=True`, averaged 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from cnnkit.errors import CnnkitError
 from cnnkit.runtime.speed import Speed
@@ -36,14 +38,18 @@ class Evaluation:
 def evaluate(model: nn.Module, loader, task: Task, *, speed: Speed | None = None,
              reduce: Callable[[torch.Tensor], torch.Tensor] | None = None, split: str = "val",
              confusion: bool = False, probabilities: bool = False,
-             views: Sequence[View] = ()) -> Evaluation:
+             views: Sequence[View] = (), bar: bool = False) -> Evaluation:
     """One pass over `loader` (the split named `split`). `reduce` sums the metric totals over
     processes (torchrun); `views` are extra looks at each batch (TTA) whose probabilities are
-    averaged with the plain one's. The task's metrics score the plain images."""
+    averaged with the plain one's. The task's metrics score the plain images. `bar`: a
+    progress bar on stderr where it is a terminal (it reads nothing from the device)."""
     speed = speed or Speed.plain(next(model.parameters()).device)
     model.eval()
     totals, counts, in_top, probs, targets = None, None, None, [], []
+    progress = tqdm(total=len(loader) if hasattr(loader, "__len__") else None, desc=split,
+                    leave=False, unit="batch", disable=not bar or not sys.stderr.isatty())
     for x, y in loader.batches(0):
+        progress.update(1)
         with speed.autocast():
             logits = main_logits(model(speed.inputs(x)))
             batch = task.stats(logits, y, task.loss(logits, y, training=False))
@@ -53,6 +59,7 @@ def evaluate(model: nn.Module, loader, task: Task, *, speed: Speed | None = None
         if probabilities:
             probs.append(_probabilities(model, x, logits, task, speed, views).cpu())
             targets.append(y.cpu())
+    progress.close()
     if totals is None:
         raise CnnkitError(f"evaluate: split '{split}' gave no batches (it is empty, or holds "
                           f"fewer examples than there are ranks)")

@@ -23,6 +23,7 @@ class Task(Protocol):
     class_targets: bool  # targets are one class index per example (checked before training)
     extra_outputs: int  # model outputs per example besides the K class scores
     shown_classes: int  # classes a prediction lists unless asked for more or fewer
+    scores: str  # how the model's raw output is read (an exported ONNX file's metadata)
 
     def check(self, output_shape: tuple[int, ...], num_classes: int, *, source: str) -> None: ...
 
@@ -67,6 +68,16 @@ def _localization(cfg: Config) -> Task:
 
 
 TASKS = dict(classification=_classification, localization=_localization)
+# the task section's keys each task reads (name, always)
+TASK_KEYS = {"classification": ("class_weights",),
+             "localization": ("loss", "box_loss", "obj_weight", "box_weight", "cls_weight",
+                              "threshold")}
+
+
+def unread_task_keys(cfg: Config) -> list[str]:
+    """task.* keys the config's task does not read (--print-config leaves them out)."""
+    read = TASK_KEYS.get(cfg.task.name, ())
+    return [f"task.{key}" for keys in TASK_KEYS.values() for key in keys if key not in read]
 
 
 def build_task(cfg: Config) -> Task:

@@ -34,6 +34,7 @@ class Classification:
     class_targets = True  # also: eval reports a confusion matrix, ensembles average
     extra_outputs = 0  # the model outputs one score per class, nothing else
     shown_classes = 5  # cnnkit predict's default --top
+    scores = "logits (B, K): softmax over K gives the probabilities of the classes"
 
     def __init__(self, *, aux_weight: float = 0.3, label_smoothing: float = 0.0,
                  class_weights: list[float] | None = None):

@@ -132,6 +132,8 @@ class Localization:
     class_targets = False  # [p_c, x, y, w, h, class] rows, checked by the datasets
     extra_outputs = 5  # p_c, x, y, w, h before the class scores
     shown_classes = 1  # cnnkit predict's default --top: the class of the box
+    scores = ("raw scores (B, 5 + K): sigmoid(s[:, 0]) is p(object), sigmoid(s[:, 1:5]) the "
+              "box x, y, w, h as fractions of the image, softmax(s[:, 5:]) the classes")
 
     def __init__(self, *, loss: str = "squared", box_loss: str = "mse",
                  weights: tuple[float, float, float] = (1.0, 1.0, 1.0), threshold: float = 0.5):

@@ -24,7 +24,8 @@ from cnnkit.errors import RunPruned, TrainingStopped
 from cnnkit.rundir import LAST
 from cnnkit.rundir.early_stopping import monitored
 from cnnkit.training.curves import CurvePlotter
-from cnnkit.training.log import data_wait_hint, epoch_line
+from cnnkit.training.fit import class_counts
+from cnnkit.training.log import WIDTH, data_wait_hint, epoch_line, shown_metrics
 from cnnkit.training.run import save
 from cnnkit.training.signals import GracefulStop
 
@@ -120,16 +121,24 @@ def stopped(run: Run, stop: GracefulStop) -> TrainingStopped:
                            signum=stop.signum, checkpoint=str(path))
 
 
+UNEVEN = 1.5  # largest class / smallest above which the line shows the balanced metrics
+
+
 class EpochLines(Callback):
-    """The epoch line on rank 0, and the data-wait hint when the loader keeps the steps
-    waiting (training/log.py data_wait_hint)."""
+    """The epoch line on rank 0 (the console's within 100 columns, train.log's with every
+    metric), and the data-wait hint when the loader keeps the steps waiting (training/log.py
+    data_wait_hint)."""
 
     def on_epoch_end(self, run: Run, row: dict) -> None:
         if not run.cluster.is_main:
             return
-        run.log(epoch_line(row, run.cfg.train.epochs, run.task.metrics,
-                           images=len(run.data.splits["train"]),
-                           best=run.state.best_epoch == row["epoch"]))
+        counts = class_counts(run.data.splits["train"], len(run.data.classes))
+        uneven = bool(counts) and max(counts) > UNEVEN * max(1, min(counts))
+        line = {"images": len(run.data.splits["train"]),
+                "best": run.state.best_epoch == row["epoch"]}
+        shown = shown_metrics(run.task.metrics, uneven=uneven)
+        run.log(epoch_line(row, run.cfg.train.epochs, shown, width=WIDTH, **line), file=False)
+        run.log(epoch_line(row, run.cfg.train.epochs, run.task.metrics, **line), echo=False)
         hint = data_wait_hint(run.state.history, getattr(run.data, "workers", None))
         if hint:
             run.log(hint)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from cnnkit.errors import display
+from cnnkit.errors import counted, display
 
 if TYPE_CHECKING:
     from cnnkit.schema import TrainConfig
@@ -38,14 +38,15 @@ class RunLog:
         except OSError:  # a read-only run directory: the checkpoints report it, in one line
             self._file = None
 
-    def __call__(self, text: str, *, err: bool = False, echo: bool = True) -> None:
+    def __call__(self, text: str, *, err: bool = False, echo: bool = True,
+                 file: bool = True) -> None:
         text = display(text)
         if echo and not self.quiet:
             try:
                 print(text, file=sys.stderr if err else sys.stdout, flush=True)
             except (BrokenPipeError, ValueError):  # `cnnkit train ... | head -1`: the reader
                 self._console_gone()  # has gone; the run goes on, train.log keeps every line
-        if self._file is not None:
+        if file and self._file is not None:
             stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
             try:
                 for line in text.splitlines() or [""]:
@@ -101,19 +102,53 @@ def _clock(seconds: float) -> str:
     return str(datetime.timedelta(seconds=round(seconds)))
 
 
+WIDTH = 100  # the console's epoch line, data-wait figure included, at most
+SHORT = {"balanced_acc": "bal_acc", "macro_f1": "f1"}  # the line's names; metrics.csv's full
+# the line's metrics where the classes are out of balance: accuracy is then misleading, and
+# balanced accuracy and macro-F1 take its place (on balanced data they repeat it)
+UNEVEN = {"acc": ("balanced_acc", "macro_f1")}
+PARTS = ("obj_acc", "cls_acc")  # localization's acc in parts: metrics.csv and train.log only
+
+
 def epoch_line(row: dict, epochs: int, metrics: tuple[str, ...] = ("loss", "acc"), *,
-               images: int = 0, best: bool = False) -> str:
-    """`epoch  3/30  train loss 0.1234 acc 0.9610  val loss ...  1.20s  lr 0.005  2,400 img/s
-    * best` over the task's metrics (no val part without a validation split); `* best`: the
-    epoch best.pt now holds."""
-    splits = [" ".join([split] + [f"{m} {row[f'{split}_{m}']:.4f}" for m in metrics])
-              for split in ("train", "val") if f"{split}_{metrics[0]}" in row]
-    speed = f"  {images / row['seconds']:,.0f} img/s" if images and row["seconds"] > 0 else ""
-    lr = f"  lr {row['lr']:.3g}" if "lr" in row else ""
-    wait = f"  wait {row['data_wait']:.0%}" if row.get("data_wait") is not None else ""
-    mark = "  * best" if best else ""
-    return (f"epoch {row['epoch']:>3}/{epochs}  {'  '.join(splits)}  {row['seconds']:.2f}s"
-            f"{wait}{lr}{speed}{mark}")
+               images: int = 0, best: bool = False, width: int | None = None) -> str:
+    """`epoch  3/30  train loss 0.1234  val loss 0.2345 acc 0.9610  1.20s  lr 0.005  2,400
+    img/s  * best`: train loss and the val `metrics` (every split's `metrics` without a
+    validation split, or with `width` None: train.log's full line), the data wait where it
+    was measured; lr and img/s where the line stays within `width`; `* best`: the epoch
+    best.pt now holds."""
+    val = "val_loss" in row
+    parts = [f"epoch {row['epoch']:>3}/{epochs}"]
+    for split in ("train", "val"):
+        shown = metrics if width is None or split == "val" or not val else metrics[:1]
+        if f"{split}_{metrics[0]}" in row:
+            parts.append(" ".join([split] + [f"{SHORT.get(m, m) if width else m} "
+                                             f"{_number(row[f'{split}_{m}'])}" for m in shown]))
+    parts.append(f"{row['seconds']:.2f}s")
+    if row.get("data_wait") is not None:  # the share of the epoch spent waiting for batches
+        parts.append(f"wait {row['data_wait']:.0%}")
+    extra = ([f"lr {row['lr']:.3g}"] if "lr" in row else []) + \
+        ([f"{images / row['seconds']:,.0f} img/s"] if images and row["seconds"] > 0 else [])
+    mark = ["* best"] if best else []
+    for part in extra:
+        if width is None or len("  ".join([*parts, part, *mark])) <= width:
+            parts.append(part)
+    return "  ".join([*parts, *mark])
+
+
+def shown_metrics(metrics: tuple[str, ...], *, uneven: bool) -> tuple[str, ...]:
+    """The task's metrics the console's epoch line shows: the extras (balanced accuracy,
+    macro-F1) only where the classes are out of balance, in accuracy's place."""
+    extras = {m for group in UNEVEN.values() for m in group}
+    metrics = tuple(m for m in metrics if m not in PARTS)
+    if not uneven:
+        return tuple(m for m in metrics if m not in extras)
+    return tuple(m for m in metrics if m not in UNEVEN or not set(UNEVEN[m]) <= set(metrics))
+
+
+def _number(value: float) -> str:
+    """4 decimals; 4 significant digits past 10,000 (a diverging loss stays short)."""
+    return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
 
 
 WAIT_HINT = 0.30  # share of an epoch spent waiting for batches, two epochs in a row
@@ -161,8 +196,8 @@ def header_lines(run: Run, steps_per_epoch: int) -> list[str]:
         + (f", {run.cluster.world_size} processes" if run.cluster.active else ""),
         f"parameters {total:,} ({trainable:,} trainable)" + _decays(run),
         f"data {cfg.data.name}: {sizes.get('train', 0):,} train, {sizes.get('val', 0):,} val; "
-        f"batch {cfg.train.batch_size}{micro}, {steps_per_epoch:,} steps per epoch, "
-        f"{cfg.train.epochs} epochs",
+        f"batch {cfg.train.batch_size}{micro}, {counted(steps_per_epoch, 'step')} per epoch, "
+        f"{counted(cfg.train.epochs, 'epoch')}",
         f"run directory {run.out}",
     ]
 

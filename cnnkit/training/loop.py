@@ -100,8 +100,8 @@ def train_one_epoch(stepper: Stepper, loader, *, epoch: int, start: int = 0,
                                   f"{batch.numel()}")
         totals = batch if totals is None else totals + batch
         bar.update(1)
-        if not bar.disable and (step + 1) % log_every == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if not bar.disable and ((step + 1) % log_every == 0 or step == start):
+            bar.set_postfix(loss=f"{loss.item():.4f}")  # from the first step on
         # the loss is read where the watch reads anyway: every step on the CPU, where a read
         # costs nothing, every log_every steps on a GPU (a host sync)
         if progress is not None and (step + 1) % watch.check_every == 0 and progress.due():

@@ -22,10 +22,17 @@ from cnnkit.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from cnnkit.config import config_from_dict, config_to_dict
+from cnnkit.config import config_from_dict, config_to_dict, resolve_paths
 from cnnkit.data import Data
 from cnnkit.data.preprocess import preprocessing_record, resolve_normalization
-from cnnkit.errors import CheckpointError, CnnkitError, ConfigError, RunPruned, TrainingStopped
+from cnnkit.errors import (
+    CheckpointError,
+    CnnkitError,
+    ConfigError,
+    RunPruned,
+    TrainingStopped,
+    counted,
+)
 from cnnkit.models.builder import Network
 from cnnkit.rundir import BEST, LAST, MANIFEST, METRICS
 from cnnkit.rundir.early_stopping import best_index
@@ -156,7 +163,8 @@ def _stale_temp(path: Path) -> bool:
 RESUME_MAY_CHANGE = ("train.epochs", "train.lr", "train.log_every", "train.log_every_seconds",
                      "train.tensorboard", "train.checkpoint_every_steps", "train.device",
                      "train.diverge_factor", "train.accumulate_steps", "data.workers",
-                     "train.dist_timeout")
+                     "train.dist_timeout",
+                     "data.root")  # data moved: the same classes and counts (check_same_data)
 # schedules laid out over the run's total number of steps: its length is part of the run
 LENGTH_BOUND_SCHEDULES = ("cosine", "onecycle")
 
@@ -165,14 +173,38 @@ def check_same_run(saved: dict, cfg: Config, path: Path, *, done: int = 0) -> No
     """Resume continues the same run: only keys that do not change what is learned may.
     Resolved values are compared with resolved values (a last.pt from before mean and std were
     resolved holds null there)."""
-    now = config_to_dict(resolve_normalization(cfg))
-    saved = config_to_dict(resolve_normalization(config_from_dict(saved, source=str(path))))
+    now = config_to_dict(resolve_paths(resolve_normalization(cfg)))
+    # a run saved before paths were stored absolute: its relative paths as from here
+    saved = config_to_dict(resolve_paths(resolve_normalization(config_from_dict(
+        saved, source=str(path)))))
     differ = [key for key in _flat_diff(saved, now) if key not in RESUME_MAY_CHANGE]
     if differ:
         raise ConfigError(f"{path}: the config differs from the run's at {', '.join(differ)}; "
                           f"resume continues the same run (only {', '.join(RESUME_MAY_CHANGE)} "
                           f"may change)")
     check_epochs(saved["train"]["epochs"], cfg, path, done=done)
+
+
+def check_same_data(checkpoint: dict, data, path: Path) -> None:
+    """Resume reads the data the run trained on, wherever data.root now points: the same
+    classes, and the same number of examples in each split (where the checkpoint records
+    them; a run saved before it recorded them is checked by its classes)."""
+    sizes = {name: len(split) for name, split in data.splits.items()}
+    saved = checkpoint.get("data_sizes") or sizes
+    root = checkpoint["config"].get("data", {}).get("root")
+    if list(checkpoint.get("classes") or data.classes) != list(data.classes) or saved != sizes:
+        def show(classes, counts):
+            return (f"{counted(len(classes), 'class', 'classes')} ({_names(classes)}), "
+                    + ", ".join(f"{n:,} {split}" for split, n in counts.items()))
+        raise ConfigError(f"{path}: data.root: the run trained on {root}, "
+                          f"{show(checkpoint.get('classes') or [], saved)}; its data now has "
+                          f"{show(data.classes, sizes)}; resume continues the same run: point "
+                          f"data.root at the same data")
+
+
+def _names(names: list[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more"
+                                       if len(names) > limit else "")
 
 
 def check_epochs(planned: int, cfg: Config, path: Path, *, done: int) -> None:
@@ -294,6 +326,7 @@ def save(run: Run, *, best: bool, metrics: bool = True) -> None:
         "config": config_to_dict(run.cfg),
         "task": run.cfg.task.name,
         "classes": list(run.data.classes),
+        "data_sizes": {name: len(split) for name, split in run.data.splits.items()},
         # what predict does to a new image, with the numbers the data used
         "preprocessing": preprocessing_record(run.cfg, mean=run.data.mean, std=run.data.std),
         "cnnkit_version": version(),

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from cnnkit.atomic import atomic_write_text
-from cnnkit.config import dump_config, resolve_config
+from cnnkit.config import dump_config, resolve_config, resolve_paths
 from cnnkit.data import Data, build_data
 from cnnkit.data.augment import build_augment
 from cnnkit.data.preprocess import resolve_normalization
@@ -56,6 +56,7 @@ from cnnkit.training.optim import build_optimizer, build_scheduler
 from cnnkit.training.run import (
     Run,
     RunState,
+    check_same_data,
     close_after,
     open_run_dir,
     restore,
@@ -63,6 +64,7 @@ from cnnkit.training.run import (
 )
 from cnnkit.training.signals import GracefulStop, signals_held
 from cnnkit.training.tensorboard import TensorBoardLogger
+from cnnkit.validate import check_packages
 
 
 @dataclass
@@ -81,6 +83,8 @@ def train(config: Config | str | Path, *, out_dir: str | Path | None = None,
     `command` is what started it, for the manifest (the CLI passes its argv)."""
     # mean and std resolved to numbers: config.yaml and the checkpoints record what was used
     cfg = resolve_normalization(with_pretrained_defaults(resolve_config(config, overrides)))
+    check_packages(cfg)  # before any data is read or folder made
+    cfg = resolve_paths(cfg)  # config.yaml and the checkpoints: usable from any folder
     out = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
     device = resolve_device(cfg.train.device)
     cluster = Cluster.from_env(device, timeout=cfg.train.dist_timeout)  # torchrun's, or one
@@ -138,6 +142,8 @@ def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, re
         raise
     rundir = opened[0] if opened else None
     try:
+        if checkpoint is not None:  # data.root may have moved: the same data, checked
+            check_same_data(checkpoint, data, out / LAST)
         result = _run(cfg, out, device, cluster, checkpoint, (model, data, task, report),
                       log=log, callbacks=callbacks, rundir=rundir)
     except BaseException as caught:
@@ -279,8 +285,19 @@ def _epochs(run: Run, callbacks: list[Callback]) -> None:
                **_validate(run, val_loader), "lr": run.optimizer.param_groups[0]["lr"],
                "seconds": round(seconds, 4), "data_wait": round(stepper.data_wait, 4)}
         _record(state, row, cfg.train.monitor)
+        _note_skipped(run, {"train": train_loader, "val": val_loader})
         for callback in callbacks:
             callback.on_epoch_end(run, row)
+
+
+def _note_skipped(run: Run, loaders: dict) -> None:
+    """Files data.skip_bad left out so far, per split, into run.json (the loader has printed
+    its line); counted as they are met, since counting them up front would cost a decode
+    pass. The start header counts the files found."""
+    skipped = {split: len(loader.bad) for split, loader in loaders.items()
+               if getattr(loader, "bad", None)}
+    if skipped and run.rundir is not None and run.rundir.manifest.get("skipped") != skipped:
+        run.rundir.update(skipped=skipped)
 
 
 def _validate(run: Run, loader) -> dict[str, float]:
@@ -288,7 +305,8 @@ def _validate(run: Run, loader) -> dict[str, float]:
     stopping and eval follow it) and raw_val_* the trained weights themselves."""
     if loader is None:
         return {}
-    scoring = {"speed": run.speed, "reduce": lambda totals: all_sum(totals, run.cluster)}
+    scoring = {"speed": run.speed, "reduce": lambda totals: all_sum(totals, run.cluster),
+               "bar": not run.quiet and run.cluster.is_main}
     metrics = _prefixed("val", evaluate(run.ema.module if run.ema else run.model, loader,
                                         run.task, **scoring).metrics)
     if run.ema:
