@@ -40,8 +40,8 @@ import numpy as np
 import torch
 
 from cnnkit.atomic import Window, atomic_write, sha256_of
-from cnnkit.config import open_regular
 from cnnkit.errors import CheckpointError
+from cnnkit.userfiles import open_regular
 from cnnkit.validate import MAX_INPUT_VALUES
 from cnnkit.version import version
 

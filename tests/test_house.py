@@ -18,7 +18,7 @@ PACKAGE = ROOT / "cnnkit"
 # lowest first; a module may import its own layer and those before it. `cnnkit` itself is the
 # face, on top: it holds only lazy attributes, and nothing inside the package imports it.
 LAYERS = (
-    ("cnnkit.errors", "cnnkit.version"),
+    ("cnnkit.errors", "cnnkit.version", "cnnkit.userfiles"),
     ("cnnkit.config", "cnnkit.schema", "cnnkit.validate"),
     ("cnnkit.atomic", "cnnkit.checkpoint", "cnnkit.rundir"),
     ("cnnkit.geometry",),

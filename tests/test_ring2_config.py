@@ -9,9 +9,10 @@ import time
 
 import pytest
 
-from cnnkit.config import MAX_NODES, _describe, check_size, load_config
+from cnnkit.config import _describe, load_config
 from cnnkit.errors import ConfigError
 from cnnkit.schema import SEEDS
+from cnnkit.userfiles import MAX_NODES, check_size
 
 LAYERS = "model: {input: [1, 28, 28], layers: [[Flatten], [Linear, 10]]}\n"
 

@@ -15,13 +15,13 @@ from typing import Any
 
 import yaml
 
-from cnnkit.config import MAX_BYTES, open_regular, safe_yaml
 from cnnkit.errors import CnnkitError
 from cnnkit.rundir import CONFIG, MANIFEST, METRICS, SWEEP
 from cnnkit.rundir.early_stopping import should_stop
 from cnnkit.rundir.lock import read_manifest
 from cnnkit.rundir.metrics import read_metrics
 from cnnkit.schema import EarlyStoppingConfig
+from cnnkit.userfiles import MAX_BYTES, open_regular, safe_yaml
 
 
 @dataclass
