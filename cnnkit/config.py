@@ -70,9 +70,29 @@ def config_from_dict(raw: Any, *, source: str = "<config>") -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping with sections {list(SECTIONS)}, "
                           f"found {_describe(raw)}")
-    cfg = _build_dataclass(Config, raw, "", source, skip={"source"})
+    cfg = _build_dataclass(Config, _as_it_ran(raw), "", source, skip={"source"})
     cfg.source = source
     return validate(cfg)
+
+
+# data.augment as cnnkit wrote it, every key resolved, into each run's config.yaml and
+# checkpoint before class folders read it (issue 25, commit ff7b103): these keys, no others
+AUGMENT_BEFORE_FOLDERS = {"translate", "rotate", "scale", "crop_padding", "elastic",
+                          "elastic_sigma", "hflip", "cutout"}
+
+
+def _as_it_ran(raw: dict) -> dict:
+    """A class-folder config saved before data.augment applied to class folders, read as the
+    run it describes: its `hflip: false` was the digits' default, which class folders ignored
+    (they always flipped); read as false now it would resume without flips. Such a config is
+    known by its augment section, exactly the keys of then, and no data.val_crop."""
+    data = raw.get("data")
+    augment = data.get("augment") if isinstance(data, dict) else None
+    if not (isinstance(augment, dict) and set(augment) == AUGMENT_BEFORE_FOLDERS
+            and data.get("name") == "imagefolder" and "val_crop" not in data
+            and augment["hflip"] is False):
+        return raw
+    return {**raw, "data": {**data, "augment": {**augment, "hflip": True}}}
 
 
 def config_to_dict(cfg: Config) -> dict:
