@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from torchvision.transforms import v2
 
+from cnnkit.data.checks import check_training_device
 from cnnkit.data.decode import decode_eval, decode_train
 from cnnkit.data.device_decode import Encoded, decode_batch, read_encoded
 from cnnkit.data.folder_index import SplitIndex, index_folder
@@ -32,7 +33,7 @@ from cnnkit.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.data.shards import batches_per_epoch, shard_bounds
 from cnnkit.data.tensors import epoch_permutation
 from cnnkit.data.transforms import eval_transform, train_transform
-from cnnkit.errors import ConfigError, DataError
+from cnnkit.errors import DataError
 from cnnkit.schema import DataConfig
 
 
@@ -232,9 +233,8 @@ class FolderData:
             raise DataError(f"split '{split}': this dataset has {', '.join(self.splits)}")
         training = shuffle and split == "train"
         on_device = self.cfg.decode == "gpu" and device.type == "cuda"
-        if self.cfg.decode == "gpu" and not on_device and training:
-            raise ConfigError(f"data.decode: gpu decodes JPEGs with nvJPEG on a CUDA device; "
-                              f"this run trains on {device.type} (set data.decode: cpu)")
+        if training:
+            check_training_device(self.cfg.decode, device)
         transform = train_transform(self.cfg, mean=self.mean) if training \
             else eval_transform(self.cfg)
         return FolderLoader(self.splits[split], augment=training, transform=transform,
