@@ -486,6 +486,11 @@ def per_image(files: list[Path], size: int) -> dict[str, float]:
             Image.open(f).convert("RGB")),
         "cnnkit: decode_train (reduced decode, crop+resize, flip, tensor)": lambda f: (
             decode_train(f, ours)),
+        # each loader item seeds its draws: torch.manual_seed also queues a lazy seed per
+        # accelerator, formatting a stack trace each; the loader seeds the CPU generator only
+        "seed per image: torch.manual_seed (before)": lambda f: torch.manual_seed(1),
+        "seed per image: torch.default_generator.manual_seed (the loader)": lambda f: (
+            torch.default_generator.manual_seed(1)),
     }
     out = {}
     for name, step in steps.items():
