@@ -24,8 +24,8 @@ OLD_RUN = Path(__file__).parent / "fixtures" / "run_45e5ab6_folders"
 
 
 def test_an_old_class_folder_run_resumes_with_its_flips(tmp_path, monkeypatch):
-    """Epoch 2 resumed now equals epoch 2 of the old code run straight, bit for bit (images
-    of 40x48 at 32 px: no reduced decode, so the same crops and flips from the same draws)."""
+    """Epoch 2 resumed now equals epoch 2 of the old code run straight (images of 40x48 at
+    32 px: no reduced decode, so the same crops and flips from the same draws)."""
     monkeypatch.chdir(tmp_path)
     write_class_folders(Path("folders"), counts={"train": 4, "val": 2})  # data.root: folders
     shutil.copytree(OLD_RUN, "run")
@@ -33,7 +33,9 @@ def test_an_old_class_folder_run_resumes_with_its_flips(tmp_path, monkeypatch):
     resumed = torch.load("run/last.pt", weights_only=False)["model"]
     straight = torch.load(OLD_RUN / "straight_2_epochs.pt", weights_only=True)
     assert resumed.keys() == straight.keys()
-    assert all(torch.equal(resumed[k], straight[k]) for k in straight)
+    # bit for bit at the fixture's 2 torch threads; other thread counts sum the gradients in
+    # another order (1 thread: 1.5e-7 apart), while without the flips epoch 2 ends 8e-4 apart
+    assert all(torch.allclose(resumed[k], straight[k], rtol=0, atol=1e-5) for k in straight)
 
 
 def test_only_a_saved_config_of_then_is_read_so():
