@@ -8,9 +8,10 @@ import shutil
 from pathlib import Path
 
 import torch
+import yaml
 
 from cnnkit.cli import main
-from cnnkit.config import config_from_dict
+from cnnkit.config import config_from_dict, load_config
 from cnnkit.data.transforms import hflip_of
 from tests.imagefiles import write_class_folders
 
@@ -38,7 +39,7 @@ def test_an_old_class_folder_run_resumes_with_its_flips(tmp_path, monkeypatch):
     assert all(torch.allclose(resumed[k], straight[k], rtol=0, atol=1e-5) for k in straight)
 
 
-def test_only_a_saved_config_of_then_is_read_so():
+def test_only_a_saved_config_of_then_is_read_so(tmp_path):
     saved = {"model": {"input": [3, 16, 16], "layers": []},
              "data": {"name": "imagefolder", "root": "d", "image_size": 16, "augment": {
                  "translate": 0.0, "rotate": 0.0, "scale": 0.0, "crop_padding": 0,
@@ -48,6 +49,11 @@ def test_only_a_saved_config_of_then_is_read_so():
     assert hflip_of(config_from_dict(written_now).data) is False
     asked = {**saved, "data": {**saved["data"], "augment": {"hflip": False}}}
     assert hflip_of(config_from_dict(asked).data) is False  # a user's choice stays
+    config = tmp_path / "saved.yaml"
+    config.write_text(yaml.safe_dump(saved))
+    assert hflip_of(load_config(config).data) is True  # a run's config.yaml
+    # an override stands as set (resume then refuses it: hflip is not a key it may change)
+    assert hflip_of(load_config(config, ["data.augment.hflip=false"]).data) is False
     digits = {**saved, "data": {**saved["data"], "name": "mnist-sample", "root": None}}
     digits["model"] = {"input": [1, 28, 28], "layers": []}
     assert hflip_of(config_from_dict(digits).data) is False
