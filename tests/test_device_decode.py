@@ -113,3 +113,28 @@ def test_on_cuda_the_same_images_as_on_the_cpu(files):
     cpu, _, _ = decode_batch(items, transform, CPU)
     assert cuda.device.type == "cuda" and kept == [0, 1, 2]
     assert (cuda.cpu().float() - cpu.float()).abs().mean() < 3  # nvJPEG against libjpeg
+
+
+def test_the_loader_decodes_on_the_device_what_its_workers_read(tmp_path):
+    """The whole path on the CPU: a worker process reads bytes, the main process decodes and
+    transforms; the same labels, the same crops as the workers' PIL path (class folders of
+    JPEGs, PNGs and others, all noisy flat colours: a draw apart still looks alike, so the
+    labels and the tolerance are what this checks, the crops are checked above)."""
+    from cnnkit.data.imagefolder import FolderLoader, load
+    from cnnkit.schema import DataConfig
+    from tests.imagefiles import write_class_folders
+
+    root = write_class_folders(tmp_path / "d", counts={"train": 5, "val": 1})
+    data = load(DataConfig(name="imagefolder", root=str(root), image_size=16))
+    transform = train_transform(data.cfg, mean=data.mean)
+
+    def batches(on_device: bool) -> list:
+        loader = FolderLoader(data.splits["train"], augment=True, transform=transform,
+                              batch_size=4, shuffle=True, seed=3, mean=data.mean,
+                              std=data.std, device=CPU, workers=1, skip_bad=False,
+                              on_device=on_device)
+        return list(loader.batches(epoch=1))
+
+    for (a, y), (b, z) in zip(batches(True), batches(False), strict=True):
+        assert torch.equal(y, z) and a.shape == b.shape == (len(y), 3, 16, 16)
+        assert (a - b).abs().mean() < 0.1  # normalized units: about 6 of 255 in pixels
