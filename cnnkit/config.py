@@ -46,10 +46,10 @@ def load_config(path: str | Path, overrides: typing.Iterable[str] = ()) -> Confi
     """Read a YAML config (a file, or a shipped config by name), apply `KEY.PATH=VALUE`
     overrides, check it, return a Config."""
     path = config_path(path)
-    raw = _read_yaml(path)
+    raw = _as_it_ran(_read_yaml(path))  # before the overrides, which then stand as set
     for item in overrides:
         apply_override(raw, item, source=str(path))
-    return config_from_dict(raw, source=str(path))
+    return config_from_dict(raw, source=str(path), saved=False)
 
 
 def resolve_config(config: Config | str | Path, overrides: tuple[str, ...] = ()) -> Config:
@@ -65,16 +65,38 @@ def resolve_config(config: Config | str | Path, overrides: tuple[str, ...] = ())
     return config_from_dict(raw, source=config.source)
 
 
-def config_from_dict(raw: Any, *, source: str = "<config>") -> Config:
+def config_from_dict(raw: Any, *, source: str = "<config>", saved: bool = True) -> Config:
     """Check a plain dict (e.g. one stored in a checkpoint) against the schema: types, then
-    ranges and cross-key rules (`validate.validate`)."""
+    ranges and cross-key rules (`validate.validate`). `saved`: it may be a config written by
+    an older cnnkit, read as the run it describes (_as_it_ran)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping with sections {list(SECTIONS)}, "
                           f"found {_describe(raw)}")
     check_size(raw, where=source)  # e.g. a checkpoint's config, shared parts from its pickle
-    cfg = _build_dataclass(Config, raw, "", source, skip={"source"})
+    cfg = _build_dataclass(Config, _as_it_ran(raw) if saved else raw, "", source,
+                           skip={"source"})
     cfg.source = source
     return validate(cfg)
+
+
+# data.augment as cnnkit wrote it, every key resolved, into each run's config.yaml and
+# checkpoint before class folders read it (issue 25, commit ff7b103): these keys, no others
+AUGMENT_BEFORE_FOLDERS = {"translate", "rotate", "scale", "crop_padding", "elastic",
+                          "elastic_sigma", "hflip", "cutout"}
+
+
+def _as_it_ran(raw: dict) -> dict:
+    """A class-folder config saved before data.augment applied to class folders, read as the
+    run it describes: its `hflip: false` was the digits' default, which class folders ignored
+    (they always flipped); read as false now it would resume without flips. Such a config is
+    known by its augment section, exactly the keys of then, and no data.val_crop."""
+    data = raw.get("data") if isinstance(raw, dict) else None
+    augment = data.get("augment") if isinstance(data, dict) else None
+    if not (isinstance(augment, dict) and set(augment) == AUGMENT_BEFORE_FOLDERS
+            and data.get("name") == "imagefolder" and "val_crop" not in data
+            and augment["hflip"] is False):
+        return raw
+    return {**raw, "data": {**data, "augment": {**augment, "hflip": True}}}
 
 
 def config_to_dict(cfg: Config) -> dict:
@@ -122,7 +144,7 @@ _SPLIT = ("mnist-sample", "mnist")  # datasets carved into train and val (sizes,
 APPLIES: dict[str, typing.Callable[[Config], bool]] = {
     "data.localization": lambda c: c.data.name in _LOCALIZATION,
     **{f"data.{k}": (lambda c: c.data.name == "imagefolder") for k in (
-        "image_size", "workers", "skip_bad")},
+        "image_size", "workers", "skip_bad", "decode")},
     **{f"data.{k}": (lambda c: c.data.name in _SPLIT) for k in ("folds", "fold")},
     "data.download": lambda c: c.data.name == "mnist",
     **{f"train.{k}": (lambda c: c.train.optimizer == "sgd") for k in ("momentum", "nesterov")},

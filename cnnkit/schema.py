@@ -188,6 +188,10 @@ class DataConfig:
     # imagefolder: DataLoader worker processes decoding images (0: in-process)
     workers: int = ranged(4, ge=0, text="0 or more processes")
     skip_bad: bool = False  # imagefolder: skip files that cannot be decoded (one warning)
+    # imagefolder: where JPEGs are decoded: cpu (the loader's workers, PIL, at a reduced size
+    # where the crop allows) or gpu (nvJPEG on the CUDA device the run trains on, with the
+    # transforms; data/device_decode.py); a speed setting: the same draws either way
+    decode: Literal["cpu", "gpu"] = "cpu"
     classes: list[int | str] | None = None  # keep only these classes (by name, e.g. digits
     # [5, 6, 7]), relabelled 0..K-1 in this order; None: all
     # keep this many training examples of each class (a fixed random subset); None: all

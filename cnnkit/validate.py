@@ -337,6 +337,14 @@ def _val_resize_is_for_folders(cfg: Config) -> Problem:
     return None
 
 
+def _decode_is_for_folders(cfg: Config) -> Problem:
+    d = cfg.data
+    if d.decode != "cpu" and d.name != "imagefolder":
+        return "data.decode", (f"{d.decode} decodes class folders' JPEGs (imagefolder); {d.name} "
+                               f"is held as tensors, with nothing to decode")
+    return None
+
+
 def _no_val_split(cfg: Config) -> Problem:
     """data.val_size 0 means no validation split: best.pt is the last epoch and the monitor
     reads training metrics, so nothing can stop early on it."""
@@ -387,6 +395,6 @@ RULES: list[Callable[[Config], Problem]] = [
     _input_is_an_example_shape, _repeats_are_sane, _sizes_are_sane, _nesterov_needs_momentum,
     _unfreeze_needs_freeze,
     _lr_groups_are_disjoint, _schedule_fits, _cutout_fits_the_image, _augment_fits_the_dataset,
-    _val_resize_is_for_folders,
+    _val_resize_is_for_folders, _decode_is_for_folders,
     _no_val_split, _folds_make_the_splits, _paths_have_no_nul, _root_where_read_from_disk,
     _imagefolder_splits_as_they_are, _digits_fit_the_canvas, _balanced_metrics_are_classifications]

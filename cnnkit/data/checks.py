@@ -7,8 +7,10 @@ and the same on every device because nothing has moved to one yet.
 
 from __future__ import annotations
 
+import torch
+
 from cnnkit.data.tensors import Split
-from cnnkit.errors import DataError
+from cnnkit.errors import ConfigError, DataError
 
 
 def check_split(split: Split, name: str, *, num_classes: int, shape: tuple[int, ...],
@@ -58,3 +60,10 @@ def check_splits(splits: dict, *, num_classes: int, where: str, class_targets: b
 
 def _shape(shape) -> str:
     return "×".join(str(s) for s in shape)
+
+
+def check_training_device(decode: str, device: torch.device) -> None:
+    """data.decode gpu trains on a CUDA device only: one line otherwise."""
+    if decode == "gpu" and device.type != "cuda":
+        raise ConfigError(f"data.decode: gpu decodes JPEGs with nvJPEG on a CUDA device; this "
+                          f"run trains on {device.type} (set data.decode: cpu)")

@@ -32,14 +32,14 @@ FILTERS = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BIL
            "bicubic": Image.Resampling.BICUBIC}
 
 
-def _upright(image: Image.Image) -> tuple[int, tuple[int, int]]:
+def stored_orientation(image: Image.Image) -> tuple[int, tuple[int, int]]:
     """(orientation, (width, height) as the image will stand once turned upright)."""
     orientation = image.getexif().get(ORIENTATION, 1)
     w, h = image.size
     return orientation, ((h, w) if orientation in (5, 6, 7, 8) else (w, h))
 
 
-def _finish(image: Image.Image, orientation: int, mode: str) -> Image.Image:
+def finish(image: Image.Image, orientation: int, mode: str) -> Image.Image:
     """Decode, turn upright where the tag says so (the only copy), convert to `mode`."""
     image.load()
     if orientation not in (None, 1):
@@ -54,7 +54,7 @@ def _reduction(crop: tuple[int, int], size: int) -> int:
     return next(s for s in (8, 4, 2, 1) if s <= fit or s == 1)
 
 
-def _read(path: Path, work):
+def read_image(path: Path, work):
     try:
         with Image.open(path) as image:
             return work(image)
@@ -74,13 +74,13 @@ def decode_train(path: Path, transform: v2.Compose, *, draft: bool = True) -> to
     out = crop.size[0]
 
     def work(image: Image.Image) -> Image.Image:
-        orientation, (width, height) = _upright(image)
+        orientation, (width, height) = stored_orientation(image)
         box = crop.make_params([torch.empty(()).expand(3, height, width)])  # no pixels read
         scale = _reduction((box["width"], box["height"]), out) if draft else 1
         if scale > 1 and image.format == "JPEG":
             w, h = image.size  # as stored: the reduction is the same on both axes
             image.draft("RGB", (math.ceil(w / scale), math.ceil(h / scale)))
-        image = _finish(image, orientation, "RGB")
+        image = finish(image, orientation, "RGB")
         if image.size == (width, height):  # not reduced: exactly torchvision's crop
             return crop.transform(image, box)
         sx, sy = width / image.width, height / image.height
@@ -88,7 +88,7 @@ def decode_train(path: Path, transform: v2.Compose, *, draft: bool = True) -> to
         return image.resize((out, out), FILTERS[crop.interpolation.value],
                             box=(left, top, left + box["width"] / sx, top + box["height"] / sy))
 
-    return rest(_read(path, work))
+    return rest(read_image(path, work))
 
 
 def decode_eval(path: Path, transform: v2.Compose) -> torch.Tensor:
@@ -96,6 +96,6 @@ def decode_eval(path: Path, transform: v2.Compose) -> torch.Tensor:
     decodes it: the val metrics are those of the pixels predict sees), without the copy."""
 
     def work(image: Image.Image) -> Image.Image:
-        return _finish(image, _upright(image)[0], "RGB")
+        return finish(image, stored_orientation(image)[0], "RGB")
 
-    return transform(_read(path, work))
+    return transform(read_image(path, work))

@@ -22,10 +22,12 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from torchvision.transforms import v2
 
+from cnnkit.data.checks import check_training_device
 from cnnkit.data.decode import decode_eval, decode_train
+from cnnkit.data.device_decode import Encoded, decode_batch, read_encoded
 from cnnkit.data.folder_index import SplitIndex, index_folder, left_out_line
 from cnnkit.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.data.shards import batches_per_epoch, shard_bounds
@@ -56,12 +58,14 @@ class Bad(NamedTuple):
 
 
 class _Decoded(Dataset):
-    """Key (index, epoch) -> (uint8 C×H×W tensor, label), or Bad."""
+    """Key (index, epoch) -> (uint8 C×H×W tensor, label), or Bad; with `on_device`, (Encoded,
+    label): the file read for data/device_decode.py to decode on the device."""
 
     def __init__(self, split: FolderSplit, transform: v2.Compose, *, augment: bool, seed: int,
-                 draft: bool = True):
+                 draft: bool = True, on_device: bool = False):
         self.split, self.transform, self.augment, self.seed = split, transform, augment, seed
         self.draft = draft  # JPEG decoded at a reduced size where the crop allows (decode.py)
+        self.on_device = on_device
 
     def __len__(self) -> int:
         return len(self.split)
@@ -71,12 +75,17 @@ class _Decoded(Dataset):
         path = self.split.root / self.split.index.files[i]
         label = self.split.index.labels[i]
         try:
+            if self.on_device:
+                seed = _sample_seed(self.seed, epoch, i) if self.augment else None
+                return read_encoded(path, seed), label
             if not self.augment:
                 return decode_eval(path, self.transform), label
-            # torchvision's random transforms draw from torch's global generator: fork it,
-            # so the crop is a function of (seed, epoch, i) and the caller's stream is untouched
+            # torchvision's random transforms draw from torch's global CPU generator: fork it,
+            # so the crop is a function of (seed, epoch, i) and the caller's stream is
+            # untouched. That generator alone: torch.manual_seed also queues a lazy seed per
+            # accelerator, formatting a stack trace each, 0.8 ms an image (scripts/bench.py f)
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(_sample_seed(self.seed, epoch, i))
+                torch.default_generator.manual_seed(_sample_seed(self.seed, epoch, i))
                 return decode_train(path, self.transform, draft=self.draft), label
         except DataError as exc:
             return Bad(str(path), str(exc))
@@ -89,8 +98,14 @@ def _sample_seed(seed: int, epoch: int, index: int) -> int:
 def _collate(items: list) -> tuple[torch.Tensor | None, torch.Tensor, list[Bad]]:
     good = [item for item in items if not isinstance(item, Bad)]
     bad = [item for item in items if isinstance(item, Bad)]
-    images = torch.stack([x for x, _ in good]) if good else None  # uint8 (B, 3, S, S)
-    return images, torch.tensor([y for _, y in good], dtype=torch.int64), bad
+    if not good:
+        return None, torch.zeros(0, dtype=torch.int64), bad
+    # torch's own collate: in a worker it stacks straight into shared memory, where the batch
+    # crosses to the main process without a second copy (uint8 (B, 3, S, S), int64 (B,))
+    if isinstance(good[0][0], Encoded):  # decoded on the device by the main process
+        return [x for x, _ in good], torch.tensor([y for _, y in good]), bad
+    images, labels = default_collate(good)
+    return images, labels, bad
 
 
 class _BatchKeys(Sampler):
@@ -128,14 +143,15 @@ class FolderLoader:
     def __init__(self, split: FolderSplit, *, augment: bool, transform: v2.Compose,
                  batch_size: int, shuffle: bool, seed: int, mean: tuple[float, ...],
                  std: tuple[float, ...], device: torch.device, workers: int, skip_bad: bool,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, on_device: bool = False):
         self.split, self.batch_size, self.device = split, batch_size, device
+        self.transform, self.on_device = transform, on_device
         self.skip_bad = skip_bad
         self.sampler = _BatchKeys(len(split), batch_size=batch_size, shuffle=shuffle, seed=seed,
                                   rank=rank, world_size=world_size)
         self.pin = device.type == "cuda"
         self.loader = DataLoader(
-            _Decoded(split, transform, augment=augment, seed=seed),
+            _Decoded(split, transform, augment=augment, seed=seed, on_device=on_device),
             batch_sampler=self.sampler,
             num_workers=workers, collate_fn=_collate, pin_memory=self.pin,
             persistent_workers=workers > 0,
@@ -162,6 +178,9 @@ class FolderLoader:
         self.sampler.epoch, self.sampler.start = epoch, start
         known, yielded = len(self.bad), 0
         for images, labels, bad in self.loader:
+            if self.on_device and images is not None:
+                images, kept, failed = decode_batch(images, self.transform, self.device)
+                labels, bad = labels[kept], bad + [Bad(*b) for b in failed]
             self._note_bad(bad)
             if images is None:
                 continue
@@ -212,17 +231,24 @@ class FolderData:
                device: torch.device, augment: object = None, rank: int = 0,
                world_size: int = 1) -> FolderLoader:
         """A shuffled pass over train is a training pass and gets the random transforms
-        (data.augment's); every other pass gets the evaluation transforms. `augment` is the
+        (data.augment's); every other pass gets the evaluation transforms. data.decode gpu
+        decodes on a CUDA `device`; a training pass on another device is refused, and an
+        evaluation there decodes on the CPU (the same pixels within JPEG decoders' tolerance),
+        so a run trained with it evaluates anywhere. `augment` is the
         tensor loaders' and always None here: the schema refuses their keys for imagefolder."""
         if split not in self.splits:
             raise DataError(f"split '{split}': this dataset has {', '.join(self.splits)}")
         training = shuffle and split == "train"
+        on_device = self.cfg.decode == "gpu" and device.type == "cuda"
+        if training:
+            check_training_device(self.cfg.decode, device)
         transform = train_transform(self.cfg, mean=self.mean) if training \
             else eval_transform(self.cfg)
         return FolderLoader(self.splits[split], augment=training, transform=transform,
                             batch_size=batch_size, shuffle=shuffle, seed=seed, mean=self.mean,
                             std=self.std, device=device, workers=self.workers,
-                            skip_bad=self.skip_bad, rank=rank, world_size=world_size)
+                            skip_bad=self.skip_bad, rank=rank, world_size=world_size,
+                            on_device=on_device)
 
 
 def load(cfg: DataConfig) -> FolderData:

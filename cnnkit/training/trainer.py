@@ -19,6 +19,7 @@ from cnnkit.atomic import atomic_write_text
 from cnnkit.config import dump_config, resolve_config, resolve_paths
 from cnnkit.data import Data, build_data
 from cnnkit.data.augment import build_augment
+from cnnkit.data.checks import check_training_device
 from cnnkit.data.preprocess import resolve_normalization
 from cnnkit.data.shards import batches_per_epoch
 from cnnkit.errors import CheckpointError, CnnkitError, DivergenceError
@@ -110,6 +111,7 @@ def default_out_dir(cfg: Config) -> Path:
 def _train(cfg: Config, out: Path, device: torch.device, cluster: Cluster, *, resume: bool,
            log: RunLog, callbacks: Sequence[Callback], command: list[str]) -> RunResult:
     check_batch(cfg.train.batch_size, cluster)
+    check_training_device(cfg.data.decode, device)  # before the data's files are indexed
     data = build_data(cfg.data, source=cfg.source)
     # the class count and input the data decides (model.num_classes: auto), and fit warnings
     cfg = fit_to_data(cfg, data, world_size=cluster.world_size, show=cluster.is_main)
