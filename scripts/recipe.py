@@ -207,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", nargs="+", default=[str(ROOT / "configs" / "mnist_best.yaml")],
                         help="one or more configs; the first one's first variant is the "
                              "baseline every row is compared with")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="train.seed values (default: 0 1 2 on the config's split; 0 with "
+                             "--folds, where the folds give the spread)")
     parser.add_argument("--variants", nargs="+", type=variant_name,
                         default=[name for name in VARIANTS if name.startswith(("recipe", "no-"))],
                         help=f"{', '.join(VARIANTS)}, or several joined by + (default: the "
@@ -232,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.fold is not None and args.folds is None:
         parser.error("--fold needs --folds K")
     args.fold = args.fold if args.fold is not None else list(range(args.folds or 0))
+    args.seeds = args.seeds or ([0] if args.folds else [0, 1, 2])
     if args.folds and not all(0 <= i < args.folds for i in args.fold):
         parser.error(f"--fold: expected folds 0 to {args.folds - 1}, found {args.fold}")
     over = "fold" if args.folds else "seed"
