@@ -136,6 +136,10 @@ def run_candidate(config: Path, name: str, args: argparse.Namespace, out: Path) 
     cpu = _cpu_seconds()
     records = run_sweep(plan, folder, threads=args.threads)
     cpu = _cpu_seconds() - cpu
+    unfinished = [r for r in records if r.status != "finished"]
+    if unfinished:
+        raise SystemExit(f"recipe.py: error: {unfinished[0].path}: {unfinished[0].status_text} "
+                         f"({len(unfinished)} of {len(records)} runs did not finish)")
     units = args.fold if args.folds else [None]
     by_unit = {u: [r for r in records if u is None or r.values.get("data.fold") == u]
                for u in units}

@@ -128,7 +128,7 @@ def test_bench_counts_an_epoch_s_flops_and_names_both_whole_processes(tmp_path):
 
 def test_every_recipe_variant_is_a_valid_config():
     globals_ = script("recipe.py")
-    raw = yaml.safe_load((ROOT / "configs" / "mnist_best.yaml").read_text())
+    raw = yaml.safe_load((ROOT / "configs" / "mnist_plain.yaml").read_text())  # their net
     for name in globals_["VARIANTS"]:
         edited = copy.deepcopy(raw)
         _, sets, edit = globals_["variant"](name, edited)
@@ -153,7 +153,8 @@ def test_recipe_one_variant_one_epoch_prints_the_table(tmp_path, capsys, monkeyp
     assert not list(tmp_path.glob("cnnkit-recipe-*"))  # its scratch sweeps are gone
 
 
-TINY_FOLDS = ["--folds", "2", "--seeds", "0", "1", "--set", "train.epochs=1",
+TINY_FOLDS = ["--config", str(ROOT / "configs" / "mnist_plain.yaml"), "--folds", "2",
+              "--seeds", "0", "1", "--set", "train.epochs=1",
               "--set", "data.train_per_class=3", "--set", "data.classes=[0, 1]",  # 500 val
               "--set", "model.layers.10=[Linear, 2]"]
 
@@ -166,7 +167,7 @@ def test_recipe_folds_are_sweeps_scored_fold_by_fold_and_resumed(tmp_path, capsy
             "--out", str(tmp_path / "cv")]
     assert script("recipe.py")["main"](args) == 0
     first = capsys.readouterr().out
-    edited = tmp_path / "cv" / "mnist_best+no-dropout"
+    edited = tmp_path / "cv" / "mnist_plain+no-dropout"
     sweep = json.loads((edited / "sweep.json").read_text())
     assert sweep["config"] == str(edited.with_suffix(".yaml"))  # the layer edit, a file
     assert sweep["runs"]["fold=1,seed=0"]["overrides"][:2] == ["data.folds=2",
@@ -175,22 +176,22 @@ def test_recipe_folds_are_sweeps_scored_fold_by_fold_and_resumed(tmp_path, capsy
             for fold in (0, 1) for seed in (0, 1)}
     accs = [100 * (runs[f, 0].history[-1]["val_acc"] + runs[f, 1].history[-1]["val_acc"]) / 2
             for f in (0, 1)]
-    one = re.search(rf"^\| mnist_best: − dropout, one run \| ({NUMBER}), ({NUMBER}) \| "
+    one = re.search(rf"^\| mnist_plain: − dropout, one run \| ({NUMBER}), ({NUMBER}) \| "
                     rf"{NUMBER} ± {NUMBER} \| \+0.00, \+0.00 \|", first, re.M)
     assert [float(one[1]), float(one[2])] == pytest.approx(accs, abs=0.01)
     pair = [runs[0, 0].path / "last.pt", runs[0, 1].path / "last.pt"]
-    averaged = re.search(rf"^\| mnist_best: − dropout, 2 seeds averaged, --tta \| ({NUMBER}),"
+    averaged = re.search(rf"^\| mnist_plain: − dropout, 2 seeds averaged, --tta \| ({NUMBER}),"
                          rf" {NUMBER} \| {NUMBER} ± {NUMBER} \| ({NUMBER}), ", first, re.M)
     expected = 100 * evaluate_average(pair, tta=True)["accuracy"]
     assert float(averaged[1]) == pytest.approx(expected, abs=0.01)
     assert float(averaged[2]) == pytest.approx(expected - accs[0], abs=0.02)
-    assert len(re.findall(r"^\| mnist_best: − dropout, ", first, re.M)) == 4  # one run,
+    assert len(re.findall(r"^\| mnist_plain: − dropout, ", first, re.M)) == 4  # one run,
     # averaged, each with --tta
     assert script("recipe.py")["main"](args) == 0  # every run read back, none trained
     second = capsys.readouterr().out
     assert second.count("skipped, finished") == 4
     assert len(_rows_less_times(first)) == 4 and _rows_less_times(second) == _rows_less_times(first)
-    assert re.search(r"^\| mnist_best: − dropout, one run \|.*\| — \| {NUMBER} \|$"
+    assert re.search(r"^\| mnist_plain: − dropout, one run \|.*\| — \| {NUMBER} \|$"
                      .replace("{NUMBER}", NUMBER), second, re.M)  # no CPU time: none trained
 
 
