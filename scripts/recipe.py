@@ -1,29 +1,37 @@
-"""Measure a recipe over seeds or cross-validation folds, and what each ingredient adds.
+"""Cross-validate candidate recipes as `cnnkit sweep`s: accuracy fold by fold, against the first.
 
     python scripts/recipe.py                          # configs/mnist_best.yaml, seeds 0 1 2, all
-    python scripts/recipe.py --variants recipe --folds 5        # 5-fold CV: mean ± sd
-    python scripts/recipe.py --variants recipe elastic elastic+long --folds 3
-    python scripts/recipe.py --variants recipe --folds 5 --tta  # also each run with --tta
-    python scripts/recipe.py --variants recipe no-ema no-augment --threads 2
+    python scripts/recipe.py --folds 5 --fold 0 1 2 --out runs/cv        # a screen on folds 0-2
+    python scripts/recipe.py --config configs/mnist_best.yaml configs/mnist_resnet.yaml \\
+        --variants recipe elastic12 --folds 5 --fold 3 4 --out runs/cv   # a confirmation
+    python scripts/recipe.py --folds 5 --seeds 0 1 2 --tta --out runs/cv  # + seeds averaged, TTA
     python scripts/recipe.py --variants recipe --seeds 0 --set train.epochs=1 \\
         --set data.train_size=50 --set data.val_size=20       # a smoke run: seconds
 
-A variant `no-X` is the recipe with one ingredient removed, one without the prefix adds one;
-`a+b` applies both. Each run is `cnnkit train` in this process (quiet, in a scratch
-directory). With `--folds K` each variant runs once per fold (`data.folds: K`, `data.fold: i`:
-every digit of the sample validates exactly once, stratified) at the first seed; otherwise
-once per seed on the config's split. The accuracy is the last epoch's val_acc (the EMA
-weights where the variant keeps them): no epoch is picked on the validation set. Time is the
-wall clock of `train()` (data, model, every epoch, evaluation and checkpoints), and the CPU
-time of the process, which a busy machine inflates less. Prints a Markdown table for the
-README, with the machine's load before and after.
+A candidate is a config (--config, several allowed) with a variant applied: `no-X` removes
+one ingredient of the recipe, one without the prefix adds one, `a+b` applies both. Each
+candidate is one sweep, DIR/NAME, the same as
+
+    cnnkit sweep CONFIG --set data.folds=K --grid 'data.fold=[0, 1, 2]' --seeds 0 1 2 \\
+        --set VARIANT_SETTING ... --jobs 1 --threads T --out DIR/NAME
+
+(a variant that edits the layer list sweeps DIR/NAME.yaml, the edited config). So running the
+script again resumes: finished runs are read back, not retrained. With --folds K, fold i of K
+validates (stratified; every digit of the sample validates once over the K folds); without,
+the config's own split. The accuracy is the last epoch's val_acc (the EMA weights where the
+candidate keeps them): no epoch is picked on the validation fold. With several seeds a row
+adds their probabilities averaged per fold (`cnnkit eval A B C`), with --tta each under
+test-time augmentation too. Every row after the first candidate's is compared fold by fold
+with the first candidate's single runs: the gain per fold, and its mean ± sd. Time per run:
+the wall clock of training (each run's metrics.csv) and the CPU time of the runs trained by
+this command (this process and its children), which a busy machine inflates less.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -37,9 +45,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cnnkit.config import apply_override, config_from_dict  # noqa: E402
+from cnnkit.config import apply_override  # noqa: E402
+from cnnkit.experiments.sweep import plan_sweep, run_sweep  # noqa: E402
 from cnnkit.infer.ensemble import evaluate_average  # noqa: E402
-from cnnkit.training.trainer import train  # noqa: E402
+from cnnkit.rundir import LAST  # noqa: E402
+from cnnkit.rundir.records import read_run  # noqa: E402
 
 
 def _swap_layer(name: str, replacement: list) -> Callable[[dict], None]:
@@ -55,28 +65,6 @@ def _swap_layer(name: str, replacement: list) -> Callable[[dict], None]:
     return edit
 
 
-def _set(item: str) -> Callable[[dict], None]:
-    """The edit `--set item` makes: `_set("train.weight_decay=0.0")`."""
-    return lambda raw: apply_override(raw, item)
-
-
-# name -> (what the row says, the edit that removes one ingredient)
-VARIANTS: dict[str, tuple[str, Callable[[dict], None]]] = {
-    "recipe": ("the recipe", lambda raw: None),
-    "no-augment": ("− augmentation", _set("data.augment={}")),
-    "no-batchnorm": ("− BatchNorm", _swap_layer("BatchNorm2d", ["Identity"])),
-    "no-schedule": ("− one-cycle (constant lr)", _set("train.schedule={}")),
-    "no-smoothing": ("− label smoothing", _set("train.label_smoothing=0.0")),
-    "no-weight-decay": ("− weight decay", _set("train.weight_decay=0.0")),
-    "no-dropout": ("− dropout", _swap_layer("Dropout", ["Identity"])),
-    "no-ema": ("− EMA", _set("train.ema_decay=0.0")),
-    "elastic": ("+ elastic distortion (34, σ 4)", _set("data.augment.elastic=34.0")),
-    "long": ("+ twice the epochs", lambda raw: apply_override(
-        raw, f"train.epochs={2 * raw.get('train', {}).get('epochs', 10)}")),
-    "wide": ("+ a third conv layer, 128 channels", lambda raw: _widen(raw)),
-}
-
-
 def _widen(raw: dict) -> None:
     """A 128-channel 3×3 conv (BatchNorm, ReLU) after the last pooling of a flat list."""
     layers = raw["model"]["layers"]
@@ -85,14 +73,39 @@ def _widen(raw: dict) -> None:
                      ["ReLU"]]
 
 
-def variant(name: str) -> tuple[str, Callable[[dict], None]]:
-    """(label, edit) of a variant name; `a+b` is a's edit, then b's."""
-    parts = [VARIANTS[part] for part in name.split("+")]
+def _double_epochs(raw: dict) -> list[str]:
+    return [f"train.epochs={2 * raw.get('train', {}).get('epochs', 10)}"]
 
-    def edit(raw: dict) -> None:
-        for _, one in parts:
-            one(raw)
-    return ", ".join(label for label, _ in parts), edit
+
+# name -> (what the row says, the --set items it adds, or a function of the config giving
+# them, and an edit of the layer list that --set cannot say)
+VARIANTS: dict[str, tuple[str, list[str] | Callable[[dict], list[str]],
+                          Callable[[dict], None] | None]] = {
+    "recipe": ("the recipe", [], None),
+    "no-augment": ("− augmentation", ["data.augment={}"], None),
+    "no-batchnorm": ("− BatchNorm", [], _swap_layer("BatchNorm2d", ["Identity"])),
+    "no-schedule": ("− one-cycle (constant lr)", ["train.schedule={}"], None),
+    "no-smoothing": ("− label smoothing", ["train.label_smoothing=0.0"], None),
+    "no-weight-decay": ("− weight decay", ["train.weight_decay=0.0"], None),
+    "no-dropout": ("− dropout", [], _swap_layer("Dropout", ["Identity"])),
+    "no-ema": ("− EMA", ["train.ema_decay=0.0"], None),
+    "elastic": ("+ elastic distortion (34, σ 4)", ["data.augment.elastic=34.0"], None),
+    "elastic12": ("+ milder elastic distortion (12, σ 4)", ["data.augment.elastic=12"], None),
+    "long": ("+ twice the epochs", _double_epochs, None),
+    "wide": ("+ a third conv layer, 128 channels", [], _widen),
+}
+
+
+def variant(name: str, raw: dict) -> tuple[str, list[str], Callable[[dict], None] | None]:
+    """(label, --set items, layer edit or None) of a variant name; `a+b`: a's, then b's."""
+    parts = [VARIANTS[part] for part in name.split("+")]
+    sets = [item for _, s, _ in parts for item in (s(raw) if callable(s) else s)]
+    edits = [edit for *_, edit in parts if edit is not None]
+
+    def edit_all(layers_raw: dict) -> None:
+        for one in edits:
+            one(layers_raw)
+    return ", ".join(label for label, *_ in parts), sets, edit_all if edits else None
 
 
 def variant_name(text: str) -> str:
@@ -103,106 +116,146 @@ def variant_name(text: str) -> str:
     return text
 
 
-def run_once(raw: dict, *, source: str, seed: int, out: Path,
-             fold: tuple[int, int] | None = None, tta: bool = False) -> dict:
-    """One training run; `fold` (i, K): fold i of K validates, the sizes go null; `tta`: its
-    last.pt also scored with test-time augmentation (`cnnkit eval --tta`)."""
-    raw = copy.deepcopy(raw)
-    apply_override(raw, f"train.seed={seed}")
-    if fold is not None:
-        for item in ("data.train_size=null", "data.val_size=null", f"data.folds={fold[1]}",
-                     f"data.fold={fold[0]}"):
-            apply_override(raw, item)
-    cfg = config_from_dict(raw, source=source)
-    wall, cpu = time.perf_counter(), time.process_time()
-    result = train(cfg, out_dir=out, quiet=True)
-    last = result.history[-1]
-    run = {"acc": last["val_acc"], "epochs": last["epoch"],
-           "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
-    if tta:
-        run["tta_acc"] = evaluate_average([out / "last.pt"], split="val", tta=True)["accuracy"]
-    return run
+def run_candidate(config: Path, name: str, args: argparse.Namespace, out: Path) -> dict:
+    """One candidate's sweep (run, or read back where finished): accuracies per fold."""
+    raw = yaml.safe_load(config.read_text())
+    for item in args.set:
+        apply_override(raw, item, source=str(config))
+    label, sets, edit = variant(name, raw)
+    label, folder = f"{config.stem}: {label}", out / _slug(config, name)
+    if edit is not None:  # the edited layer list as a config file of its own
+        edit(raw)
+        config = folder.with_suffix(".yaml")
+        out.mkdir(parents=True, exist_ok=True)
+        config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    folds = ([f"data.folds={args.folds}"] if args.folds else [])
+    grids = [f"data.fold={args.fold}"] if args.folds else []
+    plan = plan_sweep(config, grids=grids, seeds=args.seeds,
+                      sets=[*folds, *args.set, *sets])
+    trained = sum(read_run(folder / m.name).status != "finished" for m in plan.members)
+    cpu = _cpu_seconds()
+    records = run_sweep(plan, folder, threads=args.threads)
+    cpu = _cpu_seconds() - cpu
+    unfinished = [r for r in records if r.status != "finished"]
+    if unfinished:
+        raise SystemExit(f"recipe.py: error: {unfinished[0].path}: {unfinished[0].status_text} "
+                         f"({len(unfinished)} of {len(records)} runs did not finish)")
+    units = args.fold if args.folds else [None]
+    by_unit = {u: [r for r in records if u is None or r.values.get("data.fold") == u]
+               for u in units}
+    return {"label": label, "units": units, "by_unit": by_unit,
+            "cpu": cpu / trained if trained else None,
+            "wall": statistics.mean(r.seconds for r in records)}
 
 
-def summarize(runs: list[dict]) -> dict:
-    accs = [r["acc"] * 100 for r in runs]
-    summary = {"mean": statistics.mean(accs), "std": _std(accs), "min": min(accs),
-               "max": max(accs), "wall_s": statistics.mean(r["wall_s"] for r in runs),
-               "cpu_s": statistics.mean(r["cpu_s"] for r in runs)}
-    if "tta_acc" in runs[0]:
-        tta = [r["tta_acc"] * 100 for r in runs]
-        summary["tta"] = f"{statistics.mean(tta):.2f} ± {_std(tta):.2f}"
-    return summary
+def _slug(config: Path, name: str) -> str:
+    return config.stem if name == "recipe" else f"{config.stem}+{name}"
 
 
-def _std(values: list[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else 0.0
+def _cpu_seconds() -> float:
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
-def table(rows: list[tuple[str, dict]], over: str) -> str:
-    tta = "tta" in rows[0][1]
-    lines = [f"| variant | val accuracy, % (mean ± std over {over}) "
-             f"| min – max |{' with --tta, % |' if tta else ''} wall s per run | CPU s per run |",
-             "|---|---|---|---|---|" + ("---|" if tta else "")]
-    for label, s in rows:
-        lines.append(f"| {label} | {s['mean']:.2f} ± {s['std']:.2f} | {s['min']:.2f} – "
-                     f"{s['max']:.2f} |{' ' + s['tta'] + ' |' if tta else ''} "
-                     f"{s['wall_s']:.0f} | {s['cpu_s']:.0f} |")
+def rows_of(result: dict, *, tta: bool) -> list[tuple[str, list[float]]]:
+    """(row label, accuracy % per fold) rows of one candidate: one run (the seeds' mean
+    where several), the seeds averaged, and each with TTA."""
+    seeds = len(next(iter(result["by_unit"].values())))
+    pieces = [("one run", False, False)] + ([("one run, --tta", False, True)] if tta else [])
+    if seeds > 1:
+        pieces += [(f"{seeds} seeds averaged", True, False)]
+        pieces += [(f"{seeds} seeds averaged, --tta", True, True)] if tta else []
+    rows = []
+    for what, ensemble, with_tta in pieces:
+        values = []
+        for records in result["by_unit"].values():
+            last = [r.path / LAST for r in records]
+            if ensemble:
+                values.append(evaluate_average(last, tta=with_tta)["accuracy"] * 100)
+            elif with_tta:
+                values.append(statistics.mean(
+                    evaluate_average([p], tta=True)["accuracy"] * 100 for p in last))
+            else:
+                values.append(statistics.mean(r.history[-1]["val_acc"] * 100 for r in records))
+        rows.append((f"{result['label']}, {what}", values))
+    return rows
+
+
+def table(results: list[dict], *, tta: bool, over: str) -> str:
+    """Markdown: a row per candidate and way of scoring, the gain fold by fold against the
+    first candidate's single runs."""
+    base = rows_of(results[0], tta=False)[0][1]
+    lines = [f"| candidate | % per {over} | mean ± sd, % | gain per {over} vs the first | "
+             "gain, mean ± sd | CPU s per run | wall s per run |", "|---|---|---|---|---|---|---|"]
+    for result in results:
+        cpu = "—" if result["cpu"] is None else f"{result['cpu']:.0f}"
+        for label, values in rows_of(result, tta=tta):
+            gains = [v - b for v, b in zip(values, base)]
+            lines.append(f"| {label} | {_list(values)} | {_mean_sd(values)} | {_list(gains, '+')} "
+                         f"| {_mean_sd(gains, '+')} | {cpu} | {result['wall']:.0f} |")
     return "\n".join(lines)
+
+
+def _list(values: list[float], sign: str = "") -> str:
+    return ", ".join(f"{v:{sign}.2f}" for v in values)
+
+
+def _mean_sd(values: list[float], sign: str = "") -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):{sign}.2f} ± {sd:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(ROOT / "configs" / "mnist_best.yaml"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--config", nargs="+", default=[str(ROOT / "configs" / "mnist_best.yaml")],
+                        help="one or more configs; the first one's first variant is the "
+                             "baseline every row is compared with")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="train.seed values (default: 0 1 2 on the config's split; 0 with "
+                             "--folds, where the folds give the spread)")
     parser.add_argument("--variants", nargs="+", type=variant_name,
                         default=[name for name in VARIANTS if name.startswith(("recipe", "no-"))],
                         help=f"{', '.join(VARIANTS)}, or several joined by + (default: the "
                              f"recipe and its ablations)")
     parser.add_argument("--tta", action="store_true",
-                        help="also score each run's last.pt with test-time augmentation")
+                        help="also score the runs (and the seeds averaged) with test-time "
+                             "augmentation")
     parser.add_argument("--folds", type=int, default=None, metavar="K",
-                        help="K-fold cross-validation over the whole sample, at the first seed")
+                        help="K-fold cross-validation over the whole sample (data.folds)")
+    parser.add_argument("--fold", type=int, nargs="+", default=None, metavar="I",
+                        help="which folds validate, one sweep member each (default: all K)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="keep the sweeps in DIR/NAME, and resume them on a second run "
+                             "(default: a scratch folder, removed at the end)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's choice, one per core)")
+                        help="torch threads per run (default: one per core)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
-                        help="override the recipe for every variant, e.g. train.epochs=15")
+                        help="override every candidate, e.g. train.epochs=15")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    raw = yaml.safe_load(Path(args.config).read_text())
-    for item in args.set:
-        apply_override(raw, item, source=args.config)
     if args.folds is not None and args.folds < 2:
         parser.error(f"--folds: expected 2 or more, found {args.folds}")
-    runs_over = ([(args.seeds[0], (i, args.folds)) for i in range(args.folds)] if args.folds
-                 else [(seed, None) for seed in args.seeds])
-    over = (f"{args.folds} folds, seed {args.seeds[0]}" if args.folds
-            else f"seeds {', '.join(map(str, args.seeds))}")
-    print(f"# {args.config}, {over}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {os.cpu_count()} cores; "
-          f"load before: {_load()}", flush=True)
-    rows = []
+    if args.fold is not None and args.folds is None:
+        parser.error("--fold needs --folds K")
+    args.fold = args.fold if args.fold is not None else list(range(args.folds or 0))
+    args.seeds = args.seeds or ([0] if args.folds else [0, 1, 2])
+    if args.folds and not all(0 <= i < args.folds for i in args.fold):
+        parser.error(f"--fold: expected folds 0 to {args.folds - 1}, found {args.fold}")
+    over = "fold" if args.folds else "seed"
+    split = f"folds {args.fold} of {args.folds}" if args.folds else "the config's split"
+    print(f"# {', '.join(args.config)}: {split}, seeds {args.seeds}, torch {torch.__version__}, "
+          f"{args.threads or 'default'} threads, {os.cpu_count()} cores; load before: "
+          f"{_load()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="cnnkit-recipe-") as scratch:
-        for name in args.variants:
-            label, edit = variant(name)
-            raw_variant = copy.deepcopy(raw)
-            edit(raw_variant)
-            runs = []
-            for seed, fold in runs_over:
-                where = f"fold {fold[0]}/{fold[1]}" if fold else f"seed {seed}"
-                run = run_once(raw_variant, source=args.config, seed=seed, fold=fold,
-                               out=Path(scratch) / name / where.replace("/", "of"), tta=args.tta)
-                tta = f" (--tta {run['tta_acc']:.4f})" if args.tta else ""
-                print(f"{name} {where}: val_acc {run['acc']:.4f}{tta} after {run['epochs']} "
-                      f"epochs, {run['wall_s']:.1f} s wall, {run['cpu_s']:.1f} s CPU, "
-                      f"load {_load()}", flush=True)
-                runs.append(run)
-            rows.append((label, summarize(runs)))
-            print(table(rows[-1:], over).splitlines()[-1], flush=True)
-    print(f"\n# load after: {_load()}\n")
-    print(table(rows, over))
+        out = Path(args.out or scratch)
+        results = [run_candidate(Path(config), name, args, out)
+                   for config in args.config for name in args.variants]
+        if not args.folds:  # the config's split: the seeds are the rows' units
+            for result in results:
+                records = result["by_unit"][None]
+                result["by_unit"] = {r.values.get("train.seed"): [r] for r in records}
+        print(f"\n# load after: {_load()}\n")
+        print(table(results, tta=args.tta, over=over))
     return 0
 
 

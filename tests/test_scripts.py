@@ -10,6 +10,7 @@ import copy
 import functools
 import hashlib
 import importlib
+import json
 import os
 import re
 import runpy
@@ -25,6 +26,9 @@ import yaml
 from PIL import Image, ImageOps
 
 from cnnkit.checkpoint import load_checkpoint
+from cnnkit.config import apply_override, config_from_dict
+from cnnkit.infer.ensemble import evaluate_average
+from cnnkit.rundir.records import read_run
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
@@ -125,44 +129,76 @@ def test_bench_counts_an_epoch_s_flops_and_names_both_whole_processes(tmp_path):
 
 def test_every_recipe_variant_is_a_valid_config():
     globals_ = script("recipe.py")
-    raw = yaml.safe_load((ROOT / "configs" / "mnist_best.yaml").read_text())
-    for name, (_, edit) in globals_["VARIANTS"].items():
-        variant = copy.deepcopy(raw)
-        edit(variant)
-        assert (variant == raw) == (name == "recipe"), name  # each other removes or adds one
-        globals_["config_from_dict"](variant, source=name)
+    raw = yaml.safe_load((ROOT / "configs" / "mnist_plain.yaml").read_text())  # their net
+    for name in globals_["VARIANTS"]:
+        edited = copy.deepcopy(raw)
+        _, sets, edit = globals_["variant"](name, edited)
+        for item in sets:
+            apply_override(edited, item)
+        if edit is not None:
+            edit(edited)
+        assert (edited == raw) == (name == "recipe"), name  # each other removes or adds one
+        config_from_dict(edited, source=name)
 
 
 def test_recipe_one_variant_one_epoch_prints_the_table(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the script's scratch runs
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the script's scratch sweeps
     code = script("recipe.py")["main"](["--variants", "recipe", "--seeds", "0",
                                         "--set", "train.epochs=1", "--set", "data.train_size=50",
                                         "--set", "data.val_size=20"])
     assert code == 0
     out = capsys.readouterr().out
-    acc = float(re.search(rf"^recipe seed 0: val_acc ({NUMBER}) after 1 epochs", out, re.M)[1])
-    row = re.search(rf"^\| the recipe \| ({NUMBER}) ± ({NUMBER}) \|", out, re.M)
-    assert float(row[1]) == pytest.approx(100 * acc, abs=0.01) and float(row[2]) == 0
-    assert not list(tmp_path.glob("cnnkit-recipe-*"))  # its scratch runs are gone
+    row = re.search(rf"^\| mnist_best: the recipe, one run \| ({NUMBER}) \| ({NUMBER}) ± "
+                    rf"({NUMBER}) \| \+0.00 \| \+0.00 ± 0.00 \|", out, re.M)
+    assert row[1] == row[2] and float(row[3]) == 0 and 0 <= float(row[1]) <= 100
+    assert not list(tmp_path.glob("cnnkit-recipe-*"))  # its scratch sweeps are gone
 
 
-def test_recipe_folds_cross_validate_each_variant(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    code = script("recipe.py")["main"](["--variants", "recipe+elastic", "--folds", "2", "--tta",
-                                        "--set", "train.epochs=1",
-                                        "--set", "data.train_per_class=3",
-                                        "--set", "data.classes=[0, 1]",  # 500 val digits
-                                        "--set", "model.layers.10=[Linear, 2]"])
-    assert code == 0
-    out = capsys.readouterr().out
-    accs = [float(a) for a in re.findall(
-        rf"^recipe\+elastic fold [01]/2: val_acc ({NUMBER}) \(--tta {NUMBER}\) after 1 epochs",
-        out, re.M)]
-    row = re.search(rf"^\| the recipe, \+ elastic distortion \(34, σ 4\) \| ({NUMBER}) ± "
-                    rf"({NUMBER}) \| {NUMBER} – {NUMBER} \| {NUMBER} ± {NUMBER} \|", out, re.M)
-    assert len(accs) == 2 and "mean ± std over 2 folds, seed 0" in out
-    assert float(row[1]) == pytest.approx(50 * sum(accs), abs=0.01)
-    assert float(row[2]) == pytest.approx(100 * abs(accs[0] - accs[1]) / 2 ** 0.5, abs=0.01)
+TINY_FOLDS = ["--config", str(ROOT / "configs" / "mnist_plain.yaml"), "--folds", "2",
+              "--seeds", "0", "1", "--set", "train.epochs=1",
+              "--set", "data.train_per_class=3", "--set", "data.classes=[0, 1]",  # 500 val
+              "--set", "model.layers.10=[Linear, 2]"]
+
+
+def test_recipe_folds_are_sweeps_scored_fold_by_fold_and_resumed(tmp_path, capsys):
+    """A candidate with a layer edit (its own config file), 2 folds, 2 seeds, TTA: the rows
+    are the runs' own metrics and their averaged probabilities; the second command trains
+    nothing and prints the same table."""
+    args = [*TINY_FOLDS, "--variants", "no-dropout", "--tta",
+            "--out", str(tmp_path / "cv")]
+    assert script("recipe.py")["main"](args) == 0
+    first = capsys.readouterr().out
+    edited = tmp_path / "cv" / "mnist_plain+no-dropout"
+    sweep = json.loads((edited / "sweep.json").read_text())
+    assert sweep["config"] == str(edited.with_suffix(".yaml"))  # the layer edit, a file
+    assert sweep["runs"]["fold=1,seed=0"]["overrides"][:2] == ["data.folds=2",
+                                                                "train.epochs=1"]
+    runs = {(fold, seed): read_run(edited / f"fold={fold},seed={seed}")
+            for fold in (0, 1) for seed in (0, 1)}
+    accs = [100 * (runs[f, 0].history[-1]["val_acc"] + runs[f, 1].history[-1]["val_acc"]) / 2
+            for f in (0, 1)]
+    one = re.search(rf"^\| mnist_plain: − dropout, one run \| ({NUMBER}), ({NUMBER}) \| "
+                    rf"{NUMBER} ± {NUMBER} \| \+0.00, \+0.00 \|", first, re.M)
+    assert [float(one[1]), float(one[2])] == pytest.approx(accs, abs=0.01)
+    pair = [runs[0, 0].path / "last.pt", runs[0, 1].path / "last.pt"]
+    averaged = re.search(rf"^\| mnist_plain: − dropout, 2 seeds averaged, --tta \| ({NUMBER}),"
+                         rf" {NUMBER} \| {NUMBER} ± {NUMBER} \| ({NUMBER}), ", first, re.M)
+    expected = 100 * evaluate_average(pair, tta=True)["accuracy"]
+    assert float(averaged[1]) == pytest.approx(expected, abs=0.01)
+    assert float(averaged[2]) == pytest.approx(expected - accs[0], abs=0.02)
+    assert len(re.findall(r"^\| mnist_plain: − dropout, ", first, re.M)) == 4  # one run,
+    # averaged, each with --tta
+    assert script("recipe.py")["main"](args) == 0  # every run read back, none trained
+    second = capsys.readouterr().out
+    assert second.count("skipped, finished") == 4
+    assert len(_rows_less_times(first)) == 4 and _rows_less_times(second) == _rows_less_times(first)
+    assert re.search(r"^\| mnist_plain: − dropout, one run \|.*\| — \| {NUMBER} \|$"
+                     .replace("{NUMBER}", NUMBER), second, re.M)  # no CPU time: none trained
+
+
+def _rows_less_times(out: str) -> list[str]:
+    """The table rows of recipe.py's output without their two time columns."""
+    return [line.rsplit("|", 3)[0] for line in out.splitlines() if line.startswith("| mnist_")]
 
 
 def test_transfer_demo_one_seed_one_epoch(tmp_path, capsys):
