@@ -187,7 +187,8 @@ def test_failed_save_keeps_the_old_checkpoint_and_exits_nonzero(tmp_path):
     code, err = Child(tmp_path, "run", "--resume", file_size_limit=32 * 1024,
                       CNNKIT_SCHEDULER="none").finish()
     assert code == 2, err
-    assert err.count("\n") == 1 and "last.pt: cannot save (File too large)" in err, err
+    lines = [line for line in err.splitlines() if "FitWarning" not in line]  # the tiny config's
+    assert len(lines) == 1 and "last.pt: cannot save (File too large)" in lines[0], err
     assert (tmp_path / "run" / "last.pt").read_bytes() == before
     assert no_temporary_files(tmp_path / "run")
 

@@ -201,13 +201,16 @@ def _two_workers(config: Path, out: Path, tmp_path: Path, *extra: str) -> list[s
 def _exactly_six(study, logs: list[str], out: Path) -> None:
     counted = [t for t in study.get_trials() if t.number < 6]
     assert [t.number for t in counted] == list(range(6))
-    assert all(t.state.name == "COMPLETE" for t in counted)
+    # finished, or ended early by the median pruner (past its 5 startup trials, which of the
+    # two workers reports first decides whether trial 5 is pruned): never failed or running
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in counted), \
+        [(t.number, t.state.name) for t in counted]
     surplus = [t for t in study.get_trials() if t.number >= 6]  # told FAIL at once, untrained
     assert all(t.user_attrs.get("cnnkit_surplus") for t in surplus)
     ran = [int(n) for log in logs for n in re.findall(r"^\[trial (\d+)/6\]", log, re.M)]
     assert sorted(ran) == list(range(6)), logs  # each trial trained once, by one worker
     assert sorted(p.name for p in out.glob("trial-*")) == [f"trial-{n:04d}" for n in range(6)]
-    assert all(r.status == "finished" for r in _records(out))
+    assert all(r.status in ("finished", "pruned") for r in _records(out))
 
 
 @pytest.mark.slow
