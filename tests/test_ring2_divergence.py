@@ -82,7 +82,7 @@ def test_lr_1_on_the_course_net_finishes_or_stops_for_a_real_reason(tmp_path):
 
 SMALL = {  # the non-zoo shipped configs at their own rates, briefly
     "mnist_conv": COURSE, "mnist_dense": COURSE, "transfer_pretrain": COURSE,
-    "mnist_best": COURSE,
+    "mnist_best": COURSE, "mnist_plain": COURSE,
     "transfer_digits": (*COURSE, "model.weights=null", "train.freeze=[]"),
     "localization_mnist": ("data.train_size=200", "data.val_size=50", "train.batch_size=50",
                            "train.epochs=1", "train.device=cpu"),
