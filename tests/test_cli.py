@@ -89,6 +89,7 @@ def test_help_and_usage_errors_return_their_code_in_process(cli):
     assert code == 2 and "invalid choice: 'trian'" in err
 
 
+@pytest.mark.slow  # fresh interpreters importing torch
 def test_python_dash_m_and_console_script():
     run = subprocess.run([sys.executable, "-m", "cnnkit", "summary",
                           str(CONFIGS / "mnist_dense.yaml"), "--json"],

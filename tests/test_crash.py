@@ -207,6 +207,7 @@ def test_read_only_run_directory_keeps_the_old_checkpoint(tmp_path):
     assert (tmp_path / "run" / "last.pt").read_bytes() == before
 
 
+@pytest.mark.slow  # two real processes
 def test_two_writers_racing_into_one_directory_one_is_refused(tmp_path):
     """Two real processes started together into the same --out: one trains (it is held at
     its first step to make the race last), the other exits 2 at once naming the holder; the

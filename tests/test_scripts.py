@@ -160,6 +160,7 @@ TINY_FOLDS = ["--config", str(ROOT / "configs" / "mnist_plain.yaml"), "--folds",
               "--set", "model.layers.10=[Linear, 2]"]
 
 
+@pytest.mark.slow  # 8 small runs through cnnkit sweep and an ensemble: ~20 s
 def test_recipe_folds_are_sweeps_scored_fold_by_fold_and_resumed(tmp_path, capsys):
     """A candidate with a layer edit (its own config file), 2 folds, 2 seeds, TTA: the rows
     are the runs' own metrics and their averaged probabilities; the second command trains
