@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -105,11 +106,17 @@ def test_a_fifo_named_as_the_config_does_not_block(cli, tmp_path):
 ])
 def test_refused_before_the_run_directory_is_made(cli, write_config, tmp_path, override,
                                                   message):
-    path = write_config()
-    out = tmp_path / "run"
+    path = _train_refused(cli, write_config(), tmp_path / "run", override, message)
+    assert sorted(tmp_path.iterdir()) == [path]
+
+
+def _train_refused(cli, path: Path, out: Path, override: str, message: str) -> Path:
+    """`cnnkit train PATH --out OUT --set OVERRIDE` is one line holding `message`, exit 2, and
+    OUT never made; the config's path back."""
     code, _, err = cli("train", path, "--out", out, "--set", override)
     assert code == 2 and err.count("\n") == 1 and message in err, err
-    assert not out.exists() and sorted(tmp_path.iterdir()) == [path]
+    assert not out.exists()
+    return path
 
 
 def test_the_largest_seed_trains(write_config, tmp_path):
@@ -133,8 +140,4 @@ def test_the_largest_seed_trains(write_config, tmp_path):
 def test_layer_and_key_errors_leave_no_run_directory(cli, write_config, tmp_path, override,
                                                      message):
     """These were one line, but after the run directory was made: a "failed" run left."""
-    path = write_config()
-    out = tmp_path / "run"
-    code, _, err = cli("train", path, "--out", out, "--set", override)
-    assert code == 2 and err.count("\n") == 1 and message in err, err
-    assert not out.exists()
+    _train_refused(cli, write_config(), tmp_path / "run", override, message)

@@ -12,10 +12,9 @@ import time
 
 import pytest
 
-from cnnkit.checkpoint import load_checkpoint
 from cnnkit.rundir.lock import is_locked
-from tests.conftest import ROOT, untimed
-from tests.test_sweep import TINY
+from tests.conftest import ROOT
+from tests.test_sweep import TINY, assert_runs_equal
 
 GRID = ["--grid", "train.lr=[0.005, 0.02]", "--seeds", "0", "1", "--threads", "1"]
 NAMES = [f"lr={lr},seed={seed}" for lr in ("0.005", "0.02") for seed in (0, 1)]
@@ -53,10 +52,5 @@ def test_jobs_2_with_real_children_killed_and_rerun_ends_as_jobs_1(tmp_path, wri
     printed, _ = again.communicate(timeout=WAIT)
     assert again.returncode == 0, printed
     assert "4 runs: 4 finished" in printed or "failed" not in printed, printed
-    for name in NAMES:
-        ours = load_checkpoint(out / name / "last.pt")
-        theirs = load_checkpoint(reference / name / "last.pt")
-        for key, tensor in theirs["model"].items():
-            assert tensor.equal(ours["model"][key]), (name, key)
-        assert untimed(ours["history"]) == untimed(theirs["history"]), name
-        assert not (out / name / ".children").exists()
+    assert_runs_equal(out, reference, NAMES)
+    assert not any((out / name / ".children").exists() for name in NAMES)

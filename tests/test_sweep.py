@@ -122,7 +122,12 @@ def test_a_sweep_killed_inside_a_run_ends_bit_identical(swept, config, launcher,
     assert code == 0, err
     assert f"[1/8] {NAMES[0]}: skipped, finished" in printed and "7 to run" in printed
     assert (out / NAMES[0] / "last.pt").stat().st_mtime_ns == finished
-    for name in NAMES:
+    assert_runs_equal(out, reference, NAMES)
+
+
+def assert_runs_equal(out: Path, reference: Path, names: list[str]) -> None:
+    """Each run's last.pt in `out` has the weights and (untimed) history of `reference`'s."""
+    for name in names:
         ours = load_checkpoint(out / name / "last.pt")
         theirs = load_checkpoint(reference / name / "last.pt")
         for key, tensor in theirs["model"].items():

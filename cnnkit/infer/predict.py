@@ -9,8 +9,6 @@ but the images.
 
 from __future__ import annotations
 
-import csv
-import io
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -32,6 +30,7 @@ from cnnkit.infer.images import (
     prepare,
 )
 from cnnkit.models.builder import Network
+from cnnkit.rundir.metrics import rows_csv
 from cnnkit.schema import Config
 from cnnkit.tasks import Task, main_logits
 
@@ -151,12 +150,7 @@ def predictions_csv(results: list[dict[str, Any]]) -> str:
             row.update(object=int(r["object"]), p_object=r["p_object"],
                        **dict(zip(("x", "y", "w", "h"), r["box_pixels"])))
         rows.append(row)
-    buffer = io.StringIO()
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
+    return rows_csv(rows)
 
 
 def write_csv(results: list[dict[str, Any]], path: str | Path) -> None:

@@ -13,14 +13,19 @@ from cnnkit.rundir import METRICS
 
 
 def metrics_csv(history: list[dict]) -> str:
-    """The history as metrics.csv's text."""
+    """The history as metrics.csv's text: a run resumed from an older cnnkit gains columns
+    (data_wait) its first rows lack, left empty there."""
+    return rows_csv(history)
+
+
+def rows_csv(rows: list[dict]) -> str:
+    """Rows as CSV text, with every column any row has, in order of first appearance (a
+    column a row lacks is left empty there); also predict's --csv table."""
     buffer = io.StringIO()
-    # every column any row has, in order of first appearance: a run resumed from an older
-    # cnnkit gains columns (data_wait) its first rows lack, left empty there
-    columns = list(dict.fromkeys(key for row in history for key in row))
+    columns = list(dict.fromkeys(key for row in rows for key in row))
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(history)
+    writer.writerows(rows)
     return buffer.getvalue()
 
 
