@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps, JpegImagePlugin
+from torchvision.transforms.v2 import functional as F
 
 from cnnkit.data import decode
 from cnnkit.data.decode import decode_eval, decode_train
@@ -68,15 +69,47 @@ def test_reduced_decoding_draws_the_same_crops_with_the_same_statistics(tmp_path
         assert torch.allclose(stat(fast, dim=(0, 2, 3)), stat(full, dim=(0, 2, 3)), atol=1.5)
 
 
-def test_without_reduction_it_is_exactly_torchvision_s_pipeline(tmp_path):
+def test_without_reduction_it_is_exactly_torchvision_s_pipeline_on_the_tensor(tmp_path):
     path = photo(tmp_path / "a.jpg", size=(120, 90))  # 224 px: never reduced
     cfg = folder_cfg(224, policy="trivialaugment", random_erasing=0.5)
     transform = train_transform(cfg, mean=MEAN)
     for seed in range(5):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            want = transform(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+            want = transform(F.pil_to_tensor(Image.open(path).convert("RGB")))
         assert torch.equal(draws(path, transform, [seed], draft=True)[0].to(torch.uint8), want)
+
+
+# the turn that brings a stored image upright, per EXIF orientation (what exif_transpose does)
+TURNS = {2: [Image.Transpose.FLIP_LEFT_RIGHT], 3: [Image.Transpose.ROTATE_180],
+         4: [Image.Transpose.FLIP_TOP_BOTTOM], 5: [Image.Transpose.TRANSPOSE],
+         6: [Image.Transpose.ROTATE_270], 7: [Image.Transpose.TRANSVERSE],
+         8: [Image.Transpose.ROTATE_90]}
+
+
+@pytest.mark.parametrize("orientation", sorted(TURNS))
+def test_each_orientation_crops_the_upright_picture(tmp_path, orientation):
+    """A crop of the stored pixels, turned after the resize, is torchvision's crop of the
+    upright picture: the same to a level or two of 255 (rounding), for every EXIF turn."""
+    upright = Image.open(photo(tmp_path / "up.jpg", size=(160, 120)))
+    upright = upright.convert("RGB")
+    # stored so that the tag's turn gives the upright picture back (PNG: no JPEG loss)
+    undo = {Image.Transpose.ROTATE_270: Image.Transpose.ROTATE_90,
+            Image.Transpose.ROTATE_90: Image.Transpose.ROTATE_270}
+    stored = upright.transpose(undo.get(TURNS[orientation][0], TURNS[orientation][0]))
+    exif = Image.Exif()
+    exif[decode.ORIENTATION] = orientation
+    path = tmp_path / "turned.png"
+    stored.save(path, exif=exif)
+    assert torch.equal(F.pil_to_tensor(ImageOps.exif_transpose(Image.open(path))),
+                       F.pil_to_tensor(upright))
+    transform = train_transform(folder_cfg(40), mean=MEAN)  # with a flip drawn half the time
+    for seed in range(6):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            want = transform(F.pil_to_tensor(upright))
+        got = draws(path, transform, [seed], draft=False)[0]
+        assert (got - want.float()).abs().max() <= 2, (seed, (got - want.float()).abs().max())
 
 
 @pytest.mark.parametrize("size", [48, 224])
