@@ -199,6 +199,12 @@ def _check_runs_text(fam, out, tmp):
     assert fam.run.name in out and out.count("\n") >= 1, out
 
 
+def _check_runs_wrapped(fam, out, tmp):
+    groups = [group.splitlines() for group in out.strip().split("\n\n")]
+    assert len(groups) >= 3 and all(len(line) <= 30 for line in out.splitlines()), out
+    assert all(g[0].startswith("name") and g[1].startswith(fam.run.name) for g in groups), out
+
+
 def _check_plot(fam, out, tmp):
     _png(tmp / "curves.png")
     assert "wrote" in out
@@ -347,6 +353,7 @@ CASES = [
          _check_runs_json),
     Case("runs-csv", ("runs", "{run}", "--csv"), ("--csv",), _check_runs_csv),
     Case("runs-text", ("runs", "{run}"), (), _check_runs_text),
+    Case("runs-width", ("runs", "{run}", "--width", "30"), ("--width",), _check_runs_wrapped),
     Case("plot", ("plot", "{run}", "{run}", "--out", "{tmp}/curves.png", "--metric", "val_loss",
                   "--no-bands"), ("--out", "--metric", "--no-bands"), _check_plot),
     Case("plot-unknown-metric", ("plot", "{run}", "--metric", "val_nope", "--out",

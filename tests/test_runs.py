@@ -186,3 +186,60 @@ def test_metrics_csv_reads_back_as_written_and_names_what_is_wrong(tmp_path):
     (empty / "metrics.csv").write_text("epoch,val_acc\n1,high\n")
     with pytest.raises(CnnkitError, match=r"metrics.csv: not a cnnkit metrics file"):
         read_metrics(empty, missing_ok=True)
+
+
+@pytest.fixture
+def wide(tmp_path) -> Path:
+    """Three runs that differ in seven keys, one of them a long path: about 180 characters a
+    row unwrapped."""
+    for k, (width, optimizer) in enumerate([(10, "adam"), (64, "sgd"), (32, "adamw")]):
+        run = make_run(tmp_path / "wide" / f"run-{k}", lr=10.0 ** -k, seed=k % 2,
+                       acc=(0.5, 0.6 + k / 10))
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        config["model"]["layers"] = [["Flatten"], ["Linear", width], ["ReLU"], ["Linear", 10]]
+        config["train"].update(optimizer=optimizer, weight_decay=10.0 ** -(k + 2))
+        config["data"].update(train_size=1000 * (k + 1),
+                              root="/a/long/path/to/the/data/of/this/run/" + "x" * k)
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+    return tmp_path / "wide"
+
+
+def _groups(text: str) -> list[list[str]]:
+    """The runs' part of a text table (before the legend) as groups of lines."""
+    return [group.splitlines() for group in text.split("\n\n") if group.startswith("name")]
+
+
+def test_a_wide_table_wraps_in_column_groups_that_keep_every_cell(wide, cli):
+    code, whole, err = cli("runs", wide, "--width", "0")
+    assert code == 0, err
+    (rows,) = _groups(whole)
+    assert max(map(len, rows)) > 170, whole
+    code, wrapped, err = cli("runs", wide, "--width", "60")
+    assert code == 0, err
+    groups = _groups(wrapped)
+    assert len(groups) >= 4 and all(len(line) <= 60 for g in groups for line in g), wrapped
+    # each group starts with the name column; read across the groups, each line is the
+    # unwrapped line, cell for cell, none cut
+    for i, line in enumerate(rows):
+        assert all(g[i].split()[0] == line.split()[0] for g in groups)
+        assert [line.split()[0], *(cell for g in groups for cell in g[i].split()[1:])] == \
+            line.split()
+    assert wrapped.split("\n\n")[-1] == whole.split("\n\n")[-1]  # the legend, once, at the end
+    assert wrapped.count("model.layers = ") == 3
+    code, narrowest, _ = cli("runs", wide, "--width", "10")  # a column wider than 10: whole
+    assert "/a/long/path/to/the/data/of/this/run/xx" in narrowest
+    assert len(_groups(narrowest)) == 13  # name and one column each: 7 keys and 6 of its own
+
+
+def test_a_narrow_table_csv_and_json_never_wrap(wide, sweep, cli, monkeypatch):
+    code, plain, _ = cli("runs", sweep)  # not a terminal: whole rows
+    assert cli("runs", sweep, "--width", "200")[1] == plain
+    assert "\n\n" not in plain.split("over seeds")[0].strip()
+    for form in ("--csv", "--json"):
+        assert cli("runs", wide, form, "--width", "20")[1] == cli("runs", wide, form)[1]
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # a terminal 60 columns wide
+    monkeypatch.setenv("COLUMNS", "60")
+    assert cli("runs", wide)[1] == cli("runs", wide, "--width", "60")[1] != \
+        cli("runs", wide, "--width", "0")[1]
+    code, _, err = cli("runs", wide, "--width", "-1")
+    assert code == 2 and "--width: expected 0 (never wrap) or more columns, found -1" in err

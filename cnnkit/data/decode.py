@@ -57,10 +57,16 @@ def _reduction(crop: tuple[int, int], size: int) -> int:
     return next(s for s in (8, 4, 2, 1) if s <= fit or s == 1)
 
 
-def read_image(path: Path, work):
+def read_image(path: Path, work, note=None):
+    """work(image) of the image at `path`; then `note(image, its size as stored)`, where given:
+    the image as work left it (decoded), for data/image_files.oddity_of without another read."""
     try:
         with Image.open(path) as image:
-            return work(image)
+            size = image.size  # the header's: a reduced decode (draft) shrinks image.size
+            out = work(image)
+            if note is not None:
+                note(image, size)
+            return out
     except FileNotFoundError:
         raise DataError(f"{path}: image not found") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -68,7 +74,8 @@ def read_image(path: Path, work):
                         ) from None
 
 
-def decode_train(path: Path, transform: v2.Compose, *, draft: bool = True) -> torch.Tensor:
+def decode_train(path: Path, transform: v2.Compose, *, draft: bool = True,
+                 note=None) -> torch.Tensor:
     """`transform` (RandomResizedCrop first, data/transforms.py) applied to the image at
     `path`: the crop drawn on the upright size from the header, the JPEG decoded at the
     smallest DCT scale that crop allows, the crop cut from the stored pixels, resized by
@@ -94,7 +101,7 @@ def decode_train(path: Path, transform: v2.Compose, *, draft: bool = True) -> to
                           antialias=True)
         return _upright(tensor, orientation)
 
-    return rest(read_image(path, work))
+    return rest(read_image(path, work, note))
 
 
 def _stored_box(box: dict, orientation: int, stored: tuple[int, int],
@@ -129,11 +136,11 @@ def _upright(t: torch.Tensor, orientation: int) -> torch.Tensor:
     return t.flip(dims) if dims else t
 
 
-def decode_eval(path: Path, transform: v2.Compose) -> torch.Tensor:
+def decode_eval(path: Path, transform: v2.Compose, *, note=None) -> torch.Tensor:
     """`transform` applied to the image at `path`, decoded at full size (as `cnnkit predict`
     decodes it: the val metrics are those of the pixels predict sees), without the copy."""
 
     def work(image: Image.Image) -> Image.Image:
         return finish(image, stored_orientation(image)[0], "RGB")
 
-    return transform(read_image(path, work))
+    return transform(read_image(path, work, note))

@@ -40,8 +40,9 @@ class Encoded(NamedTuple):
         return self.data.dim() == 1
 
 
-def read_encoded(path: Path, seed: int | None) -> Encoded:
-    """A worker's share: a JPEG's bytes and orientation, or another format's upright pixels."""
+def read_encoded(path: Path, seed: int | None, note=None) -> Encoded:
+    """A worker's share: a JPEG's bytes and orientation, or another format's upright pixels
+    (`note`: decode.read_image's)."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -49,10 +50,11 @@ def read_encoded(path: Path, seed: int | None) -> Encoded:
     except OSError as exc:
         raise DataError(f"{path}: cannot read image ({exc.strerror or exc})") from None
     if raw.startswith(JPEG_START):
-        orientation = read_image(path, lambda image: stored_orientation(image)[0])
+        orientation = read_image(path, lambda image: stored_orientation(image)[0], note)
         return Encoded(str(path), torch.frombuffer(bytearray(raw), dtype=torch.uint8),
                        orientation, seed)
-    pixels = read_image(path, lambda image: finish(image, stored_orientation(image)[0], "RGB"))
+    pixels = read_image(path, lambda image: finish(image, stored_orientation(image)[0], "RGB"),
+                        note)
     return Encoded(str(path), v2.functional.pil_to_tensor(pixels), 1, seed)
 
 

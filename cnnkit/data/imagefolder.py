@@ -29,6 +29,7 @@ from cnnkit.data.checks import check_training_device
 from cnnkit.data.decode import decode_eval, decode_train
 from cnnkit.data.device_decode import Encoded, decode_batch, read_encoded
 from cnnkit.data.folder_index import SplitIndex, index_folder, left_out_line
+from cnnkit.data.image_files import oddity_line, oddity_of
 from cnnkit.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.data.shards import batches_per_epoch, shard_bounds
 from cnnkit.data.tensors import epoch_permutation
@@ -57,9 +58,18 @@ class Bad(NamedTuple):
     message: str
 
 
+class Odd(NamedTuple):
+    """An image that decodes but may mislead ("tiny" or "alpha": data/image_files.oddity_of),
+    noted by a worker from the decode it did anyway, passed back to the main process."""
+
+    path: str
+    kind: str
+
+
 class _Decoded(Dataset):
-    """Key (index, epoch) -> (uint8 C×H×W tensor, label), or Bad; with `on_device`, (Encoded,
-    label): the file read for data/device_decode.py to decode on the device."""
+    """Key (index, epoch) -> (uint8 C×H×W tensor, label, Odd or None), or Bad; with
+    `on_device`, (Encoded, label, Odd or None): the file read for data/device_decode.py to
+    decode on the device."""
 
     def __init__(self, split: FolderSplit, transform: v2.Compose, *, augment: bool, seed: int,
                  draft: bool = True, on_device: bool = False):
@@ -70,42 +80,52 @@ class _Decoded(Dataset):
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int] | Bad:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, Odd | None] | Bad:
         i, epoch = key
         path = self.split.root / self.split.index.files[i]
         label = self.split.index.labels[i]
+        kinds: list[str | None] = []
+
+        def note(image, size: tuple[int, int]) -> None:  # the image as the decode left it
+            kinds.append(oddity_of(image, size))
+
         try:
-            if self.on_device:
-                seed = _sample_seed(self.seed, epoch, i) if self.augment else None
-                return read_encoded(path, seed), label
-            if not self.augment:
-                return decode_eval(path, self.transform), label
-            # torchvision's random transforms draw from torch's global CPU generator: fork it,
-            # so the crop is a function of (seed, epoch, i) and the caller's stream is
-            # untouched. That generator alone: torch.manual_seed also queues a lazy seed per
-            # accelerator, formatting a stack trace each, 0.8 ms an image (scripts/bench.py f)
-            with torch.random.fork_rng(devices=[]):
-                torch.default_generator.manual_seed(_sample_seed(self.seed, epoch, i))
-                return decode_train(path, self.transform, draft=self.draft), label
+            x = self._decode(path, epoch, i, note)
         except DataError as exc:
             return Bad(str(path), str(exc))
+        return x, label, Odd(str(path), kinds[0]) if kinds and kinds[0] else None
+
+    def _decode(self, path: Path, epoch: int, i: int, note) -> torch.Tensor | Encoded:
+        if self.on_device:
+            seed = _sample_seed(self.seed, epoch, i) if self.augment else None
+            return read_encoded(path, seed, note)
+        if not self.augment:
+            return decode_eval(path, self.transform, note=note)
+        # torchvision's random transforms draw from torch's global CPU generator: fork it, so
+        # the crop is a function of (seed, epoch, i) and the caller's stream is untouched.
+        # That generator alone: torch.manual_seed also queues a lazy seed per accelerator,
+        # formatting a stack trace each, 0.8 ms an image (scripts/bench.py f)
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(_sample_seed(self.seed, epoch, i))
+            return decode_train(path, self.transform, draft=self.draft, note=note)
 
 
 def _sample_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([seed % 2**64, epoch, index]).generate_state(1)[0])
 
 
-def _collate(items: list) -> tuple[torch.Tensor | None, torch.Tensor, list[Bad]]:
-    good = [item for item in items if not isinstance(item, Bad)]
+def _collate(items: list) -> tuple[torch.Tensor | None, torch.Tensor, list[Bad], list[Odd]]:
+    good = [item[:2] for item in items if not isinstance(item, Bad)]
     bad = [item for item in items if isinstance(item, Bad)]
+    odd = [item[2] for item in items if not isinstance(item, Bad) and item[2] is not None]
     if not good:
-        return None, torch.zeros(0, dtype=torch.int64), bad
+        return None, torch.zeros(0, dtype=torch.int64), bad, odd
     # torch's own collate: in a worker it stacks straight into shared memory, where the batch
     # crosses to the main process without a second copy (uint8 (B, 3, S, S), int64 (B,))
     if isinstance(good[0][0], Encoded):  # decoded on the device by the main process
-        return [x for x, _ in good], torch.tensor([y for _, y in good]), bad
+        return [x for x, _ in good], torch.tensor([y for _, y in good]), bad, odd
     images, labels = default_collate(good)
-    return images, labels, bad
+    return images, labels, bad, odd
 
 
 class _BatchKeys(Sampler):
@@ -138,7 +158,9 @@ class FolderLoader:
     """Batches of (normalized float images, labels) on `device`, decoded by worker processes.
 
     The workers persist across epochs; an image that cannot be decoded is an error naming
-    it, or with `skip_bad` is left out and counted in one warning."""
+    it, or with `skip_bad` is left out and counted in one warning. Images that decode but
+    may mislead (tiny, transparent) are counted in one warning per kind, at the end of the
+    pass that met them (the first)."""
 
     def __init__(self, split: FolderSplit, *, augment: bool, transform: v2.Compose,
                  batch_size: int, shuffle: bool, seed: int, mean: tuple[float, ...],
@@ -164,6 +186,7 @@ class FolderLoader:
         mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.scale, self.shift = 1.0 / (255.0 * std_t), mean_t / std_t
         self.bad: dict[str, str] = {}  # path -> message, of the files skipped so far
+        self.odd: dict[str, dict[str, None]] = {}  # kind -> paths (in the order met) so far
 
     def __len__(self) -> int:
         return self.sampler.total()
@@ -177,11 +200,15 @@ class FolderLoader:
         """The batches of one epoch, from batch index `start` (for mid-epoch resume)."""
         self.sampler.epoch, self.sampler.start = epoch, start
         known, yielded = len(self.bad), 0
-        for images, labels, bad in self.loader:
+        known_odd = {kind: len(paths) for kind, paths in self.odd.items()}
+        for images, labels, bad, odd in self.loader:
             if self.on_device and images is not None:
                 images, kept, failed = decode_batch(images, self.transform, self.device)
                 labels, bad = labels[kept], bad + [Bad(*b) for b in failed]
             self._note_bad(bad)
+            for path, kind in odd:
+                if path not in self.bad:  # not one the device failed to decode after all
+                    self.odd.setdefault(kind, {})[path] = None
             if images is None:
                 continue
             images = images.to(self.device, non_blocking=self.pin)
@@ -190,6 +217,10 @@ class FolderLoader:
                 labels.to(self.device, non_blocking=self.pin)
         if len(self.bad) > known:
             self._warn()
+        for kind, paths in self.odd.items():
+            if len(paths) > known_odd.get(kind, 0):
+                print(f"cnnkit: warning: {self.split.root}: {oddity_line(kind, list(paths))}",
+                      file=sys.stderr, flush=True)
         if yielded == 0 and len(self) > start:
             raise DataError(f"{self.split.root}: none of its {len(self.split)} images could be "
                             f"decoded (first: {next(iter(self.bad))})")

@@ -112,7 +112,11 @@ def to_csv(table: Table) -> str:
     return buffer.getvalue()
 
 
-def to_text(table: Table) -> str:
+def to_text(table: Table, *, width: int = 0) -> str:
+    """The runs, then the seed groups (mean ± sd), then the legend of structured values. Rows
+    wider than `width` characters (0: never) are shown in groups of columns, each group
+    starting with the first column (the run's name) and taking as many more as fit, groups
+    one blank line apart; a column wider than `width` alone is shown whole, never cut."""
     m = table.metric
     header = ["name", *table.keys, "status", "epochs", f"best {m}", "at epoch", f"final {m}",
               "time"]
@@ -123,18 +127,18 @@ def to_text(table: Table) -> str:
                          _number(row["best"]),
                          str(row["best_epoch"] or "-"), _number(row["final"]),
                          _seconds(row["seconds"])] for row in table.runs]
-    text = _aligned(lines)
-    if legend:  # a structured value (model.layers) as a short hash in its cell
-        text += "\n\n" + "\n".join(f"{h}  {what}" for h, what in legend.items())
+    text = _aligned(lines, width)
     if table.groups:
         columns = [c for c in table.keys if table.keys[c] != SEED]
         head = [*columns, "seeds", f"best {m}", f"final {m}", "time"]
         # one seed has no spread: its value alone, not "± 0.0000"
-        rows = [[*(value_text(g[c]) for c in columns), str(g["runs"]),
+        rows = [[*(_cell(g[c], table.keys[c], legend) for c in columns), str(g["runs"]),
                  *(_spread(g[k], g[f"{k}_sd"] if g["runs"] > 1 else None, show)
                    for k, show in (("best", _number), ("final", _number),
                                    ("seconds", _seconds)))] for g in table.groups]
-        text += "\n\nover seeds (mean ± sd):\n" + _aligned([head] + rows)
+        text += "\n\nover seeds (mean ± sd):\n" + _aligned([head] + rows, width)
+    if legend:  # a structured value (model.layers) as a short hash in its cell
+        text += "\n\n" + "\n".join(f"{h}  {what}" for h, what in legend.items())
     return text
 
 
@@ -168,7 +172,24 @@ def _spread(mean: float | None, sd: float | None, show) -> str:
     return show(mean) if sd is None else f"{show(mean)} ± {show(sd)}"
 
 
-def _aligned(lines: list[list[str]]) -> str:
+def _aligned(lines: list[list[str]], width: int = 0) -> str:
+    """The cells in columns two spaces apart, in column groups where a line is wider than
+    `width` (0: one group)."""
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
-                     for line in lines)
+    return "\n\n".join("\n".join("  ".join(line[i].ljust(widths[i]) for i in group).rstrip()
+                                  for line in lines) for group in _groups(widths, width))
+
+
+def _groups(widths: list[int], width: int) -> list[list[int]]:
+    """Column indices of each group: all of them where they fit in `width` (or `width` is 0);
+    else the first column and as many more as fit, at least one more however wide."""
+    if not width or sum(widths) + 2 * (len(widths) - 1) <= width:
+        return [list(range(len(widths)))]
+    groups, group, used = [], [0], widths[0]
+    for i in range(1, len(widths)):
+        if len(group) > 1 and used + 2 + widths[i] > width:
+            groups.append(group)
+            group, used = [0], widths[0]
+        group.append(i)
+        used += 2 + widths[i]
+    return [*groups, group]

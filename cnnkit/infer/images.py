@@ -20,7 +20,7 @@ from torchvision.transforms import InterpolationMode
 
 from cnnkit.data.folder_index import EXTENSIONS, left_out_line, suffix_counts
 from cnnkit.data.image_files import open_image
-from cnnkit.errors import DataError, counted
+from cnnkit.errors import DataError
 
 ORIENTATION = 0x0112  # the EXIF tag
 
@@ -117,39 +117,6 @@ def normalize(x: torch.Tensor, names: Sequence[str], record: dict[str, Any], *,
     mean = torch.tensor(record["mean"], dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(record["std"], dtype=torch.float32).view(1, -1, 1, 1)
     return (match_brightness(x, names, record, invert=invert) - mean) / std
-
-
-TINY = 8  # pixels: an image with a shorter side below this says little at any input size
-
-
-def oddity(image: Any) -> str | None:
-    """"tiny" or "alpha" for an image file that decodes but may mislead (read from its header:
-    smaller than TINY pixels on a side, or with transparency that converting to L or RGB
-    flattens onto black), else None."""
-    if not isinstance(image, (str, Path)):
-        return None
-    try:
-        with Image.open(image) as opened:
-            if min(opened.size) < TINY:
-                return "tiny"
-            if opened.mode in ("RGBA", "LA", "PA", "La", "RGBa") \
-                    or "transparency" in opened.info:
-                return "alpha"
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return None  # an undecodable file is reported when it is decoded
-    return None
-
-
-def oddity_line(found: dict[str, list[str]]) -> str:
-    """One warning line counting the images `oddity` found, with an example of each kind."""
-    parts = []
-    if found.get("tiny"):
-        parts.append(f"{counted(len(found['tiny']), 'image')} smaller than {TINY} pixels on a "
-                     f"side (first: {found['tiny'][0]})")
-    if found.get("alpha"):
-        parts.append(f"{counted(len(found['alpha']), 'image')} with an alpha channel, "
-                     f"flattened onto black (first: {found['alpha'][0]})")
-    return "; ".join(parts) + ": predictions on them may mislead"
 
 
 def image_size(image: Any) -> tuple[int, int]:

@@ -18,14 +18,13 @@ from typing import Any
 import torch
 
 from cnnkit.atomic import atomic_write_text
+from cnnkit.data.image_files import file_oddity, oddity_line
 from cnnkit.errors import CnnkitError, DataError
 from cnnkit.infer.images import (
     expand,
     image_size,
     name_of,
     normalize,
-    oddity,
-    oddity_line,
     pixels,
     prepare,
 )
@@ -78,7 +77,7 @@ def predict(predictor: Predictor, images: Any, *, top: int = 5, invert: bool = F
     each image's brightness flipped first (infer/invert.py). An image that cannot be decoded
     is an error naming the chunk's bad files, as training's is; with `skip_bad` it has no
     result and is added to `bad` as {"image", "error"}. Tiny images and images with an alpha
-    channel are counted in one warning."""
+    channel are counted in one warning per kind (data/image_files.py)."""
     if top < 1:
         raise CnnkitError(f"--top: expected 1 or more classes, found {top}")
     if isinstance(images, (str, Path)) or not isinstance(images, Sequence):
@@ -108,11 +107,11 @@ def predict(predictor: Predictor, images: Any, *, top: int = 5, invert: bool = F
             label = Path(name).parent.name if isinstance(image, (str, Path)) else None
             known = {"label": label} if label in predictor.classes else {}
             results.append({"image": name, **known, **result})
-            kind = oddity(image)
+            kind = file_oddity(image) if isinstance(image, (str, Path)) else None
             if kind:
                 odd.setdefault(kind, []).append(name)
-    if odd:
-        print(f"cnnkit: warning: {oddity_line(odd)}", file=sys.stderr, flush=True)
+    for kind, names in odd.items():  # one line per kind, as training and evaluation warn
+        print(f"cnnkit: warning: {oddity_line(kind, names)}", file=sys.stderr, flush=True)
     return results
 
 

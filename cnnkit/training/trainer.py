@@ -293,13 +293,18 @@ def _epochs(run: Run, callbacks: list[Callback]) -> None:
 
 
 def _note_skipped(run: Run, loaders: dict) -> None:
-    """Files data.skip_bad left out so far, per split, into run.json (the loader has printed
-    its line); counted as they are met, since counting them up front would cost a decode
-    pass. The start header counts the files found."""
-    skipped = {split: len(loader.bad) for split, loader in loaders.items()
-               if getattr(loader, "bad", None)}
-    if skipped and run.rundir is not None and run.rundir.manifest.get("skipped") != skipped:
-        run.rundir.update(skipped=skipped)
+    """Per split, into run.json: the files data.skip_bad left out so far, and the images met
+    so far that decode but may mislead, by kind (the loader has printed its lines). Counted
+    as they are met: counting up front would cost a decode pass. The start header counts
+    the files found."""
+    found = {"skipped": {split: len(loader.bad) for split, loader in loaders.items()
+                         if getattr(loader, "bad", None)},
+             "odd_images": {split: {kind: len(paths) for kind, paths in loader.odd.items()}
+                            for split, loader in loaders.items() if getattr(loader, "odd", None)}}
+    changes = {key: value for key, value in found.items()
+               if value and run.rundir is not None and run.rundir.manifest.get(key) != value}
+    if changes:
+        run.rundir.update(**changes)
 
 
 def _validate(run: Run, loader) -> dict[str, float]:
