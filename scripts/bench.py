@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision import transforms
 
 from cnnkit.config import load_config
@@ -529,9 +529,26 @@ def per_image(files: list[Path], size: int) -> dict[str, float]:
                     step(f)
                 best = min(best, time.perf_counter() - begin)
             out[name] = 1000 * best / len(files)
+        # the batch steps, per image: the worker's collate into one tensor, then the main
+        # process's float normalization (one thread here too)
+        images = [torch.randint(0, 256, (3, size, size), dtype=torch.uint8) for _ in range(64)]
+        stacked = default_collate(images)
+        for name, step in {
+                "collate, batch of 64 (torch default_collate)": lambda: default_collate(images),
+                "normalize to float, batch of 64 (x.float() * scale - shift)": lambda: (
+                    stacked.float().mul_(0.02).sub_(1.0))}.items():
+            best = min(_timed(step, 20) for _ in range(3))
+            out[name] = 1000 * best / (20 * len(images))
     finally:
         torch.set_num_threads(threads)
     return out
+
+
+def _timed(step: Callable[[], object], n: int) -> float:
+    begin = time.perf_counter()
+    for _ in range(n):
+        step()
+    return time.perf_counter() - begin
 
 
 def section_f(photos: Path, repeats: int, rows: list, *, sizes: tuple[int, ...],
