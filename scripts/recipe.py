@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cnnkit.config import apply_override  # noqa: E402
+from cnnkit.errors import CnnkitError  # noqa: E402
 from cnnkit.experiments.sweep import plan_sweep, run_sweep  # noqa: E402
 from cnnkit.infer.ensemble import evaluate_average  # noqa: E402
 from cnnkit.rundir import LAST  # noqa: E402
@@ -273,16 +274,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {', '.join(args.config)}: {split}, seeds {args.seeds}, torch {torch.__version__}, "
           f"{args.threads or 'default'} threads, {os.cpu_count()} cores; load before: "
           f"{_load()}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="cnnkit-recipe-") as scratch:
-        out = Path(args.out or scratch)
-        results = [run_candidate(Path(config), name, args, out)
-                   for config in args.config for name in args.variants]
-        if not args.folds:  # the config's split: the seeds are the rows' units
-            for result in results:
-                records = result["by_unit"][None]
-                result["by_unit"] = {r.values.get("train.seed"): [r] for r in records}
-        print(f"\n# load after: {_load()}\n")
-        print(table(results, tta=args.tta, over=over))
+    try:  # e.g. a sweep folder in use by another command: one line, as cnnkit says it
+        with tempfile.TemporaryDirectory(prefix="cnnkit-recipe-") as scratch:
+            out = Path(args.out or scratch)
+            results = [run_candidate(Path(config), name, args, out)
+                       for config in args.config for name in args.variants]
+            if not args.folds:  # the config's split: the seeds are the rows' units
+                for result in results:
+                    records = result["by_unit"][None]
+                    result["by_unit"] = {r.values.get("train.seed"): [r] for r in records}
+            print(f"\n# load after: {_load()}\n")
+            print(table(results, tta=args.tta, over=over))
+    except CnnkitError as exc:
+        print(f"recipe.py: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -175,6 +175,21 @@ def test_recipe_one_variant_one_epoch_prints_the_table(tmp_path, capsys, monkeyp
     assert not list(tmp_path.glob("cnnkit-recipe-*"))  # its scratch sweeps are gone
 
 
+def test_recipe_sweep_folder_in_use_is_one_line(tmp_path, capsys):
+    """A second recipe.py on the same --out while the first one's sweep holds its folder
+    (issue 28: two lanes read back the same runs): one line and exit 2, not a traceback."""
+    from cnnkit.experiments.sweep import sweep_lock
+
+    busy = tmp_path / "cv" / "mnist_best"
+    busy.mkdir(parents=True)
+    with sweep_lock(busy):
+        code = script("recipe.py")["main"](["--variants", "recipe", "--seeds", "0",
+                                            "--out", str(tmp_path / "cv")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert err.startswith("recipe.py: error: sweep directory ") and str(busy) in err
+
+
 TINY_FOLDS = ["--config", str(ROOT / "configs" / "mnist_plain.yaml"), "--folds", "2",
               "--seeds", "0", "1", "--set", "train.epochs=1",
               "--set", "data.train_per_class=3", "--set", "data.classes=[0, 1]",  # 500 val
