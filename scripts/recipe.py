@@ -46,10 +46,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cnnkit.config import apply_override  # noqa: E402
+from cnnkit.errors import CnnkitError  # noqa: E402
 from cnnkit.experiments.sweep import plan_sweep, run_sweep  # noqa: E402
 from cnnkit.infer.ensemble import evaluate_average  # noqa: E402
 from cnnkit.rundir import LAST  # noqa: E402
 from cnnkit.rundir.records import read_run  # noqa: E402
+from cnnkit.schema import TrainConfig  # noqa: E402
 
 
 def _swap_layer(name: str, replacement: list) -> Callable[[dict], None]:
@@ -66,15 +68,39 @@ def _swap_layer(name: str, replacement: list) -> Callable[[dict], None]:
 
 
 def _widen(raw: dict) -> None:
-    """A 128-channel 3×3 conv (BatchNorm, ReLU) after the last pooling of a flat list."""
+    """A 128-channel 3×3 conv (BatchNorm, ReLU) after the last pooling of a flat list; a
+    residual block after it (whose in channels are explicit) then takes 128 channels in."""
     layers = raw["model"]["layers"]
     at = max(i for i, layer in enumerate(layers) if layer[0] == "MaxPool2d") + 1
     layers[at:at] = [["Conv2d", 128, 3, {"padding": 1, "bias": False}], ["BatchNorm2d"],
                      ["ReLU"]]
+    block = next((layer for layer in layers[at + 3:] if layer[0] in _IN_OUT), None)
+    if block is not None:
+        block[1] = 128
+
+
+_IN_OUT = ("BasicBlock",)  # layers written [Name, in channels, out channels, ...]
+
+
+def _scale_channels(factor: float) -> Callable[[dict], None]:
+    """Every conv's and residual block's channels × factor (rounded down), the rest kept."""
+
+    def edit(raw: dict) -> None:
+        for layer in raw["model"]["layers"]:
+            width = (1, 2) if layer[0] in _IN_OUT else (1,) if layer[0] == "Conv2d" else ()
+            for i in width:
+                layer[i] = int(layer[i] * factor)
+    return edit
+
+
+def _half_batch(raw: dict) -> list[str]:
+    """Half the batch, so twice the optimizer steps per epoch (same lr, same epochs)."""
+    batch = raw.get("train", {}).get("batch_size", TrainConfig.batch_size)
+    return [f"train.batch_size={batch // 2}"]
 
 
 def _double_epochs(raw: dict) -> list[str]:
-    return [f"train.epochs={2 * raw.get('train', {}).get('epochs', 10)}"]
+    return [f"train.epochs={2 * raw.get('train', {}).get('epochs', TrainConfig.epochs)}"]
 
 
 # name -> (what the row says, the --set items it adds, or a function of the config giving
@@ -93,6 +119,8 @@ VARIANTS: dict[str, tuple[str, list[str] | Callable[[dict], list[str]],
     "elastic12": ("+ milder elastic distortion (12, σ 4)", ["data.augment.elastic=12"], None),
     "long": ("+ twice the epochs", _double_epochs, None),
     "wide": ("+ a third conv layer, 128 channels", [], _widen),
+    "wider": ("+ 9/8 the channels (32, 64 -> 36, 72)", [], _scale_channels(9 / 8)),
+    "half-batch": ("+ half the batch (twice the steps per epoch)", _half_batch, None),
 }
 
 
@@ -246,16 +274,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {', '.join(args.config)}: {split}, seeds {args.seeds}, torch {torch.__version__}, "
           f"{args.threads or 'default'} threads, {os.cpu_count()} cores; load before: "
           f"{_load()}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="cnnkit-recipe-") as scratch:
-        out = Path(args.out or scratch)
-        results = [run_candidate(Path(config), name, args, out)
-                   for config in args.config for name in args.variants]
-        if not args.folds:  # the config's split: the seeds are the rows' units
-            for result in results:
-                records = result["by_unit"][None]
-                result["by_unit"] = {r.values.get("train.seed"): [r] for r in records}
-        print(f"\n# load after: {_load()}\n")
-        print(table(results, tta=args.tta, over=over))
+    try:  # e.g. a sweep folder in use by another command: one line, as cnnkit says it
+        with tempfile.TemporaryDirectory(prefix="cnnkit-recipe-") as scratch:
+            out = Path(args.out or scratch)
+            results = [run_candidate(Path(config), name, args, out)
+                       for config in args.config for name in args.variants]
+            if not args.folds:  # the config's split: the seeds are the rows' units
+                for result in results:
+                    records = result["by_unit"][None]
+                    result["by_unit"] = {r.values.get("train.seed"): [r] for r in records}
+            print(f"\n# load after: {_load()}\n")
+            print(table(results, tta=args.tta, over=over))
+    except CnnkitError as exc:
+        print(f"recipe.py: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -28,6 +28,7 @@ from PIL import Image, ImageOps
 from cnnkit.checkpoint import load_checkpoint
 from cnnkit.config import apply_override, config_from_dict
 from cnnkit.infer.ensemble import evaluate_average
+from cnnkit.models.builder import build_model
 from cnnkit.rundir.records import read_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,18 +128,38 @@ def test_bench_counts_an_epoch_s_flops_and_names_both_whole_processes(tmp_path):
     assert commands["hand"][-2:] == ["--epochs", "3"]
 
 
-def test_every_recipe_variant_is_a_valid_config():
-    globals_ = script("recipe.py")
-    raw = yaml.safe_load((ROOT / "configs" / "mnist_plain.yaml").read_text())  # their net
-    for name in globals_["VARIANTS"]:
-        edited = copy.deepcopy(raw)
-        _, sets, edit = globals_["variant"](name, edited)
-        for item in sets:
-            apply_override(edited, item)
-        if edit is not None:
-            edit(edited)
+def _recipe_variant(name: str, config: str) -> tuple[dict, dict]:
+    """(the config, the config with recipe.py's variant `name` applied) as raw dicts."""
+    raw = yaml.safe_load((ROOT / "configs" / config).read_text())
+    edited = copy.deepcopy(raw)
+    _, sets, edit = script("recipe.py")["variant"](name, edited)
+    for item in sets:
+        apply_override(edited, item)
+    if edit is not None:
+        edit(edited)
+    return raw, edited
+
+
+@pytest.mark.parametrize("config", ["mnist_plain.yaml", "mnist_best.yaml"])  # plain, residual
+def test_every_recipe_variant_is_a_valid_config(config):
+    for name in script("recipe.py")["VARIANTS"]:
+        raw, edited = _recipe_variant(name, config)
         assert (edited == raw) == (name == "recipe"), name  # each other removes or adds one
-        config_from_dict(edited, source=name)
+        build_model(config_from_dict(edited, source=name))  # every layer's shapes fit
+
+
+def test_recipe_width_variants_on_the_residual_net():
+    """`wider`: every conv and block 9/8 as wide, within the issue's 200k parameters; `wide`
+    feeds its 128 channels into the residual block after it (it kept the block's 32)."""
+    count = {name: sum(p.numel() for p in build_model(config_from_dict(
+        _recipe_variant(name, "mnist_best.yaml")[1])).parameters())
+        for name in ("recipe", "wider", "wide")}
+    assert count["recipe"] == 155_626 and count["wider"] == 193_510
+    _, wide = _recipe_variant("wide", "mnist_best.yaml")
+    assert [layer[:3] for layer in wide["model"]["layers"] if layer[0] == "BasicBlock"] == \
+        [["BasicBlock", 128, 64], ["BasicBlock", 64, 64]]
+    _, half = _recipe_variant("half-batch", "mnist_best.yaml")
+    assert half["train"]["batch_size"] == 125
 
 
 def test_recipe_one_variant_one_epoch_prints_the_table(tmp_path, capsys, monkeypatch):
@@ -152,6 +173,21 @@ def test_recipe_one_variant_one_epoch_prints_the_table(tmp_path, capsys, monkeyp
                     rf"({NUMBER}) \| \+0.00 \| \+0.00 ± 0.00 \|", out, re.M)
     assert row[1] == row[2] and float(row[3]) == 0 and 0 <= float(row[1]) <= 100
     assert not list(tmp_path.glob("cnnkit-recipe-*"))  # its scratch sweeps are gone
+
+
+def test_recipe_sweep_folder_in_use_is_one_line(tmp_path, capsys):
+    """A second recipe.py on the same --out while the first one's sweep holds its folder
+    (issue 28: two lanes read back the same runs): one line and exit 2, not a traceback."""
+    from cnnkit.experiments.sweep import sweep_lock
+
+    busy = tmp_path / "cv" / "mnist_best"
+    busy.mkdir(parents=True)
+    with sweep_lock(busy):
+        code = script("recipe.py")["main"](["--variants", "recipe", "--seeds", "0",
+                                            "--out", str(tmp_path / "cv")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert err.startswith("recipe.py: error: sweep directory ") and str(busy) in err
 
 
 TINY_FOLDS = ["--config", str(ROOT / "configs" / "mnist_plain.yaml"), "--folds", "2",
