@@ -318,6 +318,7 @@ class Case:
     shrink: bool = False
     refusals: dict[str, str] = field(default_factory=dict)
     data_free: bool = False  # reads no run: run once, not once per family
+    slow: bool = False  # marked slow (what tests/test_onnx.py checks on every kind of run)
 
     @property
     def command(self) -> str:
@@ -395,7 +396,7 @@ CASES = [
                       "{tmp}/s.png"), ("--image", "--out"), _check_saliency),
     Case("export", ("export", "{run}", "--out", "{tmp}/m.pt"), ("--out",), _check_export),
     Case("export-onnx", ("export", "{best}", "--out", "{tmp}/m.pt", "--onnx", "{tmp}/m.onnx"),
-         ("--out", "--onnx"), _check_onnx),
+         ("--out", "--onnx"), _check_onnx, slow=True),
     Case("config", ("config", "{shipped}"), (), _check_shipped_config),
     Case("configs-json", ("configs", "--json"), ("--json",), _check_configs_json,
          data_free=True),
@@ -405,11 +406,12 @@ CASES = [
 
 def _params():
     for case in CASES:
+        marks = [pytest.mark.slow] if case.slow else []
         if case.data_free:
-            yield pytest.param(case, "digits", id=case.id)
+            yield pytest.param(case, "digits", id=case.id, marks=marks)
             continue
         for name in FAMILIES:
-            yield pytest.param(case, name, id=f"{case.id}-{name}")
+            yield pytest.param(case, name, id=f"{case.id}-{name}", marks=marks)
 
 
 @pytest.mark.parametrize(("case", "family"), list(_params()))

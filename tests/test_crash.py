@@ -232,6 +232,7 @@ def test_two_writers_racing_into_one_directory_one_is_refused(tmp_path):
     assert manifest["epoch"] == manifest["epochs"] == 3
 
 
+@pytest.mark.slow  # a child process trained, then killed: ~7 s
 def test_sigkill_releases_the_lock_and_the_run_reads_as_interrupted(tmp_path):
     child = Child(tmp_path, "run", CNNKIT_PAUSE_STEP="6")
     child.wait_paused()

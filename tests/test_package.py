@@ -66,6 +66,7 @@ def test_configs_lists_name_task_parameters_input_description(cli, monkeypatch, 
                                         "1×64×64"]
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_the_configs_table_is_current_and_configs_loads_no_torch():
     """configs/catalogue.json describes every shipped config as it is now (regenerate: python
     -m cnnkit.inspect.catalogue), and `cnnkit configs` reads it without importing torch."""
@@ -284,6 +285,7 @@ def test_exif_orientation_turns_the_image_upright(tmp_path):
     assert upright.getpixel((10, 37))[0] > 200
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_opening_an_image_leaves_torchvision_alone():
     """Inference opens its images as training does, without torchvision's transforms."""
     code = ("import sys; from cnnkit.data.image_files import open_image; "
