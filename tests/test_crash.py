@@ -36,7 +36,24 @@ CONFIG = {
 WAIT = 300  # seconds; generous because the machine may be shared, never reached when healthy
 SCRIPT = ROOT / "tests" / "crash_child.py"
 ENV = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-LAUNCHER: list[ForkServer | Subprocesses] = []  # the module's, set by the fixture below
+LAUNCHER: list = []  # the module's, set by the fixture below
+
+
+class _FirstSpawn:
+    """The module's launcher, started by its first child: a module whose selected tests start
+    none (`-m 'not slow'` in test_folder_recipe) pays no server importing torch."""
+
+    def __init__(self, start):
+        self.start, self.started = start, None
+
+    def spawn(self, *args, **kwargs):
+        if self.started is None:
+            self.started = self.start()
+        return self.started.spawn(*args, **kwargs)
+
+    def close(self) -> None:
+        if self.started is not None:
+            self.started.close()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -45,7 +62,8 @@ def launcher(tmp_path_factory):
     on macOS) or with CNNKIT_TEST_FORKSERVER=0, a fresh interpreter per child."""
     if sys.platform == "linux" and os.environ.get("CNNKIT_TEST_FORKSERVER") != "0":
         log = tmp_path_factory.mktemp("forkserver") / "server.log"
-        LAUNCHER.append(ForkServer(SCRIPT, env={**os.environ, **ENV}, log=log, timeout=WAIT))
+        LAUNCHER.append(_FirstSpawn(lambda: ForkServer(SCRIPT, env={**os.environ, **ENV},
+                                                       log=log, timeout=WAIT)))
     else:
         LAUNCHER.append(Subprocesses(SCRIPT))
     yield
