@@ -9,6 +9,7 @@ import math
 import tempfile
 from pathlib import Path
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -126,6 +127,7 @@ LAYER = st.tuples(LAYER_NAMES, st.lists(ARGS, max_size=4),
     lambda t: [t[0], *t[1], *([t[2]] if t[2] else [])])
 
 
+@pytest.mark.slow  # 200 random models built and run: ~2.5 s
 @settings(max_examples=200, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.integers(-1, 12), min_size=0, max_size=4),

@@ -214,6 +214,7 @@ def test_cli_names_the_bad_file_in_one_line(cli, root, tmp_path, write_config):
     assert json.loads((tmp_path / "run" / "classes.json").read_text()) == ["cat", "dog"]
 
 
+@pytest.mark.slow  # 2 trainings on class folders; fast: tests/test_train.py's resume
 def test_resume_continues_exactly(root, tmp_path, write_config):
     """Two epochs straight equal one epoch and a resumed second one (worker processes crop,
     and dropout draws from the restored RNG)."""

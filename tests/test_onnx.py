@@ -45,6 +45,7 @@ def _onnx_matches_cnnkit(onnx_file, checkpoint, images):
     assert got.shape == expected.shape and np.abs(got - expected).max() <= 1e-4 * scale
 
 
+@pytest.mark.slow  # a dynamo export and an onnxruntime session per kind of run: ~2-4 s each
 @pytest.mark.parametrize("fixture", ["trained_run", "trained_folder_run",
                                      "trained_localization_run"])
 def test_each_tasks_run_exports_quietly_with_its_metadata(fixture, request, cli, tmp_path):
@@ -128,6 +129,7 @@ def test_without_its_packages_nothing_is_written(trained_run, cli, tmp_path, mon
     assert not (tmp_path / "m.pt").exists() and not (tmp_path / "m.onnx").exists()
 
 
+@pytest.mark.slow  # an export, then the README's script in a fresh interpreter
 def test_the_readme_script_predicts_as_cnnkit_does(trained_folder_run, cli, tmp_path):
     """The README's onnxruntime script, as written, on a class-folder run's ONNX file: the
     class and probability `cnnkit predict` gives (decode, resize, crop and normalize from the

@@ -25,7 +25,9 @@ from tests.conftest import CONFIGS, ZOO, zoo_family
 from tests.imagefiles import write_class_folders
 
 # AlexNet is slow for its size: 61 M parameters make each checkpoint (weights + momentum) 490 MB
-TRAINED = ["googlenet", "resnet18", pytest.param("alexnet", marks=pytest.mark.slow)]
+# GoogLeNet's three heads through the whole CLI: 3 s; in the whole suite (CI), not -m 'not slow'
+TRAINED = [pytest.param("googlenet", marks=pytest.mark.slow), "resnet18",
+           pytest.param("alexnet", marks=pytest.mark.slow)]
 
 # the smallest input each family takes: AlexNet's last pooling needs 3×3 left at 64×64
 SIZE = dict(alexnet=64, vgg=32, googlenet=32, resnet=32)
