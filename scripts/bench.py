@@ -522,12 +522,7 @@ def per_image(files: list[Path], size: int) -> dict[str, float]:
     torch.set_num_threads(1)  # as in a DataLoader worker, which torch sets to one thread
     try:
         for name, step in steps.items():
-            best = float("inf")
-            for _ in range(3):
-                begin = time.perf_counter()
-                for f in files:
-                    step(f)
-                best = min(best, time.perf_counter() - begin)
+            best = min(_timed(lambda s=step: [s(f) for f in files], 1) for _ in range(3))
             out[name] = 1000 * best / len(files)
         # the batch steps, per image: the worker's collate into one tensor, then the main
         # process's float normalization (one thread here too)

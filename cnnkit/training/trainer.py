@@ -297,12 +297,14 @@ def _note_skipped(run: Run, loaders: dict) -> None:
     so far that decode but may mislead, by kind (the loader has printed its lines). Counted
     as they are met: counting up front would cost a decode pass. The start header counts
     the files found."""
+    if run.rundir is None:
+        return
     found = {"skipped": {split: len(loader.bad) for split, loader in loaders.items()
                          if getattr(loader, "bad", None)},
              "odd_images": {split: {kind: len(paths) for kind, paths in loader.odd.items()}
                             for split, loader in loaders.items() if getattr(loader, "odd", None)}}
     changes = {key: value for key, value in found.items()
-               if value and run.rundir is not None and run.rundir.manifest.get(key) != value}
+               if value and run.rundir.manifest.get(key) != value}
     if changes:
         run.rundir.update(**changes)
 
