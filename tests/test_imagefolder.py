@@ -247,3 +247,14 @@ def test_data_classes_and_train_per_class_pick_class_folders(tmp_path):
     assert x.shape == (6, 3, 32, 32) and sorted(y.tolist()) == [0, 0, 0, 1, 1, 1]
     with pytest.raises(DataError, match="class owl has only 4 training examples, 5 asked"):
         build_data(folder(root, classes=["owl"], train_per_class=5))
+
+
+def test_every_command_gets_the_workers_capped_at_the_cpus(root):
+    """data.workers past the CPUs (the zoo's 8 on 2 cores) is capped where the folders load,
+    so eval, predict and export get it as training does (torch warned twice in `cnnkit
+    eval` on a 2-core machine)."""
+    from cnnkit.data.imagefolder import available_cpus
+
+    data = build_data(DataConfig(name="imagefolder", root=str(root), image_size=32,
+                                 workers=available_cpus() + 6))
+    assert data.workers == available_cpus()

@@ -14,6 +14,7 @@ was stopped.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -251,7 +252,7 @@ class FolderData:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     cfg: DataConfig  # image_size, augment, val_resize, val_crop
-    workers: int = 4  # data.workers, which fit_to_data caps at the CPUs
+    workers: int = 4  # data.workers, capped at the CPUs by load()
     skip_bad: bool = False
 
     @property
@@ -291,5 +292,14 @@ def load(cfg: DataConfig) -> FolderData:
         print(f"cnnkit: warning: {left_out_line(root, index.left_out)}", file=sys.stderr,
               flush=True)
     splits = {name: FolderSplit(root / name, split) for name, split in index.splits.items()}
-    return FolderData(splits, index.classes, IMAGENET_MEAN, IMAGENET_STD, cfg, workers=cfg.workers,
-                      skip_bad=cfg.skip_bad)
+    # capped at the CPUs for every command (train, eval, predict, export): the zoo's 8 on 2
+    # cores is 2, without torch's warning about more workers than CPUs
+    return FolderData(splits, index.classes, IMAGENET_MEAN, IMAGENET_STD, cfg,
+                      workers=min(cfg.workers, available_cpus()), skip_bad=cfg.skip_bad)
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, as PyTorch's DataLoader counts)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import warnings
 
 import torch
 
 from cnnkit.data import Data
+from cnnkit.data.imagefolder import available_cpus
 from cnnkit.data.shards import batches_per_epoch
 from cnnkit.errors import counted
 from cnnkit.schema import Config
@@ -81,6 +81,7 @@ def fit_warnings(cfg: Config, data: Data, counts: list[int] | None, *, world_siz
                      f"{counted(n, 'training example')}, train.batch_size {batch}), fewer "
                      f"than {MIN_STEPS}: {' or '.join(fix)} gives {MIN_STEPS} or more")
     if hasattr(data, "workers"):  # class folders decode in worker processes
+        # load() caps class folders' already; this caps a Data given another way
         data.workers = min(data.workers, available_cpus())  # the zoo's 8 on 2 cores: 2
     if counts and min(counts) * IMBALANCE < max(counts) and cfg.task.class_weights is None:
         big, small = counts.index(max(counts)), counts.index(min(counts))
@@ -91,9 +92,3 @@ def fit_warnings(cfg: Config, data: Data, counts: list[int] | None, *, world_siz
                      f"times as many); consider {watch}task.class_weights: auto")
     return lines
 
-
-def available_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask, as PyTorch's DataLoader counts)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
